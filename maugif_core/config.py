@@ -1,0 +1,151 @@
+"""Model configurations and the per-task presets (SPEC §1).
+
+Configs are frozen pydantic models: plain data that is validated once, stored inside every checkpoint as JSON and
+turned into modules by :func:`maugif_core.build_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from maugif_core.errors import UnknownTaskError
+
+__all__ = [
+    "ADDITIVE_TASKS",
+    "MULTIPLICATIVE_TASKS",
+    "TASKS",
+    "AdditiveConfig",
+    "ModelConfig",
+    "MultiplicativeConfig",
+    "preset",
+]
+
+ADDITIVE_TASKS = ("vif", "medical", "mff", "mef", "general")
+MULTIPLICATIVE_TASKS = ("hsi_msi", "pansharpen")
+TASKS = ADDITIVE_TASKS + MULTIPLICATIVE_TASKS
+
+ChromaRule = Literal["from_a", "saturation_weighted"]
+BatchNormMode = Literal["per_image", "running"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdditiveConfig(_Frozen):
+    """Configuration of an additive-mechanism MAUGIF model (SPEC §1.1)."""
+
+    mechanism: Literal["additive"] = Field("additive", description="Fusion mechanism; fixed for this config.")
+    task: Literal["vif", "medical", "mff", "mef", "general"] = Field(
+        "general", description="Task preset the model was built for."
+    )
+    threshold: float = Field(0.0, description="Detail threshold t: tau(d) = d * 1[d >= t], in unit-float luma.")
+    lambda_y: PositiveFloat = Field(0.9, description="Stage-1 weight of ||C - Y_A||.")
+    chroma: ChromaRule = Field("from_a", description="How the fused chroma is formed from the sources.")
+    direction: Literal["b_to_a", "a_to_b"] = Field(
+        "b_to_a", description="Which injector fuses: D_B injects B's detail into A (default) or D_A the reverse."
+    )
+    bn_mode: BatchNormMode = Field(
+        "per_image",
+        description=(
+            "BatchNorm at inference: 'per_image' normalises each image with its own statistics (the reference's "
+            "behaviour at batch 1, frozen across the tiles of one image); 'running' uses the running statistics."
+        ),
+    )
+    encoder_channels: PositiveInt = Field(3, description="Width of the encoder's 11x11 layer (reference: 3).")
+    decoder_width: PositiveInt = Field(16, description="Width of the decoder's first branch (reference: 16).")
+    decoder_width2: PositiveInt = Field(32, description="Width of the decoder's second branch (reference: 32).")
+    loss_w_shared: float = Field(0.2, ge=0, description="Stage-1 weight of ||C_B - C||.")
+    loss_w_b: float = Field(1.0, ge=0, description="Stage-1 weight of ||C - B||.")
+    loss_w_grad: float = Field(66.0, ge=0, description="Stage-2 weight of the Sobel max-gradient term.")
+
+
+class MultiplicativeConfig(_Frozen):
+    """Configuration of a multiplicative-mechanism MAUGIF model (SPEC §1.2)."""
+
+    mechanism: Literal["multiplicative"] = Field(
+        "multiplicative", description="Fusion mechanism; fixed for this config."
+    )
+    task: Literal["hsi_msi", "pansharpen"] = Field("pansharpen", description="Task preset.")
+    rank: PositiveInt = Field(15, description="K, the number of spectral basis vectors (capped at the band count L).")
+    ratio: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="Integer resolution ratio r; inferred from the image sizes when None."
+    )
+    decimation: Literal["plain", "blur"] = Field(
+        "plain", description="How M is brought to low resolution for the loss: plain decimation or blur-then-decimate."
+    )
+    steps: PositiveInt = Field(6000, description="Maximum optimisation steps of the per-scene fit.")
+    lr: PositiveFloat = Field(3e-4, description="Adam learning rate of the per-scene fit.")
+    early_stop_patience: int = Field(
+        500, ge=0, description="Stop after this many steps without relative improvement (0 disables early stopping)."
+    )
+    early_stop_rel_tol: float = Field(1e-4, ge=0, description="Relative loss improvement that counts as progress.")
+    decimation_offset: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description=(
+            "Phase of plain decimation, in high-resolution pixels: M_low[i, j] = M[r*i + offset, r*j + offset]. "
+            "None = r // 2, the pixel nearest the centre of each r x r footprint (aligned origins); the reference "
+            "uses 0."
+        ),
+    )
+    weight_decay: float = Field(1e-8, ge=0, description="Adam L2 weight decay of the per-scene fit (reference).")
+    loss_w_recon: float = Field(0.2, ge=0, description="Weight of ||D(E(Z)) - Z||.")
+    seed: int = Field(0, description="Seed of the per-scene fit.")
+    bands_low: Annotated[int, Field(ge=2)] | None = Field(
+        None,
+        description=(
+            "L, band count of the low-resolution image A. None until fitted; when set, it fixes the parameter "
+            "shapes (so a fitted model can be rebuilt from its config) and scenes with another count are refused."
+        ),
+    )
+    bands_high: PositiveInt | None = Field(
+        None,
+        description="l, band count of the high-resolution image B (1 for pansharpening). None until fitted; see "
+        "bands_low.",
+    )
+
+    @model_validator(mode="after")
+    def _check_decimation_offset(self) -> MultiplicativeConfig:
+        if self.decimation_offset is not None and self.ratio is not None and self.decimation_offset >= self.ratio:
+            raise ValueError(
+                f"decimation_offset must be smaller than ratio ({self.ratio}), got {self.decimation_offset}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_bands_pair(self) -> MultiplicativeConfig:
+        if (self.bands_low is None) != (self.bands_high is None):
+            raise ValueError(
+                f"bands_low and bands_high must be set together, got bands_low={self.bands_low}, "
+                f"bands_high={self.bands_high}"
+            )
+        return self
+
+
+ModelConfig = AdditiveConfig | MultiplicativeConfig
+
+_ADDITIVE_PRESETS: dict[str, dict] = {
+    "vif": {"threshold": -0.5, "lambda_y": 0.9, "chroma": "from_a"},
+    "medical": {"threshold": 0.0, "lambda_y": 2.0, "chroma": "from_a"},
+    "mff": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "saturation_weighted"},
+    "mef": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "saturation_weighted"},
+    "general": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "from_a"},
+}
+
+
+def preset(task: str, **overrides) -> ModelConfig:
+    """Return the model config of a task preset, with field overrides applied (and validated).
+
+    Raises:
+        UnknownTaskError: ``task`` is not one of :data:`TASKS`.
+        pydantic.ValidationError: an override is not a field of the config or has a bad value.
+    """
+    if task in _ADDITIVE_PRESETS:
+        return AdditiveConfig(task=task, **{**_ADDITIVE_PRESETS[task], **overrides})
+    if task in MULTIPLICATIVE_TASKS:
+        return MultiplicativeConfig(task=task, **overrides)
+    raise UnknownTaskError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+
+

@@ -1,0 +1,452 @@
+"""The multiplicative MAUGIF model: a per-scene fitted spectral basis, encoder and decoder (SPEC §1.2).
+
+A fitted model belongs to one scene: Φ is that scene's spectral basis and E, D were fitted on it. ``fuse``
+fits on the scene it is given unless the model is already fitted (then it reuses the fitted state — pass
+``refit=True``, or call ``fit``, for a new scene). Fusion itself is ``X̂ = Φ · D(M)`` at high resolution, a
+fully convolutional map of M with receptive-field radius 1, so tiles of M fused with a one-pixel halo equal
+the whole image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from maugif_core.config import MultiplicativeConfig
+from maugif_core.errors import BandCountError, MaugifError, RatioError, ShapeError
+from maugif_core.imaging import check_image, from_unit_float, to_unit_float
+from maugif_core.multiplicative.fitting import FitReport, fit_stacked
+from maugif_core.multiplicative.networks import (
+    DECODER_RECEPTIVE_FIELD_RADIUS,
+    ConvMode,
+    SpectralDecoder,
+    SpectralEncoder,
+    init_stacked_parameters,
+    multiplicative_loss,
+)
+from maugif_core.multiplicative.spectral import decimate, spectral_basis
+
+__all__ = ["MultiplicativeMAUGIF", "NotFittedError", "fit_many"]
+
+logger = logging.getLogger(__name__)
+
+# High-resolution rows fused at a time by ``fuse``: bounds the (K, rows, W) float32 intermediate.
+_FUSE_ROWS = 1024
+
+# Config fields that must agree between scenes fitted together (everything that shapes the optimisation).
+_SHARED_FIT_FIELDS = (
+    "rank",
+    "ratio",
+    "decimation",
+    "decimation_offset",
+    "steps",
+    "lr",
+    "weight_decay",
+    "early_stop_patience",
+    "early_stop_rel_tol",
+    "loss_w_recon",
+    "bands_low",
+    "bands_high",
+)
+
+
+class NotFittedError(MaugifError, RuntimeError):
+    """A per-scene model was asked to fuse before being fitted."""
+
+
+def _ratio_of(low_hw: tuple[int, int], high_hw: tuple[int, int], name_low: str, name_high: str) -> int:
+    """The integer ratio r ≥ 2 with ``high_hw == r * low_hw``, or :class:`RatioError`."""
+    (h, w), (H, W) = low_hw, high_hw
+    if H % h or W % w or H // h != W // w or H // h < 2:
+        raise RatioError(
+            f"{name_high} {H}x{W} must be an integer multiple r >= 2 of {name_low} {h}x{w} in both axes "
+            f"(same r), got ratios {H / h:g} and {W / w:g}"
+        )
+    return H // h
+
+
+def _to_chw(image: np.ndarray) -> Tensor:
+    """``(H, W)`` or ``(H, W, C)`` array → ``(C, H, W)`` float32 unit-float tensor."""
+    unit = to_unit_float(image)
+    if unit.ndim == 2:
+        unit = unit[..., None]
+    return torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1)))
+
+
+class MultiplicativeMAUGIF(nn.Module):
+    """Multiplicative-mechanism MAUGIF: per-scene spectral basis Φ ``(L, K)``, encoder E and decoder D.
+
+    Before fitting (and unless ``config.bands_low``/``bands_high`` are set) the model has no layers; ``fit``
+    builds them for the scene's band counts. The whole fitted state lives in ``state_dict()`` — ``basis``,
+    ``fitted`` and the E/D weights — and :meth:`fitted_config` returns a config from which the same parameter
+    shapes are rebuilt, so a checkpoint round-trips:
+    ``MultiplicativeMAUGIF(m.fitted_config()).load_state_dict(m.state_dict())``.
+
+    Args:
+        config: model configuration; defaults to the ``pansharpen`` preset values.
+    """
+
+    basis: Tensor
+    fitted: Tensor
+
+    def __init__(self, config: MultiplicativeConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else MultiplicativeConfig()
+        self.fit_report: FitReport | None = None
+        self._ratio: int | None = self.config.ratio
+        self.register_module("encoder", None)
+        self.register_module("decoder", None)
+        self.register_buffer("basis", torch.zeros(0, 0))
+        self.register_buffer("fitted", torch.tensor(False))
+        if self.config.bands_low is not None and self.config.bands_high is not None:
+            self._build(self.config.bands_low, self.config.bands_high)
+
+    # ------------------------------------------------------------------ structure
+
+    def _build(self, bands_low: int, bands_high: int) -> None:
+        """(Re)create E, D and Φ for L = ``bands_low``, l = ``bands_high``, on the model's device."""
+        device = self.basis.device
+        K = min(self.config.rank, bands_low)
+        self.encoder = SpectralEncoder(K, bands_high).to(device)
+        self.decoder = SpectralDecoder(K, bands_high).to(device)
+        self.basis = torch.zeros(bands_low, K, device=device)
+        self.fitted = torch.tensor(False, device=device)
+
+    @property
+    def receptive_field_radius(self) -> int:
+        """Receptive-field radius of fusion, in high-resolution pixels (D's: a 1x1 then a 3x3 convolution)."""
+        return DECODER_RECEPTIVE_FIELD_RADIUS
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether Φ, E and D hold a fitted scene (also true after loading a fitted state_dict)."""
+        return bool(self.fitted.item())
+
+    @property
+    def bands_low(self) -> int | None:
+        """L of the fitted (or configured) layers; None before."""
+        return None if self.basis.numel() == 0 else int(self.basis.shape[0])
+
+    @property
+    def bands_high(self) -> int | None:
+        """l of the fitted (or configured) layers; None before."""
+        return None if self.decoder is None else int(self.decoder.conv1.in_channels)
+
+    @property
+    def rank(self) -> int | None:
+        """K, the number of basis vectors in use (``config.rank`` capped at L); None before fitting."""
+        return None if self.basis.numel() == 0 else int(self.basis.shape[1])
+
+    @property
+    def ratio(self) -> int | None:
+        """r of the fitted scene (or of the config); None when not known yet."""
+        return self._ratio
+
+    def fitted_config(self) -> MultiplicativeConfig:
+        """This model's config with ``bands_low``, ``bands_high``, ``rank`` (effective K) and ``ratio`` set.
+
+        Raises:
+            NotFittedError: the model has not been fitted.
+        """
+        self._require_fitted()
+        fields = self.config.model_dump()
+        fields.update(bands_low=self.bands_low, bands_high=self.bands_high, rank=self.rank, ratio=self._ratio)
+        return MultiplicativeConfig(**fields)
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(
+                "MultiplicativeMAUGIF: expected a fitted model (call fit(image_a, image_b) first, or load "
+                "a fitted state_dict), got an unfitted one"
+            )
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # An unfitted, unconfigured model has no layers yet: build them from the checkpoint's shapes so that
+        # load_state_dict also works on MultiplicativeMAUGIF(config) without bands in the config.
+        basis = state_dict.get(prefix + "basis")
+        weight = state_dict.get(prefix + "decoder.conv1.weight")
+        if self.decoder is None and basis is not None and weight is not None and basis.ndim == 2:
+            self._build(int(basis.shape[0]), int(weight.shape[1]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_scene(self, image_a: np.ndarray, image_b: np.ndarray) -> tuple[int, int, int]:
+        """Validate a NumPy scene; return (L, l, r)."""
+        check_image(image_a, "image_a", allow_bands=True)
+        check_image(image_b, "image_b", allow_bands=True)
+        L = image_a.shape[2] if image_a.ndim == 3 else 1
+        l = image_b.shape[2] if image_b.ndim == 3 else 1
+        return (L, l, self._check_geometry(L, l, image_a.shape[:2], image_b.shape[:2]))
+
+    def _check_geometry(
+        self, L: int, l: int, low_hw: tuple[int, int], high_hw: tuple[int, int], *, for_fit: bool = True
+    ) -> int:
+        if L < 2:
+            raise BandCountError(
+                f"image_a: expected a spectral image with at least 2 bands, shape (h, w, L), got {L} band(s)"
+            )
+        cfg = self.config
+        if for_fit and cfg.bands_low is not None and (L, l) != (cfg.bands_low, cfg.bands_high):
+            raise BandCountError(
+                f"image_a/image_b: config expects {cfg.bands_low} and {cfg.bands_high} bands, got {L} and {l}"
+            )
+        r = _ratio_of(tuple(low_hw), tuple(high_hw), "image_a", "image_b")
+        if cfg.ratio is not None and r != cfg.ratio:
+            raise RatioError(f"image_b/image_a: config ratio is {cfg.ratio}, the images have ratio {r}")
+        if cfg.decimation_offset is not None and cfg.decimation_offset >= r:
+            raise RatioError(
+                f"config.decimation_offset {cfg.decimation_offset} must be smaller than ratio {r}"
+            )
+        return r
+
+    def _check_fitted_bands(self, L: int | None, l: int) -> None:
+        if L is not None and self.bands_low != L:
+            raise BandCountError(f"image_a: the fitted model expects {self.bands_low} bands, got {L}")
+        if l != self.bands_high:
+            raise BandCountError(f"image_b: the fitted model expects {self.bands_high} bands, got {l}")
+
+    # ------------------------------------------------------------------ fitting
+
+    def prepare_scene(self, image_a: Tensor, image_b: Tensor, ratio: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Φ, Z and M↓ of one scene.
+
+        Args:
+            image_a: H, ``(L, m, n)`` unit-float.
+            image_b: M, ``(l, r·m, r·n)`` unit-float.
+            ratio: r.
+
+        Returns:
+            ``basis (L, K)``, ``coeffs (K, m, n)`` and ``target_low (l, m, n)``, float32.
+        """
+        basis = spectral_basis(image_a, self.config.rank)
+        coeffs = torch.einsum("lk,lhw->khw", basis, image_a.to(torch.float32))
+        target = decimate(
+            image_b[None].to(torch.float32), ratio, self.config.decimation, self.config.decimation_offset
+        )
+        return basis, coeffs, target[0]
+
+    def compute_loss(self, coeffs: Tensor, target_low: Tensor) -> Tensor:
+        """The fitting loss of this model's E and D on one or more scenes.
+
+        Args:
+            coeffs: Z, ``(B, K, m, n)``.
+            target_low: M↓, ``(B, l, m, n)``.
+
+        Returns:
+            ``(B,)`` losses ``w·‖D(E(Z)) − Z‖ + ‖E(Z) − M↓‖``, differentiable w.r.t. E and D.
+        """
+        if self.encoder is None or self.decoder is None:
+            raise NotFittedError(
+                "MultiplicativeMAUGIF.compute_loss: the model has no layers yet (fit it first)"
+            )
+        encoded = self.encoder(coeffs)
+        return multiplicative_loss(
+            coeffs, encoded, self.decoder(encoded), target_low, self.config.loss_w_recon
+        )
+
+    def _install(self, basis: Tensor, weights: dict[str, Tensor], ratio: int, bands_high: int) -> None:
+        if self.bands_low != basis.shape[0] or self.bands_high != bands_high or self.rank != basis.shape[1]:
+            self._build(basis.shape[0], bands_high)
+        device = self.basis.device
+        with torch.no_grad():
+            self.basis.copy_(basis.to(device))
+            for name, value in self.named_parameters():
+                value.copy_(weights[name].to(device))
+            self.fitted.fill_(True)
+        self._ratio = ratio
+
+    def fit(self, image_a: np.ndarray, image_b: np.ndarray, *, warm_start: bool = False) -> FitReport:
+        """Fit Φ, E and D to one scene (always anew: a previous fit is replaced).
+
+        Runs on the model's device (move it with ``.to(device)`` first). Deterministic on CPU for a given
+        ``config.seed``.
+
+        Args:
+            image_a: H, ``(h, w, L)`` with L ≥ 2, uint8 / uint16 / float in [0, 1].
+            image_b: M, ``(r·h, r·w)`` or ``(r·h, r·w, l)``, same dtype rules; r an integer ≥ 2.
+            warm_start: start E and D from the current weights when their shapes fit this scene (instead of
+                the seeded initialisation) — cheaper for similar scenes; Φ is always recomputed.
+
+        Returns:
+            The :class:`FitReport` (also kept as ``self.fit_report``).
+
+        Raises:
+            BandCountError: L < 2, or band counts that differ from ``config.bands_low``/``bands_high``.
+            RatioError: sizes not related by one integer r ≥ 2 (or not ``config.ratio``).
+            ShapeError, DTypeError, NonFiniteError: from :func:`check_image`.
+        """
+        L, l, r = self._check_scene(image_a, image_b)
+        device = self.basis.device
+        basis, coeffs, target = self.prepare_scene(
+            _to_chw(image_a).to(device), _to_chw(image_b).to(device), r
+        )
+        K = basis.shape[1]
+        if warm_start and self.encoder is not None and (self.bands_high, self.rank) == (l, K):
+            init = {name: p.detach()[None].clone() for name, p in self.named_parameters()}
+        else:
+            init = init_stacked_parameters(K, l, [self.config.seed], device)
+        weights, reports = fit_stacked(init, coeffs[None], target[None], self.config)
+        self._install(basis, weights[0], r, l)
+        self.fit_report = reports[0]
+        logger.debug("fitted scene: %s", self.fit_report)
+        return self.fit_report
+
+    # ------------------------------------------------------------------ fusion
+
+    def forward(self, image_b: Tensor) -> Tensor:
+        """``Φ · D(M)`` clamped to [0, 1], ``(B, l, H, W)`` → ``(B, L, H, W)``; ``fuse_tensor(None, M)``."""
+        return self.fuse_tensor(None, image_b)
+
+    def fuse_tensor(self, image_a: Tensor | None, image_b: Tensor) -> Tensor:
+        """Fuse unit-float tensors with the fitted state (never fits: a tile must not get its own basis).
+
+        Args:
+            image_a: H or a tile of it, ``(B, L, h, w)``; only checked (band count, integer ratio), may be
+                None.
+            image_b: M or a tile of it, ``(B, l, H, W)``, unit-float, on the model's device.
+
+        Returns:
+            ``(B, L, H, W)`` float32 in [0, 1]. Each output pixel depends on the 3x3 neighbourhood of M around
+            it (:attr:`receptive_field_radius`), so tiles cut with a halo of 1 and cropped equal the whole
+            image.
+
+        Raises:
+            NotFittedError: the model is not fitted.
+            BandCountError: band counts differ from the fitted ones.
+            RatioError: ``image_b`` is not an integer multiple ≥ 2 of ``image_a``.
+        """
+        self._require_fitted()
+        if image_b.ndim != 4:
+            raise ShapeError(f"image_b: expected shape (B, l, H, W), got {tuple(image_b.shape)}")
+        if image_a is not None:
+            if image_a.ndim != 4:
+                raise ShapeError(f"image_a: expected shape (B, L, h, w), got {tuple(image_a.shape)}")
+            _ratio_of(tuple(image_a.shape[-2:]), tuple(image_b.shape[-2:]), "image_a", "image_b")
+        self._check_fitted_bands(None if image_a is None else int(image_a.shape[1]), int(image_b.shape[1]))
+        assert self.decoder is not None  # guaranteed by _require_fitted
+        coeffs = self.decoder(image_b.to(self.basis.dtype))
+        return torch.einsum("lk,bkhw->blhw", self.basis, coeffs).clamp_(0.0, 1.0)
+
+    def fuse(self, image_a: np.ndarray, image_b: np.ndarray, *, refit: bool = False) -> np.ndarray:
+        """Fuse one scene given as NumPy arrays, fitting first when needed.
+
+        Fits when the model is not fitted or ``refit`` is True; otherwise reuses the fitted state (a fitted
+        model is per scene: pass ``refit=True`` or call :meth:`fit` for another scene).
+
+        Args:
+            image_a: H, ``(h, w, L)``, L ≥ 2, uint8 / uint16 / float32 / float64 (floats in [0, 1]).
+            image_b: M, ``(r·h, r·w)`` or ``(r·h, r·w, l)``.
+            refit: fit on this scene even if already fitted.
+
+        Returns:
+            ``(r·h, r·w, L)``: A's bands on B's grid, clamped to [0, 1], in ``image_a``'s dtype.
+
+        Raises:
+            BandCountError: L < 2, or band counts that differ from the fitted model's (without ``refit``).
+            RatioError, ShapeError, DTypeError, NonFiniteError: see :meth:`fit`.
+        """
+        L, l, _ = self._check_scene(image_a, image_b)
+        if refit or not self.is_fitted:
+            self.fit(image_a, image_b)
+        else:
+            self._check_fitted_bands(L, l)
+        image_b_t = _to_chw(image_b).to(self.basis.device)[None]
+        H = image_b_t.shape[-2]
+        halo = self.receptive_field_radius
+        strips = []
+        with torch.no_grad():
+            for top in range(0, H, _FUSE_ROWS):
+                bottom = min(top + _FUSE_ROWS, H)
+                lo, hi = max(0, top - halo), min(H, bottom + halo)
+                fused = self.fuse_tensor(None, image_b_t[..., lo:hi, :])
+                strips.append(fused[..., top - lo : top - lo + bottom - top, :])
+        fused_np = torch.cat(strips, dim=-2)[0].permute(1, 2, 0).cpu().numpy()
+        return from_unit_float(fused_np, image_a.dtype)
+
+
+def _resolve_configs(
+    config_or_model: MultiplicativeConfig | MultiplicativeMAUGIF | Sequence[MultiplicativeConfig], count: int
+) -> list[MultiplicativeConfig]:
+    if isinstance(config_or_model, MultiplicativeMAUGIF):
+        return [config_or_model.config] * count
+    if isinstance(config_or_model, MultiplicativeConfig):
+        return [config_or_model] * count
+    configs = list(config_or_model)
+    if len(configs) != count:
+        raise ValueError(f"configs: expected one config per scene ({count}), got {len(configs)}")
+    for i, cfg in enumerate(configs):
+        for field in _SHARED_FIT_FIELDS:
+            if getattr(cfg, field) != getattr(configs[0], field):
+                raise ValueError(
+                    f"configs[{i}].{field}: scenes fitted together must share it, expected "
+                    f"{getattr(configs[0], field)!r} (configs[0]), got {getattr(cfg, field)!r}"
+                )
+    return configs
+
+
+def fit_many(
+    config_or_model: MultiplicativeConfig | MultiplicativeMAUGIF | Sequence[MultiplicativeConfig],
+    scenes: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    device: torch.device | str | None = None,
+    max_batch: int | None = None,
+    conv_mode: ConvMode | None = None,
+) -> list[MultiplicativeMAUGIF]:
+    """Fit one model per scene, optimising scenes of the same shape together on one device.
+
+    Scenes are grouped by shape (``image_a`` and ``image_b`` sizes and band counts); each group — split into
+    chunks of at most ``max_batch`` scenes — is fitted as one stacked optimisation in which every scene keeps
+    its own weights, its own gradient and Adam state, and its own early stopping. The result equals fitting
+    each scene alone with :meth:`MultiplicativeMAUGIF.fit` up to float rounding (grouped vs. plain
+    convolutions).
+
+    Args:
+        config_or_model: one config (or a model, whose config is used) for every scene, or one config per
+            scene; per-scene configs may differ only in ``seed`` and ``task``.
+        scenes: ``(image_a, image_b)`` NumPy pairs as accepted by :meth:`MultiplicativeMAUGIF.fit`.
+        device: where to fit; default CPU, or the model's device when a model is given.
+        max_batch: most scenes in one stacked optimisation (memory bound); None = no limit.
+        conv_mode: ``"grouped"`` (one grouped convolution per layer for all scenes) or ``"loop"`` (scene by
+            scene inside the shared step); None = grouped on CUDA, loop on CPU (measured faster there).
+
+    Returns:
+        Fitted models, in the order of ``scenes``, each with its ``fit_report``.
+    """
+    configs = _resolve_configs(config_or_model, len(scenes))
+    if device is None:
+        device = config_or_model.basis.device if isinstance(config_or_model, MultiplicativeMAUGIF) else "cpu"
+    models = [MultiplicativeMAUGIF(cfg).to(device) for cfg in configs]
+    prepared: list[tuple[Tensor, Tensor, Tensor, int, int]] = []
+    groups: dict[tuple, list[int]] = {}
+    for i, ((image_a, image_b), model) in enumerate(zip(scenes, models, strict=True)):
+        try:
+            L, l, r = model._check_scene(image_a, image_b)
+        except MaugifError as e:
+            raise type(e)(f"scenes[{i}]: {e}") from e
+        basis, coeffs, target = model.prepare_scene(
+            _to_chw(image_a).to(device), _to_chw(image_b).to(device), r
+        )
+        prepared.append((basis, coeffs, target, r, l))
+        groups.setdefault((tuple(coeffs.shape), tuple(target.shape), r), []).append(i)
+    chunk = max_batch or len(scenes)
+    for members in groups.values():
+        for start in range(0, len(members), chunk):
+            batch = members[start : start + chunk]
+            K, l = prepared[batch[0]][1].shape[0], prepared[batch[0]][4]
+            init = init_stacked_parameters(K, l, [configs[i].seed for i in batch], device)
+            coeffs = torch.stack([prepared[i][1] for i in batch])
+            target = torch.stack([prepared[i][2] for i in batch])
+            weights, reports = fit_stacked(init, coeffs, target, configs[batch[0]], conv_mode)
+            for i, w, report in zip(batch, weights, reports, strict=True):
+                basis, _, _, r, l_i = prepared[i]
+                models[i]._install(basis, w, r, l_i)
+                models[i].fit_report = report
+    return models

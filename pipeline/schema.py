@@ -1,0 +1,49 @@
+"""Column names of every row that travels through the pipeline, defined once.
+
+Rows are dicts (Ray Data "items") or Arrow/pandas columns with these keys. Never spell a key as a string literal
+elsewhere: import it from here.
+"""
+
+from __future__ import annotations
+
+# Pair rows (discovery → reading).
+PAIR_ID = "pair_id"
+URI_A = "uri_a"
+URI_B = "uri_b"
+TASK = "task"
+PAIR_COLUMNS = (PAIR_ID, URI_A, URI_B, TASK)
+
+# Decoded rows (reading → fusion → writing).
+IMAGE_A = "image_a"
+IMAGE_B = "image_b"
+FUSED = "fused"
+META_A = "meta_a"  # JSON string: dtype, bands, nodata, crs, transform, descriptions, format
+META_B = "meta_b"
+TILE_ROW = "tile_row"
+TILE_COL = "tile_col"
+WINDOW = "window"  # JSON string: the tile's core window on the output grid
+BYTES_IN = "bytes_in"
+BYTES_OUT = "bytes_out"
+
+# Status / manifest rows.
+STATUS = "status"
+OUTPUT_URI = "output_uri"
+ERROR_STAGE = "error_stage"
+ERROR = "error"
+SECONDS = "seconds"
+MANIFEST_COLUMNS = (PAIR_ID, STATUS, OUTPUT_URI, ERROR_STAGE, ERROR, SECONDS)
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_SKIPPED = "skipped"
+
+# Error stages.
+STAGE_DISCOVER = "discover"
+STAGE_READ = "read"
+STAGE_FUSE = "fuse"
+STAGE_WRITE = "write"
+
+# Reserved names at the top level of an output location.
+MANIFEST_DIR = "_manifest"
+SUMMARY_FILE = "_summary.json"
+EXTRAS_DIR = "_extras"

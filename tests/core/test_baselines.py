@@ -1,0 +1,533 @@
+"""Tests of the classical fusion baselines (``maugif_core.baselines``, SPEC §1.3)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from maugif_core import baselines
+from maugif_core.baselines import (
+    ADDITIVE_METHODS,
+    METHODS,
+    SPECTRAL_METHODS,
+    OptionError,
+    build_laplacian_pyramid,
+    collapse_laplacian_pyramid,
+    downsample_block_mean,
+    fuse,
+    infer_ratio,
+    upsample_bicubic,
+)
+from maugif_core.errors import (
+    BandCountError,
+    DTypeError,
+    MaugifError,
+    NonFiniteError,
+    RatioError,
+    ShapeError,
+    UnknownMethodError,
+    UnknownTaskError,
+)
+from maugif_core.imaging import luma, rgb_to_ycbcr, saturation_weighted_chroma, to_unit_float
+
+MFI_WHU = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "MFI-WHU"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _smooth_rgb(h: int, w: int, seed: int = 0, lo: float = 0.15, hi: float = 0.85) -> np.ndarray:
+    """A colourful float32 RGB image in [lo, hi] (mid-range, so no clamping hides errors)."""
+    rng = np.random.default_rng(seed)
+    img = np.stack([gaussian_filter(rng.random((h, w)), 3) for _ in range(3)], axis=-1)
+    img = (img - img.min()) / (img.max() - img.min())
+    return (lo + (hi - lo) * img).astype(np.float32)
+
+
+def _textured_grey(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = gaussian_filter(rng.random((h, w)), 1.0)
+    return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
+
+
+def _spatial_frequency(image: np.ndarray) -> float:
+    y = image.astype(np.float64)
+    return float(np.sqrt(np.mean(np.diff(y, axis=0) ** 2) + np.mean(np.diff(y, axis=1) ** 2)))
+
+
+def _rmse(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2)))
+
+
+def _material_scene(h: int, w: int, bands: int, seed: int, materials: int = 4) -> np.ndarray:
+    """``(h, w, bands)`` float32 scene: smoothly mixed material spectra times a fine-textured shading."""
+    rng = np.random.default_rng(seed)
+    abundance = np.stack([gaussian_filter(rng.random((h, w)), 6) for _ in range(materials)], axis=-1)
+    abundance /= abundance.sum(axis=-1, keepdims=True)
+    spectra = rng.uniform(0.2, 0.9, size=(materials, bands))
+    shading = gaussian_filter(rng.random((h, w)), 1.0)
+    shading = 0.4 + 0.6 * (shading - shading.min()) / (shading.max() - shading.min())
+    return ((abundance @ spectra) * shading[..., None]).astype(np.float32)
+
+
+def _sharp_material_scene(h: int, w: int, bands: int, seed: int, materials: int = 6) -> np.ndarray:
+    """Like :func:`_material_scene`, with sharp material edges (spectral detail at full resolution)."""
+    rng = np.random.default_rng(seed)
+    labels = np.argmax(np.stack([gaussian_filter(rng.random((h, w)), 4) for _ in range(materials)], -1), -1)
+    spectra = rng.uniform(0.1, 0.9, size=(materials, bands))
+    shading = gaussian_filter(rng.random((h, w)), 0.8)
+    shading = 0.5 + 0.5 * (shading - shading.min()) / (shading.max() - shading.min())
+    return (spectra[labels] * shading[..., None]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+def test_methods_registry_and_dispatch() -> None:
+    assert METHODS == ADDITIVE_METHODS + SPECTRAL_METHODS
+    assert set(METHODS) == {"average", "maxabs", "dwt", "laplacian", "bicubic", "brovey", "gihs", "gsa"}
+    a, b = _smooth_rgb(20, 24, 1), _smooth_rgb(20, 24, 2)
+    for name in ADDITIVE_METHODS:
+        np.testing.assert_array_equal(fuse(name, a, b), getattr(baselines, name)(a, b))
+    ms, pan = _material_scene(8, 8, 3, 0), _textured_grey(16, 16)
+    for name in SPECTRAL_METHODS:
+        np.testing.assert_array_equal(fuse(name, ms, pan), getattr(baselines, name)(ms, pan))
+
+
+def test_core_baselines_import_no_io_stacks() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, maugif_core.baselines; "
+        "bad = [m for m in ('ray', 'rasterio', 'fsspec', 'cv2') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --------------------------------------------------------------------------------------------- additive
+
+
+def _layouts() -> list[tuple[str, np.ndarray]]:
+    rgb = _smooth_rgb(33, 47, 3)
+    grey = luma(rgb)
+    alpha = np.linspace(0, 1, 33 * 47, dtype=np.float32).reshape(33, 47, 1)
+    return [
+        ("grey_uint8", np.rint(grey * 255).astype(np.uint8)),
+        ("grey1_uint16", np.rint(grey[..., None] * 65535).astype(np.uint16)),
+        ("rgb_uint8", np.rint(rgb * 255).astype(np.uint8)),
+        ("rgb_uint16", np.rint(rgb * 65535).astype(np.uint16)),
+        ("rgb_float32", rgb),
+        ("rgb_float64", rgb.astype(np.float64)),
+        ("rgba_uint8", np.rint(np.concatenate([rgb, alpha], -1) * 255).astype(np.uint8)),
+        ("grey3_uint8", np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, axis=2)),
+    ]
+
+
+@pytest.mark.parametrize("method", ADDITIVE_METHODS)
+@pytest.mark.parametrize("layout", [name for name, _ in _layouts()])
+def test_additive_shape_dtype_layout(method: str, layout: str) -> None:
+    image_a = dict(_layouts())[layout]
+    image_b = _smooth_rgb(33, 47, 9)  # colour B with every layout of A
+    fused = fuse(method, image_a, image_b)
+    assert fused.shape == image_a.shape
+    assert fused.dtype == image_a.dtype
+    unit = to_unit_float(fused)
+    assert unit.min() >= 0.0 and unit.max() <= 1.0
+    if layout == "rgba_uint8":
+        np.testing.assert_array_equal(fused[..., 3], image_a[..., 3])  # A's alpha carried over
+    if layout == "grey3_uint8":  # grey A under from_a: three equal channels
+        assert np.array_equal(fused[..., 0], fused[..., 1]) and np.array_equal(fused[..., 0], fused[..., 2])
+
+
+@pytest.mark.parametrize("layout", ["grey_uint8", "rgb_uint8", "rgb_uint16"])
+def test_average_of_identical_images_is_identity(layout: str) -> None:
+    image = dict(_layouts())[layout]
+    np.testing.assert_array_equal(fuse("average", image, image.copy()), image)
+
+
+def test_average_of_identical_float_images_is_identity() -> None:
+    image = _smooth_rgb(31, 29, 4)
+    np.testing.assert_allclose(fuse("average", image, image.copy()), image, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["maxabs", "dwt", "laplacian"])
+@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (37, 53, 3)])
+def test_selection_methods_of_identical_images_are_identity(method: str, shape: tuple[int, ...]) -> None:
+    image = _smooth_rgb(*shape[:2], seed=5) if len(shape) == 3 else _textured_grey(*shape, seed=5)
+    np.testing.assert_allclose(fuse(method, image, image.copy()), image, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (1, 7), (64, 65), (5, 5), (2, 9)])
+def test_laplacian_pyramid_perfect_reconstruction(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(6).random(shape).astype(np.float32)
+    side, max_levels = min(shape), 0
+    while side > 1:
+        side, max_levels = (side + 1) // 2, max_levels + 1
+    for levels in range(max_levels + 1):
+        pyramid = build_laplacian_pyramid(image, levels)
+        assert len(pyramid) == levels + 1
+        np.testing.assert_allclose(collapse_laplacian_pyramid(pyramid), image, atol=1e-5)
+
+
+def test_laplacian_pyramid_level_sizes_and_constant_image() -> None:
+    pyramid = build_laplacian_pyramid(np.full((37, 53), 0.3, np.float32), 4)
+    assert [p.shape for p in pyramid] == [(37, 53), (19, 27), (10, 14), (5, 7), (3, 4)]
+    # Interpolation weights sum to one up to the borders: a constant image has no detail anywhere.
+    for detail in pyramid[:-1]:
+        np.testing.assert_allclose(detail, 0.0, atol=1e-6)
+    np.testing.assert_allclose(pyramid[-1], 0.3, atol=1e-6)
+
+
+@pytest.mark.parametrize("wavelet", ["haar", "db2", "sym4"])
+@pytest.mark.parametrize("shape", [(37, 53), (31, 64), (9, 11)])
+def test_dwt_keeps_odd_sizes(wavelet: str, shape: tuple[int, int]) -> None:
+    a, b = _textured_grey(*shape, seed=7), _textured_grey(*shape, seed=8)
+    fused = fuse("dwt", a, b, wavelet=wavelet)
+    assert fused.shape == shape
+    np.testing.assert_allclose(fuse("dwt", a, a.copy(), wavelet=wavelet), a, atol=2e-5)
+
+
+def test_dwt_and_laplacian_levels_option_changes_result() -> None:
+    a, b = _textured_grey(64, 64, 1), _textured_grey(64, 64, 2)
+    for method in ("dwt", "laplacian"):
+        one, three = fuse(method, a, b, levels=1), fuse(method, a, b, levels=3)
+        assert one.shape == three.shape == a.shape
+        assert np.abs(one - three).max() > 1e-3
+
+
+def test_maxabs_takes_the_brighter_luma() -> None:
+    a, b = _textured_grey(20, 30, 1), _textured_grey(20, 30, 2)
+    np.testing.assert_array_equal(fuse("maxabs", a, b), np.maximum(a, b))
+    np.testing.assert_allclose(fuse("average", a, b), 0.5 * (a + b), atol=1e-7)
+
+
+def test_multi_focus_synthetic_recovers_sharp_image_better_than_average() -> None:
+    sharp = _textured_grey(96, 128, 10)
+    blurred = gaussian_filter(sharp, 2.5)
+    left = np.zeros_like(sharp, dtype=bool)
+    left[:, :64] = True
+    focus_left = np.where(left, sharp, blurred)  # A: left half in focus
+    focus_right = np.where(left, blurred, sharp)  # B: right half in focus
+    err = {m: _rmse(fuse(m, focus_left, focus_right), sharp) for m in ADDITIVE_METHODS}
+    assert err["laplacian"] < 0.5 * err["average"]
+    assert err["dwt"] < 0.5 * err["average"]
+
+
+@pytest.mark.skipif(not MFI_WHU.is_dir(), reason="shared MFI-WHU dataset not present")
+@pytest.mark.parametrize("pair", ["1", "3"])
+def test_multi_focus_real_pair_gains_spatial_frequency(pair: str) -> None:
+    from PIL import Image
+
+    def crop(path: Path) -> np.ndarray:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+        h, w = rgb.shape[:2]
+        return np.ascontiguousarray(rgb[h // 2 - 128 : h // 2 + 128, w // 2 - 128 : w // 2 + 128])
+
+    a, b = crop(MFI_WHU / "source1" / f"{pair}.jpg"), crop(MFI_WHU / "source2" / f"{pair}.jpg")
+    sf = {m: _spatial_frequency(luma(to_unit_float(fuse(m, a, b, task="mff")))) for m in ADDITIVE_METHODS}
+    assert sf["maxabs"] > sf["average"]
+    assert sf["laplacian"] > 1.2 * sf["average"]
+    assert sf["dwt"] > 1.2 * sf["average"]
+
+
+# --------------------------------------------------------------------------------------------- colour
+
+
+def test_chroma_from_a_is_exact_and_luma_is_fused() -> None:
+    a, b = _smooth_rgb(40, 50, 11), _smooth_rgb(40, 50, 12)
+    fused = fuse("average", a, b)  # default rule: from_a
+    ycc_f, ycc_a, ycc_b = rgb_to_ycbcr(fused), rgb_to_ycbcr(a), rgb_to_ycbcr(b)
+    np.testing.assert_allclose(ycc_f[..., 1:], ycc_a[..., 1:], atol=1e-5)
+    np.testing.assert_allclose(ycc_f[..., 0], 0.5 * (ycc_a[..., 0] + ycc_b[..., 0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["vif", "medical", "general"])
+def test_task_presets_with_from_a_rule_keep_a_chroma(task: str) -> None:
+    a, b = _smooth_rgb(24, 24, 13), _smooth_rgb(24, 24, 14)
+    np.testing.assert_allclose(
+        rgb_to_ycbcr(fuse("laplacian", a, b, task=task))[..., 1:], rgb_to_ycbcr(a)[..., 1:], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("task", ["mff", "mef"])
+def test_task_presets_with_saturation_weighted_rule(task: str) -> None:
+    a, b = _smooth_rgb(24, 24, 15), _smooth_rgb(24, 24, 16)
+    expected = saturation_weighted_chroma(rgb_to_ycbcr(a)[..., 1:], rgb_to_ycbcr(b)[..., 1:])
+    by_task = fuse("dwt", a, b, task=task)
+    np.testing.assert_allclose(rgb_to_ycbcr(by_task)[..., 1:], expected, atol=1e-5)
+    np.testing.assert_array_equal(by_task, fuse("dwt", a, b, chroma="saturation_weighted"))
+    # An explicit rule wins over the task's.
+    np.testing.assert_allclose(
+        rgb_to_ycbcr(fuse("dwt", a, b, task=task, chroma="from_a"))[..., 1:],
+        rgb_to_ycbcr(a)[..., 1:],
+        atol=1e-5,
+    )
+
+
+def test_grey_a_with_colour_b() -> None:
+    b = _smooth_rgb(24, 30, 17)
+    grey = _textured_grey(24, 30, 18) * 0.6 + 0.2
+    # 2-D A: 2-D result whatever the rule.
+    for rule in ("from_a", "saturation_weighted"):
+        assert fuse("average", grey, b, chroma=rule).shape == (24, 30)
+    grey3 = np.repeat(grey[..., None], 3, axis=2)
+    # Three-channel grey A, from_a: no chroma to give, three equal channels.
+    out = fuse("average", grey3, b, chroma="from_a")
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 0], out[..., 2])
+    np.testing.assert_allclose(out[..., 0], 0.5 * (grey + luma(b)), atol=1e-5)
+    # Three-channel grey A, saturation_weighted: the neutral A has zero weight, B's chroma comes through.
+    out = fuse("average", grey3, b, chroma="saturation_weighted")
+    np.testing.assert_allclose(rgb_to_ycbcr(out)[..., 1:], rgb_to_ycbcr(b)[..., 1:], atol=1e-5)
+
+
+def test_colour_a_with_grey_b_keeps_a_chroma_under_both_rules() -> None:
+    a = _smooth_rgb(20, 20, 19)
+    b = _textured_grey(20, 20, 20) * 0.5 + 0.25
+    for rule in ("from_a", "saturation_weighted"):
+        out = fuse("laplacian", a, b, chroma=rule)
+        in_gamut = ((out > 0.0) & (out < 1.0)).all(-1)  # where the [0, 1] clamp did not bite
+        assert in_gamut.mean() > 0.9
+        np.testing.assert_allclose(
+            rgb_to_ycbcr(out)[in_gamut][:, 1:], rgb_to_ycbcr(a)[in_gamut][:, 1:], atol=1e-5
+        )
+
+
+def test_additive_output_is_clamped() -> None:
+    a = np.zeros((16, 16, 3), np.float32)
+    a[..., 0] = 1.0  # saturated red: fusing in bright luma pushes RGB outside [0, 1] before the clamp
+    b = np.ones((16, 16), np.float32)
+    out = fuse("maxabs", a, b)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+# --------------------------------------------------------------------------------------------- spectral
+
+
+def test_infer_ratio() -> None:
+    assert infer_ratio((10, 12, 4), (40, 48)) == 4
+    assert infer_ratio((10, 12), (20, 24, 3)) == 2
+    with pytest.raises(RatioError, match="integer multiple"):
+        infer_ratio((10, 10), (25, 25))
+    with pytest.raises(RatioError):
+        infer_ratio((10, 10), (10, 10))
+    with pytest.raises(RatioError):
+        infer_ratio((10, 10), (5, 5))
+    with pytest.raises(ShapeError, match="same resolution ratio"):
+        infer_ratio((10, 10), (20, 30))
+    with pytest.raises(ShapeError, match="multiples of 4"):
+        downsample_block_mean(np.zeros((8, 10), np.float32), 4)
+
+
+@pytest.mark.parametrize("method", SPECTRAL_METHODS)
+def test_spectral_shape_dtype_layout(method: str) -> None:
+    scene = _material_scene(64, 64, 4, 21)
+    ms = np.rint(downsample_block_mean(scene, 4) * 65535).astype(np.uint16)
+    pan = np.rint(scene.mean(-1) * 65535).astype(np.uint16)
+    out = fuse(method, ms, pan)
+    assert out.shape == (64, 64, 4) and out.dtype == np.uint16
+    out = fuse(method, ms.astype(np.float32) / 65535, pan[..., None])  # (H, W, 1) B
+    assert out.shape == (64, 64, 4) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    single = fuse(method, downsample_block_mean(scene[..., 0], 2), scene[..., 0])  # 2-D A → 2-D result
+    assert single.shape == (64, 64) and single.dtype == np.float32
+    out = fuse(method, np.rint(downsample_block_mean(scene, 2) * 255).astype(np.uint8), scene[..., :3])
+    assert out.shape == (64, 64, 4) and out.dtype == np.uint8  # multi-band B (HS–MS convention)
+
+
+def test_bicubic_is_pixel_centre_aligned() -> None:
+    h, w, r = 12, 10, 4
+    ramp = (np.arange(w, dtype=np.float32)[None, :] * 0.05 + 0.2) * np.ones((h, 1), np.float32)
+    up = upsample_bicubic(ramp[..., None], r)[..., 0]
+    # High-resolution column j sits at low-resolution coordinate (j + 0.5) / r - 0.5: away from the borders
+    # the ramp is followed to within the Keys (a = -0.75) kernel's small ripple, and every r-block averages
+    # back to its low-resolution value (a shifted grid would bias every block by slope x shift).
+    cols = np.arange(w * r)
+    expected = 0.2 + 0.05 * ((cols + 0.5) / r - 0.5)
+    interior = slice(2 * r, (w - 2) * r)
+    np.testing.assert_allclose(up[h * r // 2, interior], expected[interior], atol=3e-3)
+    np.testing.assert_allclose(downsample_block_mean(up, r)[:, 2:-2], ramp[:, 2:-2], atol=1e-6)
+    np.testing.assert_allclose(up[:, ::-1], upsample_bicubic(ramp[:, ::-1, None], r)[..., 0], atol=1e-6)
+    # Degrading by block means and upsampling is centred: no shift of a smooth scene.
+    smooth = gaussian_filter(_textured_grey(64, 64, 22), 6)[..., None]
+    back = upsample_bicubic(downsample_block_mean(smooth, r), r)
+    shifted = np.roll(back, 1, axis=1)
+    assert _rmse(back[8:-8, 8:-8], smooth[8:-8, 8:-8]) < 0.5 * _rmse(shifted[8:-8, 8:-8], smooth[8:-8, 8:-8])
+
+
+def test_bicubic_ignores_b() -> None:
+    ms = _material_scene(8, 8, 3, 23)
+    np.testing.assert_array_equal(
+        fuse("bicubic", ms, np.zeros((16, 16))), fuse("bicubic", ms, np.ones((16, 16)))
+    )
+
+
+@pytest.mark.parametrize("ratio", [2, 4])
+@pytest.mark.parametrize("bands", [4, 8])
+def test_pansharpening_beats_bicubic_on_synthetic_scene(ratio: int, bands: int) -> None:
+    truth = _material_scene(128, 128, bands, seed=ratio * 10 + bands)
+    ms = downsample_block_mean(truth, ratio)
+    pan = truth.mean(axis=-1)
+    err = {m: _rmse(fuse(m, ms, pan), truth) for m in SPECTRAL_METHODS}
+    for method in ("brovey", "gihs", "gsa"):
+        assert err[method] < 0.5 * err["bicubic"], err
+
+
+def test_gsa_and_brovey_recover_proportional_bands_from_any_pan_combination() -> None:
+    # Bands that are scaled copies of one image: GSA's regression and gains, and Brovey's ratios, are exact;
+    # GIHS adds the same detail to every band and is not.
+    shading = _material_scene(64, 64, 1, 24)[..., 0]
+    scales = np.array([0.3, 0.5, 0.8, 1.0], np.float32)
+    truth = shading[..., None] * scales
+    ms = downsample_block_mean(truth, 4)
+    pan = truth @ np.array([0.1, 0.2, 0.3, 0.05], np.float32)  # not the band mean
+    assert np.abs(fuse("gsa", ms, pan) - truth).max() < 1e-4
+    assert np.abs(fuse("brovey", ms, pan) - truth).max() < 1e-4
+    err_gihs, err_bicubic = _rmse(fuse("gihs", ms, pan), truth), _rmse(fuse("bicubic", ms, pan), truth)
+    assert 1e-3 < err_gihs < err_bicubic
+
+
+def test_hs_ms_gsa_beats_bicubic_on_sharp_scene() -> None:
+    bands = 30
+    truth = _sharp_material_scene(96, 96, bands, seed=0)
+    srf = np.zeros((bands, 4), np.float32)
+    for j in range(4):
+        srf[j * 7 : (j + 1) * 7 + 2, j] = 1.0
+    srf /= srf.sum(axis=0)
+    msi = truth @ srf
+    hs = downsample_block_mean(truth, 3)
+    err = {m: _rmse(fuse(m, hs, msi), truth) for m in SPECTRAL_METHODS}
+    assert err["gsa"] < 0.75 * err["bicubic"], err
+    assert err["brovey"] < err["bicubic"] and err["gihs"] < err["bicubic"], err
+
+
+def test_brovey_preserves_band_ratios() -> None:
+    truth = _sharp_material_scene(64, 64, 4, seed=3) * 0.8
+    ms = downsample_block_mean(truth, 4)
+    pan = gaussian_filter(truth.mean(-1), 0.5) * 0.9 + 0.03  # a PAN that is not the band mean
+    up = fuse("bicubic", ms, pan)
+    out = fuse("brovey", ms, pan)
+    inside = (up > 0.05).all(-1) & (up < 0.95).all(-1) & (out < 0.999).all(-1)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(
+        (out[..., 0] / out[..., 2])[inside], (up[..., 0] / up[..., 2])[inside], rtol=1e-4
+    )
+    assert _rmse(out, up) > 1e-3  # it did change the image
+
+
+def test_brovey_zero_intensity_is_finite() -> None:
+    ms = np.zeros((8, 8, 3), np.float32)
+    out = fuse("brovey", ms, np.full((32, 32), 0.5, np.float32), match_pan=False)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, 0.0)
+
+
+def test_weights_option() -> None:
+    truth = _material_scene(32, 32, 3, 25)
+    ms, pan = downsample_block_mean(truth, 2), truth.mean(-1)
+    for method in ("brovey", "gihs"):
+        equal = fuse(method, ms, pan, weights=[1, 1, 1])
+        np.testing.assert_allclose(equal, fuse(method, ms, pan), atol=1e-6)  # weights are normalised
+        assert np.abs(fuse(method, ms, pan, weights=[1, 0, 0]) - equal).max() > 1e-3
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def test_unknown_method_lists_valid_names() -> None:
+    a = _textured_grey(8, 8)
+    with pytest.raises(UnknownMethodError) as info:
+        fuse("wavelet", a, a)
+    for name in METHODS:
+        assert name in str(info.value)
+    assert "'wavelet'" in str(info.value)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, MaugifError)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_input_validation_errors(method: str) -> None:
+    spectral = method in SPECTRAL_METHODS
+    a = _material_scene(8, 8, 3, 1) if spectral else _textured_grey(8, 8)
+    b = _textured_grey(16, 16) if spectral else _textured_grey(8, 8)
+    with pytest.raises(DTypeError, match="image_a"):
+        fuse(method, a.astype(np.int32), b)
+    with pytest.raises(DTypeError, match="image_b"):
+        fuse(method, a, b.tolist())
+    bad = b.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(NonFiniteError, match="image_b"):
+        fuse(method, a, bad)
+    with pytest.raises(ShapeError, match="image_a"):
+        fuse(method, a[None], b)
+    with pytest.raises(UnknownTaskError, match="task"):
+        fuse(method, a, b, task="vif" if spectral else "pansharpen")
+    with pytest.raises(TypeError):
+        fuse(method, a, b, no_such_option=1)
+
+
+@pytest.mark.parametrize("method", ADDITIVE_METHODS)
+def test_additive_errors(method: str) -> None:
+    a = _textured_grey(16, 16)
+    with pytest.raises(ShapeError, match="same height and width"):
+        fuse(method, a, _textured_grey(16, 17))
+    with pytest.raises(ShapeError, match="channels"):
+        fuse(method, np.zeros((16, 16, 5), np.float32), a)
+    with pytest.raises(UnknownMethodError, match="chroma"):
+        fuse(method, a, a, chroma="from_b")
+    with pytest.raises(UnknownTaskError, match="nope"):
+        fuse(method, a, a, task="nope")
+
+
+@pytest.mark.parametrize("method", SPECTRAL_METHODS)
+def test_spectral_ratio_errors(method: str) -> None:
+    ms = _material_scene(8, 8, 3, 2)
+    with pytest.raises(RatioError, match="image_b"):
+        fuse(method, ms, _textured_grey(20, 20))
+    with pytest.raises(RatioError):
+        fuse(method, ms, _textured_grey(8, 8))
+    with pytest.raises(ShapeError, match="ratio"):
+        fuse(method, ms, _textured_grey(16, 24))
+
+
+def test_option_errors() -> None:
+    a = _textured_grey(16, 16)
+    with pytest.raises(UnknownMethodError, match="wavelet"):
+        fuse("dwt", a, a, wavelet="nope")
+    for method in ("dwt", "laplacian"):
+        for levels in (0, -1, 1.5, True):
+            with pytest.raises(OptionError, match="levels"):
+                fuse(method, a, a, levels=levels)
+        with pytest.raises(ShapeError, match="at most"):
+            fuse(method, a, a, levels=20)
+    ms, pan = _material_scene(8, 8, 3, 3), _textured_grey(16, 16)
+    for method in ("brovey", "gihs"):
+        with pytest.raises(BandCountError, match="weights"):
+            fuse(method, ms, pan, weights=[1, 1])
+        with pytest.raises(OptionError, match="weights"):
+            fuse(method, ms, pan, weights=[1, -1, 1])
+        with pytest.raises(OptionError, match="weights"):
+            fuse(method, ms, pan, weights=[0, 0, 0])
+    with pytest.raises(OptionError, match="eps"):
+        fuse("brovey", ms, pan, eps=0.0)
+    assert issubclass(OptionError, ValueError) and issubclass(OptionError, MaugifError)
+
+
+# --------------------------------------------------------------------------------------------- speed
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_512_image_is_fast(method: str) -> None:
+    if method in SPECTRAL_METHODS:
+        a, b = _material_scene(128, 128, 4, 0), _textured_grey(512, 512)
+    else:
+        a, b = np.rint(_smooth_rgb(512, 512, 1) * 255).astype(np.uint8), _textured_grey(512, 512)
+    fuse(method, a, b)  # warm-up (imports, thread pools)
+    start = time.perf_counter()
+    fuse(method, a, b)
+    assert time.perf_counter() - start < 1.0
