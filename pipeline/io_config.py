@@ -45,7 +45,9 @@ class StorageConfig(_Frozen):
         None, description="AWS profile name (credentials file). None: AWS_PROFILE or the default chain."
     )
     anonymous: bool = Field(False, description="Unsigned requests, for public buckets.")
-    region: str | None = Field(None, description="AWS region. None: AWS_REGION / AWS_DEFAULT_REGION / profile.")
+    region: str | None = Field(
+        None, description="AWS region. None: AWS_REGION / AWS_DEFAULT_REGION / profile."
+    )
     max_attempts: PositiveInt = Field(
         10, description="botocore attempts per request (throttling such as 503 SlowDown included)."
     )
@@ -84,22 +86,27 @@ class PairsConfig(_Frozen):
         None, description="Sub-folder holding the A (base) images. None: the task preset's names (e.g. 'vi')."
     )
     folder_b: str | None = Field(
-        None, description="Sub-folder holding the B (injected) images. None: the task preset's names (e.g. 'ir')."
+        None,
+        description="Sub-folder holding the B (injected) images. None: the task preset's names (e.g. 'ir').",
     )
     pattern_a: str | None = Field(
-        None, description="File-name pattern of A images in the suffix layout, e.g. '{stem}_A.*' or '{stem}-A.jpg'."
+        None,
+        description="File-name pattern of A images in the suffix layout, e.g. '{stem}_A.*' or '{stem}-A.jpg'.",
     )
     pattern_b: str | None = Field(
-        None, description="File-name pattern of B images in the suffix layout, e.g. '{stem}_B.*' or '{stem}-B.jpg'."
+        None,
+        description="File-name pattern of B images in the suffix layout, e.g. '{stem}_B.*' or '{stem}-B.jpg'.",
     )
     extensions: tuple[str, ...] = Field(
-        DEFAULT_EXTENSIONS, description="Image file extensions considered by folder/suffix discovery (lower case)."
+        DEFAULT_EXTENSIONS,
+        description="Image file extensions considered by folder/suffix discovery (lower case).",
     )
     recursive: bool = Field(
         True, description="Descend into nested folders (the relative sub-path becomes part of the pair id)."
     )
     default_task: str = Field(
-        "general", description="Task of pairs whose source names none (manifest without task, no task argument)."
+        "general",
+        description="Task of pairs whose source names none (manifest without task, no task argument).",
     )
     batch_size: PositiveInt = Field(65_536, description="Rows per streamed batch of discovered pairs.")
     check_duplicates: bool = Field(
@@ -116,7 +123,9 @@ class PairsConfig(_Frozen):
             "partition by partition, so the driver never holds the whole listing."
         ),
     )
-    spill_dir: str | None = Field(None, description="Local folder for listing spills. None: the system temp dir.")
+    spill_dir: str | None = Field(
+        None, description="Local folder for listing spills. None: the system temp dir."
+    )
 
     @model_validator(mode="after")
     def _check_patterns(self) -> PairsConfig:
@@ -170,7 +179,8 @@ class ReadConfig(_Frozen):
         "average", description="Resampling kernel of those warps."
     )
     grid_tolerance: PositiveFloat = Field(
-        1e-6, description="Relative tolerance when testing integer ratios and aligned origins (fraction of a pixel)."
+        1e-6,
+        description="Relative tolerance when testing integer ratios and aligned origins (fraction of a pixel).",
     )
 
 

@@ -17,9 +17,14 @@ verbatim; anything else is mapped deterministically to a readable slug plus an 8
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 import unicodedata
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +34,9 @@ import pyarrow as pa
 
 from maugif_core.config import TASKS
 from pipeline import schema as S
-from pipeline._discovery import (
-    detect_folders,
-    iter_folder_groups,
-    iter_manifest_rows,
-    iter_suffix_groups,
-    manifest_kind,
-)
 from pipeline.errors import OutputKeyError, PairDiscoveryError
 from pipeline.io_config import PairsConfig, StorageConfig
-from pipeline.storage import get_filesystem
+from pipeline.storage import get_filesystem, iter_files, join_uri, list_child_dirs, parent_uri, to_uri
 
 __all__ = [
     "PAIR_SCHEMA",
@@ -67,7 +65,9 @@ PAIR_SCHEMA = pa.schema(
 MAX_ID_LENGTH = 200
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
-_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))})
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+)
 
 
 def _is_safe(pair_id: str) -> bool:
@@ -107,7 +107,12 @@ def sanitize_pair_id(raw: Any) -> str:
 
 
 def failure_record(
-    pair_id: Any, uri_a: str | None, uri_b: str | None, task: str | None, reason: str, stage: str = S.STAGE_DISCOVER
+    pair_id: Any,
+    uri_a: str | None,
+    uri_b: str | None,
+    task: str | None,
+    reason: str,
+    stage: str = S.STAGE_DISCOVER,
 ) -> dict[str, Any]:
     """A failure row with the pair schema (status failed, the stage and the reason)."""
     return {
@@ -151,7 +156,9 @@ class _Batcher:
             self.fail(raw_id, uri_a, uri_b, task, f"missing partner: {side} is empty")
             return
         if task not in TASKS:
-            self.fail(raw_id, uri_a, uri_b, task, f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+            self.fail(
+                raw_id, uri_a, uri_b, task, f"unknown task {task!r}: expected one of {', '.join(TASKS)}"
+            )
             return
         try:
             pair_id = sanitize_pair_id(raw_id)
@@ -189,7 +196,10 @@ class _Batcher:
 
     def _drop_duplicates(self, ok: list[tuple[str, str, str, str]], failed: list[dict[str, Any]]) -> list:
         prints = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(row[0].encode(), digest_size=8).digest(), "little") for row in ok),
+            (
+                int.from_bytes(hashlib.blake2b(row[0].encode(), digest_size=8).digest(), "little")
+                for row in ok
+            ),
             dtype=np.uint64,
             count=len(ok),
         )
@@ -202,10 +212,327 @@ class _Batcher:
         for i in np.flatnonzero(~keep):
             pair_id, uri_a, uri_b, task = ok[i]
             failed.append(
-                failure_record(pair_id, uri_a, uri_b, task, f"duplicate pair_id {pair_id!r}: first occurrence kept")
+                failure_record(
+                    pair_id, uri_a, uri_b, task, f"duplicate pair_id {pair_id!r}: first occurrence kept"
+                )
             )
         self._seen = np.union1d(self._seen, prints)
         return [row for row, k in zip(ok, keep) if k]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------------
+
+TASK_FOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "vif": (("vi", "vis", "visible", "rgb"), ("ir", "infrared", "thermal", "lwir")),
+    "medical": (("ct", "pet", "spect"), ("mri", "mr")),
+    "mff": (("source1", "near", "focus1"), ("source2", "far", "focus2")),
+    "mef": (("under", "underexposed", "low"), ("over", "overexposed", "high")),
+    "general": (("a",), ("b",)),
+    "pansharpen": (("ms", "mul", "multispectral"), ("pan", "panchromatic")),
+    "hsi_msi": (("hs", "hsi", "hyperspectral"), ("msi", "ms", "multispectral")),
+}
+"""Default sub-folder names per task, (A candidates, B candidates), matched case-insensitively. A is the base image
+(SPEC §1.1: visible, CT/PET/SPECT, ...) or, for pansharpen / hsi_msi, the low-resolution spectral image."""
+
+DEFAULT_PATTERNS = (("{stem}-A.*", "{stem}-B.*"), ("{stem}_A.*", "{stem}_B.*"))
+"""Suffix patterns tried by the suffix layout (Lytro ``lytro-01-A.jpg``, MEFB ``Arno/Arno_A.png``)."""
+
+MANIFEST_KINDS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_N_PARTITIONS = 64
+
+
+def manifest_kind(source: str) -> str | None:
+    """``"csv"``, ``"parquet"``, ``"jsonl"`` from the source's extension, else None (a folder)."""
+    return MANIFEST_KINDS.get(os.path.splitext(source.rstrip("/"))[1].lower())
+
+
+def _manifest_base(source: str) -> str:
+    base = parent_uri(source)
+    return os.path.abspath(base) if "://" not in source else base
+
+
+def _resolve(base: str, uri: Any) -> str | None:
+    if uri is None:
+        return None
+    text = str(uri).strip()
+    return join_uri(base, text) if text else None
+
+
+def iter_manifest_rows(
+    source: str, fs: Any, path: str, kind: str, config: PairsConfig, storage: StorageConfig | None
+) -> Iterator[Any]:
+    """Rows ``(pair_id, uri_a, uri_b, task)`` of a manifest, streamed; malformed lines become failure dicts."""
+    base = _manifest_base(source)
+    try:
+        handle = fs.open(path, "rb")
+    except (OSError, ValueError) as e:
+        raise PairDiscoveryError(f"cannot open manifest {source!r}: {e}") from e
+    with handle:
+        if kind == "jsonl":
+            batches: Iterator[dict[str, list]] = _jsonl_batches(handle, source, config.batch_size)
+        else:
+            batches = _arrow_batches(handle, source, kind, config.batch_size)
+        line = 0
+        for batch in batches:
+            if "_failures" in batch:
+                yield from batch.pop("_failures")
+            n = len(batch[S.PAIR_ID])
+            tasks = batch.get(S.TASK) or [None] * n
+            for pair_id, uri_a, uri_b, task in zip(batch[S.PAIR_ID], batch[S.URI_A], batch[S.URI_B], tasks):
+                line += 1
+                yield (
+                    pair_id if pair_id is not None else None,
+                    _resolve(base, uri_a),
+                    _resolve(base, uri_b),
+                    (str(task).strip() or None) if task is not None else None,
+                )
+
+
+def _check_columns(names: list[str], source: str) -> list[str]:
+    missing = [c for c in (S.PAIR_ID, S.URI_A, S.URI_B) if c not in names]
+    if missing:
+        raise PairDiscoveryError(
+            f"manifest {source!r} lacks column(s) {missing}: expected pair_id, uri_a, uri_b (task optional); "
+            f"found {names}"
+        )
+    return [c for c in S.PAIR_COLUMNS if c in names]
+
+
+def _arrow_batches(handle: Any, source: str, kind: str, batch_size: int) -> Iterator[dict[str, list]]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if kind == "csv":
+            reader = pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(block_size=4 << 20),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in S.PAIR_COLUMNS}, strings_can_be_null=True
+                ),
+            )
+            columns = _check_columns(reader.schema.names, source)
+            batches = iter(reader)
+        else:
+            parquet = pq.ParquetFile(handle)
+            columns = _check_columns(parquet.schema_arrow.names, source)
+            batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
+        for record_batch in batches:
+            yield {c: record_batch.column(c).cast(pa.string()).to_pylist() for c in columns}
+    except PairDiscoveryError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise PairDiscoveryError(f"cannot read {kind} manifest {source!r}: {e}") from e
+
+
+def _jsonl_batches(handle: Any, source: str, batch_size: int) -> Iterator[dict[str, list]]:
+    batch: dict[str, list] = {c: [] for c in S.PAIR_COLUMNS}
+    failures: list[dict] = []
+    for number, raw in enumerate(handle, start=1):
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            continue
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        except ValueError as e:
+            failures.append(
+                failure_record(f"line-{number}", None, None, None, f"{source} line {number}: {e}")
+            )
+            continue
+        if number == 1 or not any(batch.values()):
+            if S.PAIR_ID not in record and S.URI_A not in record:
+                _check_columns(list(record), source)
+        for column in S.PAIR_COLUMNS:
+            value = record.get(column)
+            batch[column].append(None if value is None else str(value))
+        if len(batch[S.PAIR_ID]) >= batch_size:
+            yield {**batch, "_failures": failures}
+            batch, failures = {c: [] for c in S.PAIR_COLUMNS}, []
+    if batch[S.PAIR_ID] or failures:
+        yield {**batch, "_failures": failures}
+
+
+def detect_folders(
+    fs: Any, path: str, config: PairsConfig, task: str | None
+) -> tuple[str, str, str | None] | None:
+    """The (folder A, folder B, detected task) of a two-folder layout, or None when there is none."""
+    children = list_child_dirs(fs, path)
+    by_lower = {name.lower(): name for name in children}
+    if config.folder_a is not None:
+        a, b = by_lower.get(config.folder_a.lower()), by_lower.get(config.folder_b.lower())
+        if a is None or b is None:
+            raise PairDiscoveryError(
+                f"sub-folders {config.folder_a!r}/{config.folder_b!r} not found in {path!r}; found {sorted(children)}"
+            )
+        return a, b, None
+    for name in [task] if task else list(TASKS):
+        names_a, names_b = TASK_FOLDERS[name]
+        a = next((by_lower[n] for n in names_a if n in by_lower), None)
+        b = next((by_lower[n] for n in names_b if n in by_lower and by_lower[n] != a), None)
+        if a is not None and b is not None:
+            return a, b, name
+    return None
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    before, after = pattern.split("{stem}")
+    after_rx = re.escape(after).replace(r"\*", r"[^/]*")
+    return re.compile(
+        "^" + re.escape(before).replace(r"\*", r"[^/]*") + r"(?P<stem>.+?)" + after_rx + "$", re.I
+    )
+
+
+class _Matcher:
+    """Groups (key, side, name, uri) by key; spills hash partitions to local Parquet past a threshold."""
+
+    def __init__(self, config: PairsConfig) -> None:
+        self._threshold = config.spill_threshold
+        self._spill_root = config.spill_dir
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._spill: str | None = None
+        self._chunks = 0
+
+    def add(self, keys: list[str], sides: list[int], names: list[str], uris: list[str]) -> None:
+        if not keys:
+            return
+        self._buffer.append(
+            pa.table({"key": keys, "side": pa.array(sides, pa.int8()), "name": names, "uri": uris})
+        )
+        self._buffered += len(keys)
+        if self._buffered > self._threshold:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self._spill is None:
+            self._spill = tempfile.mkdtemp(prefix="maugif-pairs-", dir=self._spill_root)
+            logger.info("listing exceeds %d files: spilling partitions to %s", self._threshold, self._spill)
+        table = pa.concat_tables(self._buffer)
+        self._buffer, self._buffered = [], 0
+        parts = np.fromiter(
+            (zlib.crc32(k.encode()) % _N_PARTITIONS for k in table["key"].to_pylist()), np.int16
+        )
+        for part in np.unique(parts):
+            folder = os.path.join(self._spill, f"p{part:02d}")
+            os.makedirs(folder, exist_ok=True)
+            pq.write_table(
+                table.filter(pa.array(parts == part)), os.path.join(folder, f"{self._chunks}.parquet")
+            )
+        self._chunks += 1
+
+    def groups(self) -> Iterator[tuple[str, list[str], list[str]]]:
+        """(name, A uris, B uris) per key, sorted by key within each partition."""
+        import pyarrow.parquet as pq
+
+        try:
+            if self._spill is None:
+                tables = [pa.concat_tables(self._buffer)] if self._buffer else []
+                self._buffer = []
+            else:
+                self._flush() if self._buffer else None
+                tables = (
+                    pa.concat_tables(
+                        [
+                            pq.read_table(os.path.join(self._spill, d, f))
+                            for f in sorted(os.listdir(os.path.join(self._spill, d)))
+                        ]
+                    )
+                    for d in sorted(os.listdir(self._spill))
+                )
+            for table in tables:
+                yield from self._group(table)
+        finally:
+            if self._spill is not None:
+                shutil.rmtree(self._spill, ignore_errors=True)
+
+    @staticmethod
+    def _group(table: pa.Table) -> Iterator[tuple[str, list[str], list[str]]]:
+        table = table.sort_by([("key", "ascending"), ("side", "ascending"), ("uri", "ascending")])
+        current, name, uris = None, "", ([], [])
+        for key, side, row_name, uri in zip(*(table[c].to_pylist() for c in ("key", "side", "name", "uri"))):
+            if key != current:
+                if current is not None:
+                    yield name, uris[0], uris[1]
+                current, name, uris = key, row_name, ([], [])
+            if side == 0 and not uris[0]:
+                name = row_name
+            uris[side].append(uri)
+        if current is not None:
+            yield name, uris[0], uris[1]
+
+
+def _name_parts(root: str, file_path: str) -> tuple[list[str], str, str]:
+    """(relative folders, stem, lower-case extension) of a listed file below ``root``."""
+    rel = file_path[len(root.rstrip("/")) :].lstrip("/").replace("\\", "/")
+    *folders, base = rel.split("/")
+    stem, ext = os.path.splitext(base)
+    return folders, stem, ext.lower()
+
+
+def iter_folder_groups(
+    source: str, fs: Any, path: str, folder_a: str, folder_b: str, config: PairsConfig, storage: Any
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """Stem groups of a two-folder layout (stems and nested sub-paths matched case-insensitively)."""
+    matcher = _Matcher(config)
+    for side, folder in ((0, folder_a), (1, folder_b)):
+        root = path.rstrip("/") + "/" + folder
+        for page in iter_files(fs, root, recursive=config.recursive):
+            keys, names, uris = [], [], []
+            for file_path in page:
+                folders, stem, ext = _name_parts(root, file_path)
+                if ext not in config.extensions or stem.startswith("."):
+                    continue
+                name = "__".join([*folders, stem])
+                keys.append(name.lower())
+                names.append(name)
+                uris.append(to_uri(file_path, source))
+            matcher.add(keys, [side] * len(keys), names, uris)
+    yield from matcher.groups()
+
+
+def iter_suffix_groups(
+    source: str, fs: Any, path: str, config: PairsConfig, storage: Any
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """Stem groups of a one-folder layout whose file names carry the A/B suffix patterns."""
+    patterns = [(config.pattern_a, config.pattern_b)] if config.pattern_a else list(DEFAULT_PATTERNS)
+    compiled = [(_pattern_regex(a), _pattern_regex(b)) for a, b in patterns]
+    matcher = _Matcher(config)
+    ignored = 0
+    for page in iter_files(fs, path, recursive=config.recursive):
+        keys, sides, names, uris = [], [], [], []
+        for file_path in page:
+            folders, stem, ext = _name_parts(path, file_path)
+            if ext not in config.extensions:
+                continue
+            base = stem + ext
+            for rx_a, rx_b in compiled:
+                hit = [(side, m) for side, m in ((0, rx_a.match(base)), (1, rx_b.match(base))) if m]
+                if hit:
+                    side, match = hit[0]
+                    name = "__".join([*folders, match.group("stem")])
+                    keys.append(name.lower())
+                    sides.append(side)
+                    names.append(name)
+                    uris.append(to_uri(file_path, source))
+                    break
+            else:
+                ignored += 1
+        matcher.add(keys, sides, names, uris)
+    if ignored:
+        logger.info("%d files in %s match no A/B pattern and were ignored", ignored, source)
+    yield from matcher.groups()
 
 
 def _detect_layout(source: str, fs: Any, path: str, config: PairsConfig, task: str | None) -> tuple[str, Any]:

@@ -27,6 +27,7 @@ from pipeline.io_config import StorageConfig
 
 __all__ = [
     "call_with_retries",
+    "filesystem_for",
     "iter_files",
     "list_child_dirs",
     "to_uri",
@@ -193,7 +194,12 @@ def call_with_retries(
             delay = random.uniform(0.0, min(config.backoff_max_s, config.backoff_base_s * 2**attempt))
             attempt += 1
             logger.warning(
-                "%s: transient error (%s), retry %d/%d in %.2fs", what, e, attempt, config.operation_retries, delay
+                "%s: transient error (%s), retry %d/%d in %.2fs",
+                what,
+                e,
+                attempt,
+                config.operation_retries,
+                delay,
             )
             sleep(delay)
 
@@ -212,7 +218,9 @@ def _gdal_endpoint(endpoint: str) -> tuple[str, bool]:
 
 
 @contextlib.contextmanager
-def rasterio_env(uri: str | None = None, config: StorageConfig | None = None, **options: Any) -> Iterator[None]:
+def rasterio_env(
+    uri: str | None = None, config: StorageConfig | None = None, **options: Any
+) -> Iterator[None]:
     """A ``rasterio.Env`` for reading ``uri``: no directory listing on open, and an AWSSession for ``s3://``.
 
     ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` stops GDAL listing a whole prefix to look for sidecar files on
@@ -295,7 +303,9 @@ def iter_files(
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("s3", "s3a") and hasattr(fs, "_iterdir"):
         for page in _iter_s3(fs, path, "" if recursive else "/", page_size):
-            files = [info["name"] for info in page if info.get("type") == "file" and not info["name"].endswith("/")]
+            files = [
+                info["name"] for info in page if info.get("type") == "file" and not info["name"].endswith("/")
+            ]
             if files:
                 yield files
         return
@@ -333,7 +343,11 @@ def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10
         names: list[str] = []
         seen = 0
         for page in _iter_s3(fs, path, "/", 1000):
-            names += [info["name"].rstrip("/").rsplit("/", 1)[-1] for info in page if info.get("type") == "directory"]
+            names += [
+                info["name"].rstrip("/").rsplit("/", 1)[-1]
+                for info in page
+                if info.get("type") == "directory"
+            ]
             seen += len(page)
             if seen >= limit:
                 break
@@ -341,4 +355,13 @@ def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10
     if protocol in ("file", "local"):
         with os.scandir(path) as entries:
             return [e.name for _, e in zip(range(limit), entries) if e.is_dir()]
-    return [info["name"].rstrip("/").rsplit("/", 1)[-1] for info in fs.ls(path, detail=True) if info["type"] == "directory"]
+    return [
+        info["name"].rstrip("/").rsplit("/", 1)[-1]
+        for info in fs.ls(path, detail=True)
+        if info["type"] == "directory"
+    ]
+
+
+def filesystem_for(uri: str, config: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Alias of :func:`get_filesystem` (the name :mod:`pipeline.fsutil` looks up)."""
+    return get_filesystem(uri, config)

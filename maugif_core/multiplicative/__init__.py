@@ -5,8 +5,9 @@ multispectral): Φ = leading left singular vectors of A, Z = Φᵀ A, a spectral
 resolution) and decoder D (B's bands → Z) fitted per scene, and fusion ``X̂ = Φ · D(B)`` at B's resolution.
 """
 
+from maugif_core.multiplicative.batch import fit_many
 from maugif_core.multiplicative.fitting import FitReport
-from maugif_core.multiplicative.model import MultiplicativeMAUGIF, NotFittedError, fit_many
+from maugif_core.multiplicative.model import MultiplicativeMAUGIF, NotFittedError
 from maugif_core.multiplicative.networks import (
     MultiplicativeLoss,
     SpectralDecoder,

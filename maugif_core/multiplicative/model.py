@@ -10,7 +10,6 @@ the whole image.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,6 @@ from maugif_core.imaging import check_image, from_unit_float, to_unit_float
 from maugif_core.multiplicative.fitting import FitReport, fit_stacked
 from maugif_core.multiplicative.networks import (
     DECODER_RECEPTIVE_FIELD_RADIUS,
-    ConvMode,
     SpectralDecoder,
     SpectralEncoder,
     init_stacked_parameters,
@@ -31,28 +29,12 @@ from maugif_core.multiplicative.networks import (
 )
 from maugif_core.multiplicative.spectral import decimate, spectral_basis
 
-__all__ = ["MultiplicativeMAUGIF", "NotFittedError", "fit_many"]
+__all__ = ["MultiplicativeMAUGIF", "NotFittedError", "to_chw"]
 
 logger = logging.getLogger(__name__)
 
 # High-resolution rows fused at a time by ``fuse``: bounds the (K, rows, W) float32 intermediate.
 _FUSE_ROWS = 1024
-
-# Config fields that must agree between scenes fitted together (everything that shapes the optimisation).
-_SHARED_FIT_FIELDS = (
-    "rank",
-    "ratio",
-    "decimation",
-    "decimation_offset",
-    "steps",
-    "lr",
-    "weight_decay",
-    "early_stop_patience",
-    "early_stop_rel_tol",
-    "loss_w_recon",
-    "bands_low",
-    "bands_high",
-)
 
 
 class NotFittedError(MaugifError, RuntimeError):
@@ -70,7 +52,7 @@ def _ratio_of(low_hw: tuple[int, int], high_hw: tuple[int, int], name_low: str, 
     return H // h
 
 
-def _to_chw(image: np.ndarray) -> Tensor:
+def to_chw(image: np.ndarray) -> Tensor:
     """``(H, W)`` or ``(H, W, C)`` array → ``(C, H, W)`` float32 unit-float tensor."""
     unit = to_unit_float(image)
     if unit.ndim == 2:
@@ -178,23 +160,25 @@ class MultiplicativeMAUGIF(nn.Module):
 
     # ------------------------------------------------------------------ validation
 
-    def _check_scene(self, image_a: np.ndarray, image_b: np.ndarray) -> tuple[int, int, int]:
-        """Validate a NumPy scene; return (L, l, r)."""
+    def check_scene(self, image_a: np.ndarray, image_b: np.ndarray) -> tuple[int, int, int]:
+        """Validate a NumPy scene against the config; return its band counts and ratio ``(L, l, r)``.
+
+        Raises:
+            BandCountError, RatioError, ShapeError, DTypeError, NonFiniteError: see :meth:`fit`.
+        """
         check_image(image_a, "image_a", allow_bands=True)
         check_image(image_b, "image_b", allow_bands=True)
         L = image_a.shape[2] if image_a.ndim == 3 else 1
         l = image_b.shape[2] if image_b.ndim == 3 else 1
         return (L, l, self._check_geometry(L, l, image_a.shape[:2], image_b.shape[:2]))
 
-    def _check_geometry(
-        self, L: int, l: int, low_hw: tuple[int, int], high_hw: tuple[int, int], *, for_fit: bool = True
-    ) -> int:
+    def _check_geometry(self, L: int, l: int, low_hw: tuple[int, int], high_hw: tuple[int, int]) -> int:
         if L < 2:
             raise BandCountError(
                 f"image_a: expected a spectral image with at least 2 bands, shape (h, w, L), got {L} band(s)"
             )
         cfg = self.config
-        if for_fit and cfg.bands_low is not None and (L, l) != (cfg.bands_low, cfg.bands_high):
+        if cfg.bands_low is not None and (L, l) != (cfg.bands_low, cfg.bands_high):
             raise BandCountError(
                 f"image_a/image_b: config expects {cfg.bands_low} and {cfg.bands_high} bands, got {L} and {l}"
             )
@@ -207,11 +191,14 @@ class MultiplicativeMAUGIF(nn.Module):
             )
         return r
 
-    def _check_fitted_bands(self, L: int | None, l: int) -> None:
+    def _check_fitted(self, L: int | None, l: int, r: int | None) -> None:
+        """Refuse a scene whose band counts or ratio differ from the fitted ones."""
         if L is not None and self.bands_low != L:
             raise BandCountError(f"image_a: the fitted model expects {self.bands_low} bands, got {L}")
-        if l != self.bands_high:
+        if self.bands_high != l:
             raise BandCountError(f"image_b: the fitted model expects {self.bands_high} bands, got {l}")
+        if r is not None and self._ratio is not None and r != self._ratio:
+            raise RatioError(f"image_b/image_a: the fitted model is for ratio {self._ratio}, got ratio {r}")
 
     # ------------------------------------------------------------------ fitting
 
@@ -252,7 +239,8 @@ class MultiplicativeMAUGIF(nn.Module):
             coeffs, encoded, self.decoder(encoded), target_low, self.config.loss_w_recon
         )
 
-    def _install(self, basis: Tensor, weights: dict[str, Tensor], ratio: int, bands_high: int) -> None:
+    def install_fit(self, basis: Tensor, weights: dict[str, Tensor], ratio: int, bands_high: int) -> None:
+        """Make this model the fit of a scene: Φ ``(L, K)``, E/D ``weights`` by parameter name, r and l."""
         if self.bands_low != basis.shape[0] or self.bands_high != bands_high or self.rank != basis.shape[1]:
             self._build(basis.shape[0], bands_high)
         device = self.basis.device
@@ -283,18 +271,16 @@ class MultiplicativeMAUGIF(nn.Module):
             RatioError: sizes not related by one integer r ≥ 2 (or not ``config.ratio``).
             ShapeError, DTypeError, NonFiniteError: from :func:`check_image`.
         """
-        L, l, r = self._check_scene(image_a, image_b)
+        L, l, r = self.check_scene(image_a, image_b)
         device = self.basis.device
-        basis, coeffs, target = self.prepare_scene(
-            _to_chw(image_a).to(device), _to_chw(image_b).to(device), r
-        )
+        basis, coeffs, target = self.prepare_scene(to_chw(image_a).to(device), to_chw(image_b).to(device), r)
         K = basis.shape[1]
         if warm_start and self.encoder is not None and (self.bands_high, self.rank) == (l, K):
             init = {name: p.detach()[None].clone() for name, p in self.named_parameters()}
         else:
             init = init_stacked_parameters(K, l, [self.config.seed], device)
         weights, reports = fit_stacked(init, coeffs[None], target[None], self.config)
-        self._install(basis, weights[0], r, l)
+        self.install_fit(basis, weights[0], r, l)
         self.fit_report = reports[0]
         logger.debug("fitted scene: %s", self.fit_report)
         return self.fit_report
@@ -321,7 +307,7 @@ class MultiplicativeMAUGIF(nn.Module):
         Raises:
             NotFittedError: the model is not fitted.
             BandCountError: band counts differ from the fitted ones.
-            RatioError: ``image_b`` is not an integer multiple ≥ 2 of ``image_a``.
+            RatioError: ``image_b`` is not an integer multiple ≥ 2 of ``image_a``, or not the fitted ratio.
         """
         self._require_fitted()
         if image_b.ndim != 4:
@@ -329,8 +315,10 @@ class MultiplicativeMAUGIF(nn.Module):
         if image_a is not None:
             if image_a.ndim != 4:
                 raise ShapeError(f"image_a: expected shape (B, L, h, w), got {tuple(image_a.shape)}")
-            _ratio_of(tuple(image_a.shape[-2:]), tuple(image_b.shape[-2:]), "image_a", "image_b")
-        self._check_fitted_bands(None if image_a is None else int(image_a.shape[1]), int(image_b.shape[1]))
+            r = _ratio_of(tuple(image_a.shape[-2:]), tuple(image_b.shape[-2:]), "image_a", "image_b")
+            self._check_fitted(int(image_a.shape[1]), int(image_b.shape[1]), r)
+        else:
+            self._check_fitted(None, int(image_b.shape[1]), None)
         assert self.decoder is not None  # guaranteed by _require_fitted
         coeffs = self.decoder(image_b.to(self.basis.dtype))
         return torch.einsum("lk,bkhw->blhw", self.basis, coeffs).clamp_(0.0, 1.0)
@@ -351,14 +339,15 @@ class MultiplicativeMAUGIF(nn.Module):
 
         Raises:
             BandCountError: L < 2, or band counts that differ from the fitted model's (without ``refit``).
+            RatioError: not an integer ratio ≥ 2, or (without ``refit``) not the fitted model's ratio.
             RatioError, ShapeError, DTypeError, NonFiniteError: see :meth:`fit`.
         """
-        L, l, _ = self._check_scene(image_a, image_b)
+        L, l, r = self.check_scene(image_a, image_b)
         if refit or not self.is_fitted:
             self.fit(image_a, image_b)
         else:
-            self._check_fitted_bands(L, l)
-        image_b_t = _to_chw(image_b).to(self.basis.device)[None]
+            self._check_fitted(L, l, r)
+        image_b_t = to_chw(image_b).to(self.basis.device)[None]
         H = image_b_t.shape[-2]
         halo = self.receptive_field_radius
         strips = []
@@ -370,83 +359,3 @@ class MultiplicativeMAUGIF(nn.Module):
                 strips.append(fused[..., top - lo : top - lo + bottom - top, :])
         fused_np = torch.cat(strips, dim=-2)[0].permute(1, 2, 0).cpu().numpy()
         return from_unit_float(fused_np, image_a.dtype)
-
-
-def _resolve_configs(
-    config_or_model: MultiplicativeConfig | MultiplicativeMAUGIF | Sequence[MultiplicativeConfig], count: int
-) -> list[MultiplicativeConfig]:
-    if isinstance(config_or_model, MultiplicativeMAUGIF):
-        return [config_or_model.config] * count
-    if isinstance(config_or_model, MultiplicativeConfig):
-        return [config_or_model] * count
-    configs = list(config_or_model)
-    if len(configs) != count:
-        raise ValueError(f"configs: expected one config per scene ({count}), got {len(configs)}")
-    for i, cfg in enumerate(configs):
-        for field in _SHARED_FIT_FIELDS:
-            if getattr(cfg, field) != getattr(configs[0], field):
-                raise ValueError(
-                    f"configs[{i}].{field}: scenes fitted together must share it, expected "
-                    f"{getattr(configs[0], field)!r} (configs[0]), got {getattr(cfg, field)!r}"
-                )
-    return configs
-
-
-def fit_many(
-    config_or_model: MultiplicativeConfig | MultiplicativeMAUGIF | Sequence[MultiplicativeConfig],
-    scenes: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    device: torch.device | str | None = None,
-    max_batch: int | None = None,
-    conv_mode: ConvMode | None = None,
-) -> list[MultiplicativeMAUGIF]:
-    """Fit one model per scene, optimising scenes of the same shape together on one device.
-
-    Scenes are grouped by shape (``image_a`` and ``image_b`` sizes and band counts); each group — split into
-    chunks of at most ``max_batch`` scenes — is fitted as one stacked optimisation in which every scene keeps
-    its own weights, its own gradient and Adam state, and its own early stopping. The result equals fitting
-    each scene alone with :meth:`MultiplicativeMAUGIF.fit` up to float rounding (grouped vs. plain
-    convolutions).
-
-    Args:
-        config_or_model: one config (or a model, whose config is used) for every scene, or one config per
-            scene; per-scene configs may differ only in ``seed`` and ``task``.
-        scenes: ``(image_a, image_b)`` NumPy pairs as accepted by :meth:`MultiplicativeMAUGIF.fit`.
-        device: where to fit; default CPU, or the model's device when a model is given.
-        max_batch: most scenes in one stacked optimisation (memory bound); None = no limit.
-        conv_mode: ``"grouped"`` (one grouped convolution per layer for all scenes) or ``"loop"`` (scene by
-            scene inside the shared step); None = grouped on CUDA, loop on CPU (measured faster there).
-
-    Returns:
-        Fitted models, in the order of ``scenes``, each with its ``fit_report``.
-    """
-    configs = _resolve_configs(config_or_model, len(scenes))
-    if device is None:
-        device = config_or_model.basis.device if isinstance(config_or_model, MultiplicativeMAUGIF) else "cpu"
-    models = [MultiplicativeMAUGIF(cfg).to(device) for cfg in configs]
-    prepared: list[tuple[Tensor, Tensor, Tensor, int, int]] = []
-    groups: dict[tuple, list[int]] = {}
-    for i, ((image_a, image_b), model) in enumerate(zip(scenes, models, strict=True)):
-        try:
-            L, l, r = model._check_scene(image_a, image_b)
-        except MaugifError as e:
-            raise type(e)(f"scenes[{i}]: {e}") from e
-        basis, coeffs, target = model.prepare_scene(
-            _to_chw(image_a).to(device), _to_chw(image_b).to(device), r
-        )
-        prepared.append((basis, coeffs, target, r, l))
-        groups.setdefault((tuple(coeffs.shape), tuple(target.shape), r), []).append(i)
-    chunk = max_batch or len(scenes)
-    for members in groups.values():
-        for start in range(0, len(members), chunk):
-            batch = members[start : start + chunk]
-            K, l = prepared[batch[0]][1].shape[0], prepared[batch[0]][4]
-            init = init_stacked_parameters(K, l, [configs[i].seed for i in batch], device)
-            coeffs = torch.stack([prepared[i][1] for i in batch])
-            target = torch.stack([prepared[i][2] for i in batch])
-            weights, reports = fit_stacked(init, coeffs, target, configs[batch[0]], conv_mode)
-            for i, w, report in zip(batch, weights, reports, strict=True):
-                basis, _, _, r, l_i = prepared[i]
-                models[i]._install(basis, w, r, l_i)
-                models[i].fit_report = report
-    return models

@@ -441,7 +441,7 @@ def test_datasink_writes_every_row_and_the_manifest(ray_session: None, output_ur
         row.setdefault("error_stage", None)
         row.setdefault("error", None)
     dataset = ray.data.from_items(rows, override_num_blocks=4)
-    sink = FusedImageDatasink(OutputConfig(uri=output_uri, **CONFIG), run_id="run-1")
+    sink = FusedImageDatasink(OutputConfig(uri=output_uri, **CONFIG), run_id="run-1", min_rows_per_write=None)
     dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0.5})
 
     keys = _keys(output_uri)
@@ -461,6 +461,10 @@ def test_datasink_writes_every_row_and_the_manifest(ray_session: None, output_ur
     }
     with _gdal_path(vrt_uri(output_uri, "raster-tiled")) as path, rasterio.open(path) as mosaic:
         np.testing.assert_array_equal(mosaic.read(), scene[0])
+    parts = sorted(k for k in keys if k.startswith("_manifest/"))
+    assert (
+        len(parts) >= 3 and "_manifest/part-run-1-commit-00000.parquet" in parts
+    )  # >= 2 write tasks + commit
     assert sink.summary is not None
     assert (sink.summary["ok"], sink.summary["failed"]) == (5, 2)
 
