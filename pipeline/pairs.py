@@ -481,6 +481,13 @@ def _name_parts(root: str, file_path: str) -> tuple[list[str], str, str]:
     return folders, stem, ext.lower()
 
 
+def _pair_name(folders: list[str], stem: str) -> str:
+    """Pair id from a nested file: ``scene/scene_A.png`` → ``scene``; ``x/y/01.png`` → ``x__y__01``."""
+    if folders and folders[-1].lower() == stem.lower():
+        folders = folders[:-1]
+    return "__".join([*folders, stem])
+
+
 def iter_folder_groups(
     source: str, fs: Any, path: str, folder_a: str, folder_b: str, config: PairsConfig, storage: Any
 ) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -494,7 +501,7 @@ def iter_folder_groups(
                 folders, stem, ext = _name_parts(root, file_path)
                 if ext not in config.extensions or stem.startswith("."):
                     continue
-                name = "__".join([*folders, stem])
+                name = _pair_name(folders, stem)
                 keys.append(name.lower())
                 names.append(name)
                 uris.append(to_uri(file_path, source))
@@ -521,7 +528,7 @@ def iter_suffix_groups(
                 hit = [(side, m) for side, m in ((0, rx_a.match(base)), (1, rx_b.match(base))) if m]
                 if hit:
                     side, match = hit[0]
-                    name = "__".join([*folders, match.group("stem")])
+                    name = _pair_name(folders, match.group("stem"))
                     keys.append(name.lower())
                     sides.append(side)
                     names.append(name)

@@ -104,7 +104,9 @@ def _check_not_empty(uri: str, head: bytes) -> str:
 
 def _check_dtype(uri: str, dtype: str, config: ReadConfig) -> None:
     if dtype not in config.allowed_dtypes:
-        raise RasterReadError(f"{uri}: unsupported dtype {dtype!r}: expected one of {', '.join(config.allowed_dtypes)}")
+        raise RasterReadError(
+            f"{uri}: unsupported dtype {dtype!r}: expected one of {', '.join(config.allowed_dtypes)}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -130,7 +132,9 @@ def _pillow_array(image: Any, uri: str) -> np.ndarray:
         array = array.astype(np.uint16, copy=False)
     elif image.mode == "I":  # 16-bit grey PNG on older Pillow
         if array.size and (array.min() < 0 or array.max() > 65535):
-            raise RasterReadError(f"{uri}: unsupported 32-bit integer image: expected 8 or 16 bits per sample")
+            raise RasterReadError(
+                f"{uri}: unsupported 32-bit integer image: expected 8 or 16 bits per sample"
+            )
         array = array.astype(np.uint16)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -141,7 +145,9 @@ def _decode_pillow(uri: str, data: bytes, fmt: str, config: ReadConfig) -> tuple
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
-        logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated files may pass")
+        logger.warning(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated files may pass"
+        )
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             if image.width * image.height > config.max_pixels:
@@ -208,9 +214,8 @@ def open_raster(
     from rasterio.io import MemoryFile
 
     config = config or ReadConfig()
-    stack = contextlib.ExitStack()
-    try:
-        with stack:
+    with contextlib.ExitStack() as stack:
+        try:
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if data is not None:
@@ -226,19 +231,17 @@ def open_raster(
             else:
                 stack.enter_context(rasterio_env())
                 dataset = stack.enter_context(rasterio.open(gdal_path(uri)))
-            yield dataset
-    except RasterReadError:
-        raise
-    except GridError:
-        raise
-    except Exception as e:  # GDAL surfaces corrupt files as several exception types (RasterioIOError, CPLE_*)
-        raise RasterReadError(f"{_error_text(uri, e)} (expected a readable TIFF/GeoTIFF)") from e
+        except Exception as e:  # GDAL reports bad files as several types (RasterioIOError, CPLE_*)
+            raise RasterReadError(f"{_error_text(uri, e)} (expected a readable TIFF/GeoTIFF)") from e
+        yield dataset
 
 
 def _raster_meta(uri: str, dataset: Any, fmt: str, size: int | None) -> dict[str, Any]:
     dtypes = set(dataset.dtypes)
     if len(dtypes) != 1:
-        raise RasterReadError(f"{uri}: bands of mixed dtypes {sorted(dtypes)}: expected one dtype for all bands")
+        raise RasterReadError(
+            f"{uri}: bands of mixed dtypes {sorted(dtypes)}: expected one dtype for all bands"
+        )
     crs = dataset.crs.to_string() if dataset.crs else None
     transform = [float(v) for v in tuple(dataset.transform)[:6]]
     georeferenced = crs is not None or transform != [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -315,11 +318,7 @@ def read_image(
         RasterReadError: missing/unreachable file, empty, truncated or corrupt data, unsupported dtype, too large.
     """
     config = config or ReadConfig()
-    if not is_s3(uri) or config.s3_access == "fsspec":
-        head = _fetch(uri, storage, head_only=True)
-        fmt = _check_not_empty(uri, head)
-    else:
-        fmt = _sniff(uri, storage)
+    fmt = _sniff(uri, storage)
     if fmt == "TIFF":
         with open_raster(uri, config=config, storage=storage) as dataset:
             image, meta = _read_raster(uri, dataset, fmt, config, None)
@@ -397,7 +396,11 @@ def read_window(
     if fmt == "TIFF":
         with open_raster(uri, config=config, storage=storage) as dataset:
             check(dataset.height, dataset.width)
-            fill = fill_value if fill_value is not None else (dataset.nodata if dataset.nodata is not None else 0)
+            fill = (
+                fill_value
+                if fill_value is not None
+                else (dataset.nodata if dataset.nodata is not None else 0)
+            )
             kwargs = {"boundless": True, "fill_value": fill} if boundless else {}
             image, meta = _read_raster(uri, dataset, fmt, config, win, **kwargs)
             if meta["transform"] is not None:
