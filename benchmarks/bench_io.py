@@ -94,11 +94,19 @@ def decode(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         return src.read(), meta
 
 
+def read_one(uri: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(C, H, W)`` pixels and meta: through ``pipeline.readers.read_image`` when present, else rasterio."""
+    if _read_image is not None:
+        image, meta = _read_image(uri)
+        return np.moveaxis(image, -1, 0), meta
+    fs, path = filesystem_for(uri)
+    return decode(fs.cat_file(path))
+
+
 def read_pair(row: dict[str, Any]) -> dict[str, Any]:
     """Read, decode and 'fuse' (average) one pair into a sink row."""
-    fs, _ = filesystem_for(row[URI_A])
-    image_a, meta_a = decode(fs.cat_file(filesystem_for(row[URI_A])[1]))
-    image_b, meta_b = decode(fs.cat_file(filesystem_for(row[URI_B])[1]))
+    image_a, meta_a = read_one(row[URI_A])
+    image_b, meta_b = read_one(row[URI_B])
     fused = ((image_a.astype(np.uint32) + image_b) // 2).astype(image_a.dtype)
     return {
         PAIR_ID: row[PAIR_ID],

@@ -62,7 +62,10 @@ def _cached_get(ray: Any, ref: Any) -> set:
 
 
 def decode_row(
-    row: dict[str, Any], read: dict[str, Any] | None = None, storage: dict[str, Any] | None = None, job: str = ""
+    row: dict[str, Any],
+    read: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
+    job: str = "",
 ) -> dict[str, Any]:
     """``decode_pair`` for ``Dataset.map`` plus metrics; skipped rows pass through without any I/O."""
     from pipeline.readers import decode_pair
@@ -181,6 +184,28 @@ def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = N
     )
 
 
+def committed_pair_ids(output: str) -> set[str]:
+    """Pair ids whose final output exists at the top level of ``output`` (``<id>.png`` or ``<id>.vrt``).
+
+    Outputs are committed atomically (temp name, then rename) and a raster's VRT is written after all its tiles,
+    so a final name means a complete output even if the job died before its manifest part was flushed.
+    """
+    from pipeline.fsutil import filesystem_for
+
+    fs, root = filesystem_for(output)
+    try:
+        names = fs.ls(root, detail=False)
+    except FileNotFoundError:
+        return set()
+    done = set()
+    for name in names:
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        for suffix in (".png", ".vrt"):
+            if base.endswith(suffix) and not base.startswith((".", "_")):
+                done.add(base[: -len(suffix)])
+    return done
+
+
 def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
     from pipeline.fsutil import atomic_write_bytes
 
@@ -212,7 +237,9 @@ def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
     output_config = config.output.model_copy(update={"uri": output, "run_id": run_id})
     try:
         _save_config(config, output, run_id)
-        done = done_pair_ids(output) if config.resume and scratch is None else set()
+        done: set[str] = set()
+        if config.resume and scratch is None:
+            done = done_pair_ids(output) | committed_pair_ids(output)
         logger.info("resume: %d pairs already done at %s", len(done), output)
         done_ref = ray.put(done) if done else None
         from pipeline.pairs import read_pairs
@@ -221,12 +248,17 @@ def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
         total = discovered.count()
         ds = build_dataset(config, done_ref, limit=config.dry_run)
         sink = MeteredDatasink(
-            output_config, run_id=run_id, min_rows_per_write=config.resources.rows_per_write, job=config.job_name
+            output_config,
+            run_id=run_id,
+            min_rows_per_write=config.resources.rows_per_write,
+            job=config.job_name,
         )
         ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
         elapsed = time.perf_counter() - started
         counts = sink.summary or {}
-        ok, failed, skipped = (int(counts.get(k, 0)) for k in (S.STATUS_OK, S.STATUS_FAILED, S.STATUS_SKIPPED))
+        ok, failed, skipped = (
+            int(counts.get(k, 0)) for k in (S.STATUS_OK, S.STATUS_FAILED, S.STATUS_SKIPPED)
+        )
         processed = ok + failed
         rate = processed / elapsed if elapsed > 0 else 0.0
         nodes = _alive_nodes()
@@ -255,7 +287,8 @@ def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
         }
         if scratch is None:
             atomic_write_bytes(
-                f"{output.rstrip('/')}/{S.SUMMARY_FILE}", json.dumps(summary, indent=2, sort_keys=True).encode()
+                f"{output.rstrip('/')}/{S.SUMMARY_FILE}",
+                json.dumps(summary, indent=2, sort_keys=True).encode(),
             )
         return summary
     finally:

@@ -9,19 +9,19 @@ bytes.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import OutputKeyError, RasterWriteError
+from pipeline.storage import call_with_retries, get_filesystem
 
 __all__ = [
     "TEMP_MARKER",
@@ -39,44 +39,22 @@ logger = logging.getLogger(__name__)
 TEMP_MARKER = ".tmp-"  # temporary objects are named <final name>.tmp-<uuid hex>
 
 
-@functools.cache
-def _storage_builder() -> Any:
-    """``pipeline.storage.filesystem_for`` when that module provides it (looked up once per process)."""
-    try:  # the storage module is owned by the reading side; prefer it when present
-        from pipeline import storage  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(storage, "filesystem_for", None)
-
-
 def filesystem_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Build the fsspec filesystem for ``uri`` and return it with the protocol-less path.
+    """The fsspec filesystem for ``uri`` and its path without scheme (see ``pipeline.storage``).
 
-    Uses ``pipeline.storage`` when it provides ``filesystem_for`` (endpoint, profile, retries from its
-    config); otherwise fsspec's defaults. For ``s3://`` the endpoint is taken from ``AWS_ENDPOINT_URL``
-    explicitly, so that S3-compatible servers work whatever the botocore version.
+    For ``s3://`` the endpoint, region and botocore retry settings come from the standard AWS environment
+    (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, credentials chain) through the default ``StorageConfig``.
 
     Args:
         uri: a local path, ``file://`` or ``s3://`` URI.
 
     Returns:
-        ``(filesystem, path)`` where ``path`` has no protocol (``bucket/key`` for S3, an absolute path
-        locally).
+        ``(filesystem, path)``: ``bucket/key`` for S3, an absolute path locally; no trailing slash.
     """
-    build = _storage_builder()
-    if build is not None:
-        fs, path = build(uri)
-        return fs, path
-    protocol, _ = fsspec.core.split_protocol(uri)
-    kwargs: dict[str, Any] = {}
-    if protocol in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            kwargs["client_kwargs"] = {"endpoint_url": endpoint}
-    fs, path = fsspec.core.url_to_fs(uri, **kwargs)
+    fs, path = get_filesystem(uri)
     if isinstance(fs, LocalFileSystem):
         path = os.path.abspath(path)
-    return fs, path.rstrip("/")
+    return fs, path.rstrip("/") or "/"
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -146,8 +124,8 @@ def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
 def _commit(fs: fsspec.AbstractFileSystem, temp: str, final: str) -> None:
     if is_local(fs):
         os.replace(temp, final)
-    else:
-        fs.mv(temp, final)
+    else:  # server-side copy then delete; retried with jittered backoff on 503 SlowDown (USERS.md row 13)
+        call_with_retries(lambda: fs.mv(temp, final), what=f"commit {final}")
         fs.invalidate_cache(posixpath.dirname(final))
 
 
@@ -219,7 +197,7 @@ def atomic_write_bytes(uri: str, data: bytes, fs: fsspec.AbstractFileSystem | No
             with open(temp, "wb") as handle:
                 handle.write(data)
         else:
-            fs.pipe_file(temp, data)
+            call_with_retries(lambda: fs.pipe_file(temp, data), what=f"write {temp}")
         _commit(fs, temp, path)
         committed = True
     except Exception as e:

@@ -177,21 +177,22 @@ def plan_grid(
 
     a, b = _name(meta_lo, "A"), _name(meta_hi, "B")
     tol = config.grid_tolerance
+    lo_t, hi_t = Affine(*meta_lo["transform"]), Affine(*meta_hi["transform"])
+    hi_shape = (int(meta_hi["height"]), int(meta_hi["width"]))
+    reason = None
+    same_crs = _crs(meta_lo["crs"]) == _crs(meta_hi["crs"])
+    if not same_crs and not config.reproject:
+        raise GridError(
+            f"different CRS: {a} is {meta_lo['crs']}, {b} is {meta_hi['crs']}; set read.reproject=true to warp "
+            "A onto B's CRS, or reproject the inputs"
+        )
     overlap, lo_bounds, hi_bounds = _overlaps(meta_lo, meta_hi)
     if not overlap:
         raise GridError(
             f"no overlap: {a} covers {tuple(round(v, 3) for v in lo_bounds)}, {b} covers "
             f"{tuple(round(v, 3) for v in hi_bounds)} (in B's CRS); expected overlapping footprints"
         )
-    lo_t, hi_t = Affine(*meta_lo["transform"]), Affine(*meta_hi["transform"])
-    hi_shape = (int(meta_hi["height"]), int(meta_hi["width"]))
-    reason = None
-    if _crs(meta_lo["crs"]) != _crs(meta_hi["crs"]):
-        if not config.reproject:
-            raise GridError(
-                f"different CRS: {a} is {meta_lo['crs']}, {b} is {meta_hi['crs']}; set read.reproject=true to warp "
-                "A onto B's CRS, or reproject the inputs"
-            )
+    if not same_crs:
         reason = f"CRS {meta_lo['crs']} -> {meta_hi['crs']}"
     elif lo_t.b or lo_t.d or hi_t.b or hi_t.d:
         reason = "rotated grid"
@@ -199,7 +200,10 @@ def plan_grid(
         rx, ry = lo_t.a / hi_t.a, lo_t.e / hi_t.e
         ox, oy = (hi_t.c - lo_t.c) / lo_t.a, (hi_t.f - lo_t.f) / lo_t.e
         if not (_is_integer(rx, tol) and _is_integer(ry, tol) and round(rx) == round(ry) and round(rx) >= 1):
-            reason = f"non-integer ratio: pixel sizes of A ({lo_t.a:g}, {lo_t.e:g}) / B ({hi_t.a:g}, {hi_t.e:g}) = {rx:.6g}, {ry:.6g}"
+            reason = (
+                f"non-integer ratio: pixel sizes of A ({lo_t.a:g}, {lo_t.e:g}) / B ({hi_t.a:g}, {hi_t.e:g}) = "
+                f"{rx:.6g}, {ry:.6g}"
+            )
         elif not (_is_integer(ox, tol) and _is_integer(oy, tol)):
             reason = f"origins not aligned: B's origin falls at A pixel (row {oy:.4g}, col {ox:.4g})"
         else:
@@ -212,11 +216,11 @@ def plan_grid(
                 crs=meta_hi["crs"],
                 lo_transform=tuple(float(v) for v in tuple(lo_t)[:6]),
             )
-        if not config.resample_offgrid:
-            raise GridError(
-                f"off-grid pair {a} / {b}: {reason}; set read.resample_offgrid=true to warp A onto an "
-                "aligned grid, or resample the inputs"
-            )
+    if same_crs and not config.resample_offgrid:
+        raise GridError(
+            f"off-grid pair {a} / {b}: {reason}; set read.resample_offgrid=true to warp A onto an "
+            "aligned grid, or resample the inputs"
+        )
     r = max(1, round(_native_resolution(meta_lo, meta_hi["crs"]) / abs(hi_t.a)))
     aligned = Affine(hi_t.a * r, 0.0, hi_t.c, 0.0, hi_t.e * r, hi_t.f)
     return GridPlan(

@@ -36,7 +36,24 @@ METRIC_NAMES = (
     "maugif_stage_seconds",
 )
 # Seconds per pair per stage: sub-millisecond (tiny images) to minutes (per-scene fits of large rasters).
-STAGE_SECONDS_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+STAGE_SECONDS_BOUNDARIES = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+]
 
 _lock = threading.Lock()
 _instruments: dict[str, Any] | None = None
@@ -57,7 +74,9 @@ def _create() -> dict[str, Any] | None:
             return None
         _instruments = {
             "pairs_read": Counter("maugif_pairs_read", "Pairs decoded", tag_keys=("job", "task")),
-            "pairs_fused": Counter("maugif_pairs_fused", "Pairs fused by the model", tag_keys=("job", "task")),
+            "pairs_fused": Counter(
+                "maugif_pairs_fused", "Pairs fused by the model", tag_keys=("job", "task")
+            ),
             "pairs_written": Counter("maugif_pairs_written", "Pairs written", tag_keys=("job", "task")),
             "pairs_failed": Counter("maugif_pairs_failed", "Pairs failed", tag_keys=("job", "stage")),
             "bytes_read": Counter("maugif_bytes_read", "Input bytes read", tag_keys=("job",)),

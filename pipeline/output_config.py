@@ -47,7 +47,7 @@ class OutputConfig(BaseModel):
         "auto",
         description=(
             "'png' for plain images, 'cog' for rasters, 'auto' picks COG when the grid-defining image is "
-            "georeferenced or its dtype/band count cannot be stored as PNG (anything but 1, 3 or 4 bands of "
+            "georeferenced or its dtype/band count cannot be stored as PNG (anything but 1 to 4 bands of "
             "uint8/uint16)."
         ),
     )

@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from maugif_core.config import TASKS
 from pipeline import schema as S
 from pipeline.errors import OutputKeyError, PairDiscoveryError
 from pipeline.io_config import PairsConfig, StorageConfig
-from pipeline.storage import get_filesystem, iter_files, join_uri, list_child_dirs, parent_uri, to_uri
+from pipeline.storage import get_filesystem, iter_files, list_child_dirs, parent_uri, to_uri
 
 __all__ = [
     "PAIR_SCHEMA",
@@ -134,90 +135,126 @@ class PairBatch:
     failures: pa.Table
 
 
-class _Batcher:
-    """Collects rows, validates ids/tasks, drops duplicates (by fingerprint) and emits :class:`PairBatch` es."""
+RAW_SCHEMA = pa.schema([(c, pa.string()) for c in (*S.PAIR_COLUMNS, S.ERROR)])
+"""Rows as sources yield them, before validation: ``error`` is set by the source for rows it already rejected."""
+
+_RESERVED_RX = r"(?i)^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\.|$)"
+_ABSOLUTE_RX = r"^([A-Za-z][A-Za-z0-9+.-]*://|/|[A-Za-z]:)"
+
+
+def _raw_table(rows: dict[str, list]) -> pa.Table:
+    return pa.table({c: pa.array(rows[c], pa.string()) for c in RAW_SCHEMA.names})
+
+
+def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
+
+
+class _Validator:
+    """Vectorised checks of raw rows: partners, task, id sanitising, duplicates (by 64-bit fingerprint).
+
+    Arrow compute does the per-row work, so a batch costs a few Arrow buffers rather than Python objects per row;
+    only unsafe ids (rare) and the fingerprints touch Python.
+    """
 
     def __init__(self, config: PairsConfig, task: str | None) -> None:
-        self._config = config
-        self._task = task
-        self._ok: list[tuple[str, str, str, str]] = []
-        self._failed: list[dict[str, Any]] = []
-        self._seen = np.empty(0, dtype=np.uint64)  # sorted fingerprints of ids already emitted
+        self.config = config
+        self.task = task
+        self._seen = np.empty(0, dtype=np.uint64)  # sorted fingerprints of the ids already emitted
         self.n_ok = 0
         self.n_failed = 0
 
-    def fail(self, pair_id: Any, uri_a: str | None, uri_b: str | None, task: str | None, reason: str) -> None:
-        self._failed.append(failure_record(pair_id, uri_a, uri_b, task or self._task, reason))
-
-    def add(self, raw_id: Any, uri_a: str | None, uri_b: str | None, row_task: str | None) -> None:
-        task = row_task or self._task or self._config.default_task
-        if not uri_a or not uri_b:
-            side = "uri_a (image A)" if not uri_a else "uri_b (image B)"
-            self.fail(raw_id, uri_a, uri_b, task, f"missing partner: {side} is empty")
-            return
-        if task not in TASKS:
-            self.fail(
-                raw_id, uri_a, uri_b, task, f"unknown task {task!r}: expected one of {', '.join(TASKS)}"
-            )
-            return
-        try:
-            pair_id = sanitize_pair_id(raw_id)
-        except OutputKeyError as e:
-            self.fail(raw_id, uri_a, uri_b, task, f"bad pair_id: {e}")
-            return
-        self._ok.append((pair_id, uri_a, uri_b, task))
-
-    def ready(self) -> bool:
-        return len(self._ok) + len(self._failed) >= self._config.batch_size
-
-    def flush(self) -> PairBatch | None:
-        ok, failed = self._ok, self._failed
-        self._ok, self._failed = [], []
-        if self._config.check_duplicates and ok:
-            ok = self._drop_duplicates(ok, failed)
-        if not ok and not failed:
-            return None
-        self.n_ok += len(ok)
-        self.n_failed += len(failed)
-        columns = list(zip(*ok)) if ok else [(), (), (), ()]
-        pairs = pa.table(
+    def process(self, raw: pa.Table) -> PairBatch:
+        """Validate one raw table (:data:`RAW_SCHEMA`) into pairs and failure records."""
+        raw = raw.select(RAW_SCHEMA.names).cast(RAW_SCHEMA).combine_chunks()
+        task = pc.if_else(
+            _blank(raw[S.TASK]), self.task or self.config.default_task, pc.utf8_trim_whitespace(raw[S.TASK])
+        )
+        error = raw[S.ERROR]
+        for column, text in ((S.URI_A, "uri_a (image A)"), (S.URI_B, "uri_b (image B)")):
+            missing = pc.and_(pc.is_null(error), _blank(raw[column]))
+            error = pc.if_else(missing, f"missing partner: {text} is empty", error)
+        unknown = pc.and_(pc.is_null(error), pc.invert(pc.is_in(task, value_set=pa.array(TASKS))))
+        reason = pc.binary_join_element_wise(
+            "unknown task '", task, f"': expected one of {', '.join(TASKS)}", ""
+        )
+        error = pc.if_else(unknown, reason, error)
+        ids, id_error = _sanitize_column(raw[S.PAIR_ID])
+        error = pc.coalesce(error, id_error)
+        if self.config.check_duplicates:
+            error = self._duplicates(ids, error)
+        failed = pc.is_valid(error)
+        table = pa.table(
             {
-                S.PAIR_ID: pa.array(columns[0], pa.string()),
-                S.URI_A: pa.array(columns[1], pa.string()),
-                S.URI_B: pa.array(columns[2], pa.string()),
-                S.TASK: pa.array(columns[3], pa.string()),
-                S.STATUS: pa.array([S.STATUS_OK] * len(ok), pa.string()),
-                S.ERROR_STAGE: pa.nulls(len(ok), pa.string()),
-                S.ERROR: pa.nulls(len(ok), pa.string()),
+                S.PAIR_ID: pc.if_else(
+                    failed, pc.fill_null(raw[S.PAIR_ID], ""), ids
+                ),  # failures keep the given id
+                S.URI_A: raw[S.URI_A],
+                S.URI_B: raw[S.URI_B],
+                S.TASK: task,
+                S.STATUS: pc.if_else(failed, S.STATUS_FAILED, S.STATUS_OK),
+                S.ERROR_STAGE: pc.if_else(failed, S.STAGE_DISCOVER, pa.scalar(None, pa.string())),
+                S.ERROR: error,
             },
             schema=PAIR_SCHEMA,
         )
-        return PairBatch(pairs, pa.Table.from_pylist(failed, schema=PAIR_SCHEMA))
+        pairs, failures = table.filter(pc.invert(failed)), table.filter(failed)
+        self.n_ok += pairs.num_rows
+        self.n_failed += failures.num_rows
+        return PairBatch(pairs, failures)
 
-    def _drop_duplicates(self, ok: list[tuple[str, str, str, str]], failed: list[dict[str, Any]]) -> list:
+    def _duplicates(self, ids: pa.Array, error: pa.Array) -> pa.Array:
+        """``error`` plus "duplicate" for ids seen before (in this batch or an earlier one); first one kept."""
+        index = np.flatnonzero(np.asarray(pc.is_null(error).to_numpy(zero_copy_only=False), dtype=bool))
+        if not index.size:
+            return error
         prints = np.fromiter(
             (
-                int.from_bytes(hashlib.blake2b(row[0].encode(), digest_size=8).digest(), "little")
-                for row in ok
+                int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+                for i in ids.take(pa.array(index)).to_pylist()
             ),
             dtype=np.uint64,
-            count=len(ok),
+            count=index.size,
         )
         _, first = np.unique(prints, return_index=True)
-        keep = np.zeros(len(ok), dtype=bool)
+        keep = np.zeros(index.size, dtype=bool)
         keep[first] = True
         if self._seen.size:
             pos = np.searchsorted(self._seen, prints).clip(max=self._seen.size - 1)
             keep &= self._seen[pos] != prints
-        for i in np.flatnonzero(~keep):
-            pair_id, uri_a, uri_b, task = ok[i]
-            failed.append(
-                failure_record(
-                    pair_id, uri_a, uri_b, task, f"duplicate pair_id {pair_id!r}: first occurrence kept"
-                )
-            )
         self._seen = np.union1d(self._seen, prints)
-        return [row for row, k in zip(ok, keep) if k]
+        if keep.all():
+            return error
+        dup = np.zeros(len(ids), dtype=bool)
+        dup[index[~keep]] = True
+        message = pc.binary_join_element_wise("duplicate pair_id '", ids, "': first occurrence kept", "")
+        return pc.if_else(pa.array(dup), message, error)
+
+
+def _sanitize_column(raw_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Vectorised :func:`sanitize_pair_id`: (ids, errors); safe ids pass through Arrow, others through Python."""
+    trimmed = pc.utf8_trim_whitespace(raw_ids)
+    unsafe = pc.or_(
+        pc.or_(
+            pc.invert(pc.match_substring_regex(trimmed, r"^[A-Za-z0-9][A-Za-z0-9._-]*$")),
+            pc.match_substring(trimmed, ".."),
+        ),
+        pc.or_(
+            pc.or_(pc.ends_with(trimmed, "."), pc.match_substring_regex(trimmed, _RESERVED_RX)),
+            pc.greater(pc.utf8_length(trimmed), MAX_ID_LENGTH + 9),
+        ),
+    )
+    unsafe = np.asarray(pc.fill_null(unsafe, True).to_numpy(zero_copy_only=False), dtype=bool)
+    errors = pa.nulls(len(raw_ids), pa.string())
+    if not unsafe.any():
+        return trimmed, errors
+    ids, messages = trimmed.to_pylist(), [None] * len(raw_ids)
+    for i in np.flatnonzero(unsafe):
+        try:
+            ids[i] = sanitize_pair_id(raw_ids[int(i)].as_py())
+        except OutputKeyError as e:
+            ids[i], messages[i] = None, f"bad pair_id: {e}"
+    return pa.array(ids, pa.string()), pa.array(messages, pa.string())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -259,17 +296,19 @@ def _manifest_base(source: str) -> str:
     return os.path.abspath(base) if "://" not in source else base
 
 
-def _resolve(base: str, uri: Any) -> str | None:
-    if uri is None:
-        return None
-    text = str(uri).strip()
-    return join_uri(base, text) if text else None
+def _resolve_column(base: str, uris: pa.Array) -> pa.Array:
+    """Relative URIs joined to the manifest folder; ``s3://…``, ``file://…``, ``/abs`` and blanks unchanged."""
+    uris = pc.utf8_trim_whitespace(uris)
+    relative = pc.invert(pc.fill_null(pc.match_substring_regex(uris, _ABSOLUTE_RX), True))
+    relative = pc.and_(relative, pc.invert(_blank(uris)))
+    joined = pc.binary_join_element_wise(base.rstrip("/"), pc.replace_substring_regex(uris, r"^\./", ""), "/")
+    return pc.if_else(relative, joined, uris)
 
 
-def iter_manifest_rows(
-    source: str, fs: Any, path: str, kind: str, config: PairsConfig, storage: StorageConfig | None
-) -> Iterator[Any]:
-    """Rows ``(pair_id, uri_a, uri_b, task)`` of a manifest, streamed; malformed lines become failure dicts."""
+def iter_manifest_tables(
+    source: str, fs: Any, path: str, kind: str, config: PairsConfig
+) -> Iterator[pa.Table]:
+    """Raw tables (:data:`RAW_SCHEMA`) of a manifest, streamed batch by batch, URIs resolved."""
     base = _manifest_base(source)
     try:
         handle = fs.open(path, "rb")
@@ -277,23 +316,15 @@ def iter_manifest_rows(
         raise PairDiscoveryError(f"cannot open manifest {source!r}: {e}") from e
     with handle:
         if kind == "jsonl":
-            batches: Iterator[dict[str, list]] = _jsonl_batches(handle, source, config.batch_size)
+            batches = _jsonl_batches(handle, source, config.batch_size)
         else:
             batches = _arrow_batches(handle, source, kind, config.batch_size)
-        line = 0
-        for batch in batches:
-            if "_failures" in batch:
-                yield from batch.pop("_failures")
-            n = len(batch[S.PAIR_ID])
-            tasks = batch.get(S.TASK) or [None] * n
-            for pair_id, uri_a, uri_b, task in zip(batch[S.PAIR_ID], batch[S.URI_A], batch[S.URI_B], tasks):
-                line += 1
-                yield (
-                    pair_id if pair_id is not None else None,
-                    _resolve(base, uri_a),
-                    _resolve(base, uri_b),
-                    (str(task).strip() or None) if task is not None else None,
+        for table in batches:
+            for column in (S.URI_A, S.URI_B):
+                table = table.set_column(
+                    table.schema.get_field_index(column), column, _resolve_column(base, table[column])
                 )
+            yield table
 
 
 def _check_columns(names: list[str], source: str) -> list[str]:
@@ -306,7 +337,17 @@ def _check_columns(names: list[str], source: str) -> list[str]:
     return [c for c in S.PAIR_COLUMNS if c in names]
 
 
-def _arrow_batches(handle: Any, source: str, kind: str, batch_size: int) -> Iterator[dict[str, list]]:
+def _to_raw(batch: pa.RecordBatch | pa.Table, columns: list[str]) -> pa.Table:
+    n = batch.num_rows
+    return pa.table(
+        {
+            c: batch.column(c).cast(pa.string()) if c in columns else pa.nulls(n, pa.string())
+            for c in RAW_SCHEMA.names
+        }
+    )
+
+
+def _arrow_batches(handle: Any, source: str, kind: str, batch_size: int) -> Iterator[pa.Table]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -326,18 +367,18 @@ def _arrow_batches(handle: Any, source: str, kind: str, batch_size: int) -> Iter
             columns = _check_columns(parquet.schema_arrow.names, source)
             batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
         for record_batch in batches:
-            yield {c: record_batch.column(c).cast(pa.string()).to_pylist() for c in columns}
+            yield _to_raw(record_batch, columns)
     except PairDiscoveryError:
         raise
     except (pa.ArrowException, OSError, ValueError) as e:
         raise PairDiscoveryError(f"cannot read {kind} manifest {source!r}: {e}") from e
 
 
-def _jsonl_batches(handle: Any, source: str, batch_size: int) -> Iterator[dict[str, list]]:
-    batch: dict[str, list] = {c: [] for c in S.PAIR_COLUMNS}
-    failures: list[dict] = []
-    for number, raw in enumerate(handle, start=1):
-        text = raw.decode("utf-8", "replace").strip()
+def _jsonl_batches(handle: Any, source: str, batch_size: int) -> Iterator[pa.Table]:
+    rows: dict[str, list] = {c: [] for c in RAW_SCHEMA.names}
+    checked = False
+    for number, line in enumerate(handle, start=1):
+        text = line.decode("utf-8", "replace").strip()
         if not text:
             continue
         try:
@@ -345,21 +386,19 @@ def _jsonl_batches(handle: Any, source: str, batch_size: int) -> Iterator[dict[s
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, got {type(record).__name__}")
         except ValueError as e:
-            failures.append(
-                failure_record(f"line-{number}", None, None, None, f"{source} line {number}: {e}")
-            )
-            continue
-        if number == 1 or not any(batch.values()):
-            if S.PAIR_ID not in record and S.URI_A not in record:
+            record = {S.PAIR_ID: f"line-{number}", S.ERROR: f"{source} line {number}: {e}"}
+        else:
+            if not checked:
                 _check_columns(list(record), source)
-        for column in S.PAIR_COLUMNS:
+                checked = True
+        for column in RAW_SCHEMA.names:
             value = record.get(column)
-            batch[column].append(None if value is None else str(value))
-        if len(batch[S.PAIR_ID]) >= batch_size:
-            yield {**batch, "_failures": failures}
-            batch, failures = {c: [] for c in S.PAIR_COLUMNS}, []
-    if batch[S.PAIR_ID] or failures:
-        yield {**batch, "_failures": failures}
+            rows[column].append(None if value is None else str(value))
+        if len(rows[S.PAIR_ID]) >= batch_size:
+            yield _raw_table(rows)
+            rows = {c: [] for c in RAW_SCHEMA.names}
+    if rows[S.PAIR_ID]:
+        yield _raw_table(rows)
 
 
 def detect_folders(
@@ -489,7 +528,7 @@ def _pair_name(folders: list[str], stem: str) -> str:
 
 
 def iter_folder_groups(
-    source: str, fs: Any, path: str, folder_a: str, folder_b: str, config: PairsConfig, storage: Any
+    source: str, fs: Any, path: str, folder_a: str, folder_b: str, config: PairsConfig
 ) -> Iterator[tuple[str, list[str], list[str]]]:
     """Stem groups of a two-folder layout (stems and nested sub-paths matched case-insensitively)."""
     matcher = _Matcher(config)
@@ -510,7 +549,7 @@ def iter_folder_groups(
 
 
 def iter_suffix_groups(
-    source: str, fs: Any, path: str, config: PairsConfig, storage: Any
+    source: str, fs: Any, path: str, config: PairsConfig
 ) -> Iterator[tuple[str, list[str], list[str]]]:
     """Stem groups of a one-folder layout whose file names carry the A/B suffix patterns."""
     patterns = [(config.pattern_a, config.pattern_b)] if config.pattern_a else list(DEFAULT_PATTERNS)
@@ -588,57 +627,51 @@ def iter_pairs(
         raise PairDiscoveryError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
     fs, path = get_filesystem(source, storage)
     layout, detail = _detect_layout(source, fs, path, config, task)
-    batcher = _Batcher(config, task)
+    validator = _Validator(config, task)
     if layout == "manifest":
-        rows = iter_manifest_rows(source, fs, path, detail, config, storage)
+        tables = iter_manifest_tables(source, fs, path, detail, config)
     else:
         if layout == "folders":
             folder_a, folder_b, detected_task = detail
-            batcher._task = task or detected_task
-            groups = iter_folder_groups(source, fs, path, folder_a, folder_b, config, storage)
+            validator.task = task or detected_task
+            groups = iter_folder_groups(source, fs, path, folder_a, folder_b, config)
         else:
-            groups = iter_suffix_groups(source, fs, path, config, storage)
-        rows = _rows_from_groups(groups)
+            groups = iter_suffix_groups(source, fs, path, config)
+        tables = _tables_from_groups(groups, config.batch_size)
     logger.info("discovering pairs from %s (layout %s)", source, layout)
-    for row in rows:
-        if isinstance(row, dict):  # a failure already classified by the source reader
-            batcher.fail(row[S.PAIR_ID], row.get(S.URI_A), row.get(S.URI_B), row.get(S.TASK), row[S.ERROR])
-        else:
-            batcher.add(*row)
-        if batcher.ready():
-            batch = batcher.flush()
-            if batch is not None:
-                logger.info("discovered %d pairs, %d failures so far", batcher.n_ok, batcher.n_failed)
-                yield batch
-    batch = batcher.flush()
-    if batch is not None:
-        yield batch
-    logger.info("discovery of %s done: %d pairs, %d failures", source, batcher.n_ok, batcher.n_failed)
+    for table in tables:
+        for offset in range(0, table.num_rows, config.batch_size):
+            batch = validator.process(table.slice(offset, config.batch_size))
+            logger.info("discovered %d pairs, %d failures so far", validator.n_ok, validator.n_failed)
+            yield batch
+    logger.info("discovery of %s done: %d pairs, %d failures", source, validator.n_ok, validator.n_failed)
 
 
-def _rows_from_groups(groups: Iterator[tuple[str, list[str], list[str]]]) -> Iterator[Any]:
-    """Matched stem groups → pair rows or failure dicts (missing partner, ambiguous stem)."""
+def _tables_from_groups(
+    groups: Iterator[tuple[str, list[str], list[str]]], batch_size: int
+) -> Iterator[pa.Table]:
+    """Matched stem groups → raw tables; missing partners and ambiguous stems carry their error."""
+    rows: dict[str, list] = {c: [] for c in RAW_SCHEMA.names}
     for name, uris_a, uris_b in groups:
-        if len(uris_a) == 1 and len(uris_b) == 1:
-            yield (name, uris_a[0], uris_b[0], None)
+        error = None
+        if len(uris_a) > 1 or len(uris_b) > 1:
+            error = f"ambiguous stem {name!r}: {len(uris_a)} A images {uris_a} and {len(uris_b)} B images {uris_b}"
         elif not uris_a or not uris_b:
             have, lack = ("A", "B") if uris_a else ("B", "A")
-            uri = (uris_a or uris_b)[0]
-            yield failure_record(
-                name,
-                uris_a[0] if uris_a else None,
-                uris_b[0] if uris_b else None,
-                None,
-                f"missing partner: {have} image {uri} has no {lack} image with the same stem",
-            )
-        else:
-            yield failure_record(
-                name,
-                None,
-                None,
-                None,
-                f"ambiguous stem {name!r}: {len(uris_a)} A images {uris_a} and {len(uris_b)} B images {uris_b}",
-            )
+            error = f"missing partner: {have} image {(uris_a or uris_b)[0]} has no {lack} image with the same stem"
+        for column, value in (
+            (S.PAIR_ID, name),
+            (S.URI_A, uris_a[0] if len(uris_a) == 1 else None),
+            (S.URI_B, uris_b[0] if len(uris_b) == 1 else None),
+            (S.TASK, None),
+            (S.ERROR, error),
+        ):
+            rows[column].append(value)
+        if len(rows[S.PAIR_ID]) >= batch_size:
+            yield _raw_table(rows)
+            rows = {c: [] for c in RAW_SCHEMA.names}
+    if rows[S.PAIR_ID]:
+        yield _raw_table(rows)
 
 
 def read_pairs(

@@ -48,7 +48,8 @@ class PredictorConfig(BaseModel):
         "pretrained model of the task.",
     )
     multiplicative_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Config overrides of the per-scene multiplicative fit (steps, lr, ...)."
+        default_factory=dict,
+        description="Config overrides of the per-scene multiplicative fit (steps, lr, ...).",
     )
     tile_size: PositiveInt = Field(1024, description="Core tile size (output grid pixels) for tiled fusion.")
     max_untiled_pixels: PositiveInt = Field(
@@ -75,10 +76,14 @@ def load_model_uri(uri: str, *, expect_task: str | None = None) -> torch.nn.Modu
     from pipeline.fsutil import filesystem_for
 
     fs, path = filesystem_for(uri)
-    candidates = [path] if path.endswith(".safetensors") else [
-        f"{path.rstrip('/')}/model.safetensors",
-        f"{path.rstrip('/')}/final/model.safetensors",
-    ]
+    candidates = (
+        [path]
+        if path.endswith(".safetensors")
+        else [
+            f"{path.rstrip('/')}/model.safetensors",
+            f"{path.rstrip('/')}/final/model.safetensors",
+        ]
+    )
     for candidate in candidates:
         if fs.isfile(candidate):
             with fs.open(candidate, "rb") as f:
@@ -190,7 +195,9 @@ class FusionPredictor:
         started = time.perf_counter()
         try:
             model = self.additive_model(task)
-            prepared = [prepare_pair(np.asarray(rows[i][S.IMAGE_A]), np.asarray(rows[i][S.IMAGE_B])) for i in indices]
+            prepared = [
+                prepare_pair(np.asarray(rows[i][S.IMAGE_A]), np.asarray(rows[i][S.IMAGE_B])) for i in indices
+            ]
             luma_a = torch.from_numpy(np.stack([p.luma_a for p in prepared]))[:, None].to(self.device)
             luma_b = torch.from_numpy(np.stack([p.luma_b for p in prepared]))[:, None].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
@@ -243,14 +250,22 @@ class FusionPredictor:
             ratio = model.ratio
         elif task in maugif_core.ADDITIVE_TASKS:
             model = self.additive_model(task)
-            return self._fuse_additive_tiled(model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse)
+            return self._fuse_additive_tiled(
+                model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse
+            )
         else:
             raise ValueError(f"unknown task {task!r}: expected one of {', '.join(maugif_core.TASKS)}")
         a_chw = np.moveaxis(_as_unit(unit_a), 2, 0)
         b_chw = np.moveaxis(_as_unit(unit_b), 2, 0)
         fused = fuse_tiled(
-            fuse_fn, a_chw, b_chw, cfg.tile_size, model.receptive_field_radius, ratio,
-            nodata_a=_unit_nodata(nodata_a, image_a, inverse), nodata_b=_unit_nodata(nodata_b, image_b, inverse),
+            fuse_fn,
+            a_chw,
+            b_chw,
+            cfg.tile_size,
+            model.receptive_field_radius,
+            ratio,
+            nodata_a=_unit_nodata(nodata_a, image_a, inverse),
+            nodata_b=_unit_nodata(nodata_b, image_b, inverse),
             nodata_out=-1.0,
         )
         return _restore(fused, image_a, inverse, nodata_a), None

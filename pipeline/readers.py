@@ -83,9 +83,14 @@ def _fetch(uri: str, storage: StorageConfig | None, *, head_only: bool = False) 
     try:
         fs, path = get_filesystem(uri, storage)
         if head_only:
-            return call_with_retries(
-                lambda: fs.cat_file(path, start=0, end=_HEAD_BYTES), config=storage, what=f"read {uri}"
-            )
+            try:
+                return call_with_retries(
+                    lambda: fs.cat_file(path, start=0, end=_HEAD_BYTES), config=storage, what=f"read {uri}"
+                )
+            except OSError as e:  # S3 answers 416 to a range request on an empty object
+                if "range" not in str(e).lower() or fs.size(path) != 0:
+                    raise
+                return b""
         return call_with_retries(lambda: fs.cat_file(path), config=storage, what=f"read {uri}")
     except (OSError, ValueError) as e:
         raise RasterReadError(_error_text(uri, e)) from e
@@ -143,6 +148,10 @@ def _pillow_array(image: Any, uri: str) -> np.ndarray:
 
 def _decode_pillow(uri: str, data: bytes, fmt: str, config: ReadConfig) -> tuple[np.ndarray, dict]:
     from PIL import Image, ImageFile
+
+    if fmt == "PNG" and b"IEND" not in data[-64:]:
+        # Pillow stops once the pixels are decoded, so a file cut inside its last chunk still "loads".
+        raise RasterReadError(f"{uri}: truncated PNG: no IEND chunk at the end of {len(data)} bytes")
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         logger.warning(
@@ -227,7 +236,7 @@ def open_raster(
             elif is_s3(uri):
                 fs, path = get_filesystem(uri, storage)
                 stack.enter_context(rasterio_env())
-                dataset = stack.enter_context(rasterio.open(path, opener=fs.open))
+                dataset = stack.enter_context(rasterio.open(path, opener=fs))
             else:
                 stack.enter_context(rasterio_env())
                 dataset = stack.enter_context(rasterio.open(gdal_path(uri)))

@@ -125,7 +125,7 @@ def choose_format(meta: RasterMeta, config: OutputConfig) -> str:
     """``"png"`` or ``"cog"`` for an output (see ``OutputConfig.format``)."""
     if config.format != "auto":
         return config.format
-    png_ok = meta.dtype in ("uint8", "uint16") and meta.count in (1, 3, 4) and not meta.is_georeferenced
+    png_ok = meta.dtype in ("uint8", "uint16") and meta.count in (1, 2, 3, 4) and not meta.is_georeferenced
     return "png" if png_ok else "cog"
 
 
@@ -368,7 +368,7 @@ def write_extra(
         ``(uri, bytes_written)``.
     """
     array = np.asarray(array)
-    if array.dtype in (np.uint8, np.uint16) and (array.ndim == 2 or array.shape[0] in (1, 3, 4)):
+    if array.dtype in (np.uint8, np.uint16) and (array.ndim == 2 or array.shape[0] in (1, 2, 3, 4)):
         uri = extras_uri(output, pair_id, name, "png")
         return uri, write_png(array, uri, compress_level=config.png_compress_level, fs=fs)
     uri = extras_uri(output, pair_id, name, "tif")

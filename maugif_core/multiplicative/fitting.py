@@ -177,7 +177,10 @@ def fit_stacked(
         done_rows = []
         for row, scene in enumerate(active):
             hit = [trackers[scene].update(float(v)) for v in values[:, row]]
-            if any(hit) or not np.isfinite(values[:, row]).all():
+            finite = bool(np.isfinite(values[:, row]).all())
+            if not finite:
+                logger.warning("scene %d: non-finite loss at step %d; stopping its fit", scene, step)
+            if any(hit) or not finite:
                 stopped[scene] = step < config.steps
                 done_rows.append(row)
         if step == config.steps:

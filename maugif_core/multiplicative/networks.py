@@ -152,7 +152,9 @@ def _stacked_conv(x: Tensor, weight: Tensor, bias: Tensor, mode: ConvMode) -> Te
     """
     S, c_in, h, w = x.shape
     c_out, k = weight.shape[1], weight.shape[-1]
-    if mode == "loop" or S == 1:
+    if S == 1:
+        return F.conv2d(x, weight[0], bias[0], padding=k // 2)
+    if mode == "loop":
         return torch.cat([F.conv2d(x[s : s + 1], weight[s], bias[s], padding=k // 2) for s in range(S)])
     out = F.conv2d(
         x.reshape(1, S * c_in, h, w),

@@ -370,6 +370,31 @@ def test_tiled_fusion_with_halo_equals_whole_image(fitted_pan, monkeypatch: pyte
     assert np.abs(strips - whole[0].permute(1, 2, 0).numpy()).max() < 1e-5
 
 
+def test_fuse_tensor_is_independent_of_batch_composition(fitted_pan) -> None:
+    model, _, image_b = fitted_pan
+    one = to_nchw(image_b)
+    other = torch.rand(one.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        alone = model.fuse_tensor(None, one)
+        batched = model.fuse_tensor(None, torch.cat([other, one, other]))
+    assert batched.shape == (3, 5, *one.shape[-2:])
+    assert (batched[1:2] - alone).abs().max() < 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_and_fit_many_on_cuda_match_cpu_closely() -> None:
+    scenes = [make_scene(s) for s in (30, 31)]
+    config = small_config(steps=50)
+    cpu = [MultiplicativeMAUGIF(config) for _ in scenes]
+    for model, (a, b) in zip(cpu, scenes, strict=True):
+        model.fit(a, b)
+    gpu = fit_many(config, scenes, device="cuda")  # grouped convolutions on CUDA
+    for one, other, (a, b) in zip(cpu, gpu, scenes, strict=True):
+        assert other.basis.is_cuda
+        assert np.abs(one.fuse(a, b) - other.fuse(a, b)).max() < 2e-3
+
+
 def test_state_dict_round_trips_through_safetensors(fitted_pan, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 

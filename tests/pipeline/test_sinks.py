@@ -483,3 +483,26 @@ def test_datasink_writes_every_row_and_the_manifest(ray_session: None, output_ur
     assert "(9, 9)" in latest["bad-shape"]["error"]
     assert latest["raster-tiled"]["output_uri"] == vrt_uri(output_uri, "raster-tiled")
     assert done_pair_ids(output_uri) == {"plain-0", "plain-1", "plain-2", "raster-whole", "raster-tiled"}
+
+
+def test_detail_maps_go_under_extras(output_uri: str, scene: tuple) -> None:
+    rgb, profile = scene
+    detail = np.linspace(-1, 1, 400 * 500, dtype=np.float32).reshape(400, 500)
+    quicklook = rgb[:, ::4, ::4].copy()
+    row = {
+        PAIR_ID: "scene-1",
+        FUSED: rgb,
+        META_A: _meta_json(rgb, profile),
+        TASK: "vif",
+        "detail_b": detail,
+        "quicklook": quicklook,
+    }
+    config = OutputConfig(uri=output_uri, extra_columns=("detail_b", "quicklook"), **CONFIG)
+    result = write_row(row, config)
+    assert result["record"][STATUS] == STATUS_OK
+    keys = _keys(output_uri)
+    assert {"_extras/detail_b/scene-1.tif", "_extras/quicklook/scene-1.png"} <= set(keys)
+    with MemoryFile(_read(f"{output_uri}/_extras/detail_b/scene-1.tif")) as mem, mem.open() as tif:
+        assert tif.crs.to_epsg() == 32618 and tif.dtypes == ("float32",)
+        np.testing.assert_array_equal(tif.read(1), detail)
+    assert {k.split("/")[0] for k in keys} == {"scene-1.vrt", "scene-1", "_extras"}
