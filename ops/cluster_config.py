@@ -1,16 +1,19 @@
 """``ray_cluster.yaml``: offline validation, and the single-machine variants derived from it.
 
-The AWS file is the source. The variants used by tests and benchmarks are computed from it, never written by hand,
+The AWS file is the source. The variants used by tests and benchmarks are computed from it, never written by
+hand,
 so the launch path that is exercised here and the file users run cannot drift apart:
 
-* :func:`make_local_variant` swaps the provider for ``local`` (head 127.0.0.1, SSH through a ProxyCommand), keeps
-  the file mounts, the setup commands that need no network and the ``ray start`` flags, and moves every port and
-  the temp dir out of the way of other Ray instances on the machine.
-* :func:`make_fake_multinode_config` keeps the worker node types (resources, priorities, labels, scaling bounds)
+* :func:`make_local_variant` swaps the provider for ``local`` (head 127.0.0.1, SSH through a ProxyCommand),
+keeps
+  the file mounts, the setup commands that need no network and the ``ray start`` flags, and moves every port
+  and the temp dir out of the way of other Ray instances on the machine.
+* :func:`make_fake_multinode_config` keeps the worker node types (resources, priorities, labels, scaling
+bounds)
   for Ray's ``fake_multinode`` provider, which starts real raylets on this machine as "nodes".
 
-Command line: ``python -m ops.cluster_config validate [FILE]`` validates a cluster YAML and prints the resolved
-node types.
+Command line: ``python -m ops.cluster_config validate [FILE]`` validates a cluster YAML and prints the
+resolved node types.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ __all__ = [
 ]
 
 _PIN = re.compile(r"maugif-ray==([0-9][0-9A-Za-z.+-]*)")
-# Setup commands that need the network or root: replaced in the single-machine variant (see make_local_variant).
+# Setup commands that need the network or root: replaced in the single-machine variant (see
+# make_local_variant).
 _NEEDS_NETWORK = ("apt-get", "pip install")
 _SAFE_SHELL = re.compile(r"^[A-Za-z0-9_\-=.,:/~@%+]+$")
 
@@ -64,7 +68,8 @@ def load_cluster_config(path: str | os.PathLike[str] = CLUSTER_YAML) -> dict[str
 
 
 def ray_schema() -> dict[str, Any]:
-    """The JSON schema of cluster YAMLs shipped in the installed ray wheel (``ray/autoscaler/ray-schema.json``)."""
+    """The JSON schema of cluster YAMLs shipped in the installed ray wheel
+    (``ray/autoscaler/ray-schema.json``)."""
     import ray.autoscaler
 
     with open(Path(ray.autoscaler.__file__).parent / "ray-schema.json") as f:
@@ -97,7 +102,8 @@ def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def uncommented_keys(text: str) -> list[tuple[int, str]]:
-    """Mapping keys (1-based line, key) that have neither a comment on their line nor a comment line right above.
+    """Mapping keys (1-based line, key) that have neither a comment on their line nor a comment line right
+    above.
 
     Keys of a flow mapping (``resources: {CPU: 8, GPU: 1}``) count as documented by their line's comment.
     """
@@ -143,7 +149,9 @@ def _quote(token: str) -> str:
     return token if _SAFE_SHELL.match(token) else shlex.quote(token)
 
 
-def rewrite_ray_start(command: str, flags: dict[str, str | None], env: dict[str, str | None] | None = None) -> str:
+def rewrite_ray_start(
+    command: str, flags: dict[str, str | None], env: dict[str, str | None] | None = None
+) -> str:
     """Rewrite the ``ray start`` part of a shell command line.
 
     Args:
@@ -223,12 +231,12 @@ def make_local_variant(
 ) -> dict[str, Any]:
     """The same cluster on the ``local`` provider: one head at 127.0.0.1, reached over SSH.
 
-    Kept from the AWS file: file mounts (the token mount now points at ``token_file``), every setup command that
-    needs neither network nor root (virtualenv on PATH, RAY_AUTH_MODE), the start/stop commands with all their
-    flags and environment. Changed: the provider and auth; the node types (the local provider has one node type);
-    the apt/pip installs, replaced by a check that the pinned versions are what ``~/maugif-venv`` (prepared by the
-    caller, e.g. a link to the launcher's virtualenv) holds; ports, temp dir, CPUs and object store of ``ray start``
-    (the head has CPU 0 on AWS, but here it is the only node).
+    Kept from the AWS file: file mounts (the token mount now points at ``token_file``), every setup command
+    that needs neither network nor root (virtualenv on PATH, RAY_AUTH_MODE), the start/stop commands with all
+    their flags and environment. Changed: the provider and auth; the node types (the local provider has one
+    node type); the apt/pip installs, replaced by a check that the pinned versions are what ``~/maugif-venv``
+    (prepared by the caller, e.g. a link to the launcher's virtualenv) holds; ports, temp dir, CPUs and object
+    store of ``ray start`` (the head has CPU 0 on AWS, but here it is the only node).
     """
     aws = copy.deepcopy(config)
     version = pinned_project_version(aws)
@@ -297,9 +305,10 @@ def make_fake_multinode_config(
     """An autoscaling config for Ray's ``fake_multinode`` provider with the worker types of ``config``.
 
     Every worker type keeps its GPU count, priority, labels and ``min_workers``; its CPUs are capped at
-    ``cpus_per_node`` and its count at ``max_workers_per_type`` (real raylets on one small machine). The head is
-    the ``ray start --head`` process itself (``ray.head.default``, as the provider requires) with the AWS head's
-    resources. The result is complete (defaults filled): the autoscaler reads it without ``prepare_config``.
+    ``cpus_per_node`` and its count at ``max_workers_per_type`` (real raylets on one small machine). The head
+    is the ``ray start --head`` process itself (``ray.head.default``, as the provider requires) with the AWS
+    head's resources. The result is complete (defaults filled): the autoscaler reads it without
+    ``prepare_config``.
     """
     aws = copy.deepcopy(config)
     head_type = aws["head_node_type"]
@@ -375,7 +384,8 @@ def _main(argv: list[str]) -> int:
         print(f"{path}:{line}: key {key!r} has no comment", file=sys.stderr)
     print(f"{path}: valid (Ray schema + prepare_config/validate_config)")
     for name, spec in prepared["available_node_types"].items():
-        print(f"  {name}: resources={spec['resources']} workers={spec.get('min_workers', 0)}..{spec['max_workers']}")
+        bounds = f"{spec.get('min_workers', 0)}..{spec['max_workers']}"
+        print(f"  {name}: resources={spec['resources']} workers={bounds}")
     return 0
 
 

@@ -1,11 +1,11 @@
 """The real ``ray up`` / ``ray submit`` / ``ray job submit`` / ``ray down`` cycle on one machine.
 
-``ray_cluster.yaml`` is turned into its local-provider variant (:func:`ops.cluster_config.make_local_variant`): one
-head at 127.0.0.1 that the launcher reaches over real SSH. No SSH port is opened: ssh's ``ProxyCommand`` starts
-``sshd -i`` with a private config, which serves that one connection on stdin/stdout. The "remote" side logs in as a
-dedicated unprivileged user created for the run, so that the ``ray stop`` that ``ray up`` and ``ray down`` run on the
-head can only ever stop this cluster's processes, never another Ray instance on the host (those belong to other
-users, and signalling them fails). Needs root (to create the user) and Debian's ``openssh-server`` and ``rsync``,
+``ray_cluster.yaml`` is turned into its local-provider variant
+(:func:`ops.cluster_config.make_local_variant`): one head at 127.0.0.1 that the launcher reaches over real
+SSH. No SSH port is opened: ssh's ``ProxyCommand`` starts ``sshd -i`` with a private config, which serves that
+one connection on stdin/stdout. The "remote" side runs in a private PID and mount namespace, so that the ``ray
+stop`` that ``ray up`` and ``ray down`` run on the head can only ever stop this cluster's processes, never
+another Ray instance on the host. Needs root (namespaces, sshd) and Debian's ``openssh-server`` and ``rsync``,
 installed with apt-get when missing.
 
     with LocalProviderCluster.create() as cluster:
@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -57,7 +56,8 @@ def missing_system_packages(packages: dict[str, str] | None = None) -> list[str]
 
 
 def ensure_system_packages(packages: dict[str, str] | None = None) -> None:
-    """apt-get install the missing packages (CI runs as root); raise RuntimeError saying what is missing otherwise."""
+    """apt-get install the missing packages (CI runs as root); raise RuntimeError saying what is missing
+    otherwise."""
     missing = missing_system_packages(packages)
     if not missing:
         return
@@ -66,45 +66,76 @@ def ensure_system_packages(packages: dict[str, str] | None = None) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
     subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env, capture_output=True
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        capture_output=True,
     )
     still = missing_system_packages(packages)
     if still:
         raise RuntimeError(f"apt-get ran but {still} are still missing")
 
 
-def _uid_processes(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-    return pids
+# Runs as pid 1 of the private PID namespace: gives root a private home (a private /etc/passwd and /etc/shadow
+# bind-mounted in the private mount namespace), says it is ready, then reaps orphans (Ray daemonizes) forever.
+_NAMESPACE_INIT = """
+import os, subprocess, sys, time
+passwd, shadow = sys.argv[1:3]
+subprocess.run(["mount", "--bind", passwd, "/etc/passwd"], check=True)
+subprocess.run(["mount", "--bind", shadow, "/etc/shadow"], check=True)
+print("ready", flush=True)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.5)
+"""
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 @dataclass
 class LocalSshHost:
-    """An SSH "host" that is this machine: a dedicated user plus an ``sshd -i`` ProxyCommand with a private config."""
+    """An SSH "host" that is this machine, isolated enough for ``ray stop`` to be harmless.
+
+    The "remote" side lives in a private PID + mount namespace (``unshare``): ``ray stop``, which the launcher
+    runs on the head during ``ray up`` and ``ray down``, sees and stops only the processes of this namespace,
+    never another Ray instance on the host; killing the namespace's init kills everything left in it. The
+    login user is root (the launcher's virtualenv lives under /root) with a private home: inside the namespace
+    a copy of /etc/passwd points root's home at ``workdir/home``, so setup commands edit that ``~/.bashrc``,
+    not the host's. SSH needs no listening port: the ProxyCommand ``nsenter … sshd -i`` serves each connection
+    on stdin/stdout.
+    """
 
     workdir: Path
-    user: str
-    uid: int = -1
+    init_pid: int = -1
+    process: subprocess.Popen | None = None
 
     @classmethod
     def create(cls, workdir: Path | None = None) -> LocalSshHost:
         if os.geteuid() != 0:
-            raise RuntimeError("the local SSH host needs root (it creates a dedicated user)")
+            raise RuntimeError("the local SSH host needs root (namespaces, sshd)")
         ensure_system_packages()
-        workdir = Path(workdir or short_temp_dir("mgssh-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        host = cls(workdir=workdir, user=f"mgops{secrets.token_hex(3)}")
-        host._setup()
+        host = cls(workdir=Path(workdir or short_temp_dir("mgssh-")))
+        try:
+            host._setup()
+        except BaseException:
+            host.teardown()
+            raise
         return host
 
     @property
+    def user(self) -> str:
+        return "root"
+
+    @property
     def home(self) -> Path:
-        return Path(pwd.getpwnam(self.user).pw_dir)
+        return self.workdir / "home"
 
     @property
     def client_key(self) -> Path:
@@ -112,28 +143,41 @@ class LocalSshHost:
 
     @property
     def proxy_command(self) -> str:
-        # Absolute path: sshd refuses to re-execute itself otherwise.
-        return f"{SSHD} -i -f {self.workdir / 'sshd_config'}"
+        # sshd wants an absolute path to re-execute itself; nsenter forks it into the namespace.
+        return f"nsenter --target {self.init_pid} --pid --mount {SSHD} -i -f {self.workdir / 'sshd_config'}"
 
     def _setup(self) -> None:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", self.user], check=True)
-        self.uid = pwd.getpwnam(self.user).pw_uid
+        self.workdir.mkdir(parents=True, exist_ok=True)
         for key in ("host_key", "client_key"):
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key, "-f", str(self.workdir / key)], check=True
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key, "-f", str(self.workdir / key)],
+                check=True,
             )
         ssh_dir = self.home / ".ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        ssh_dir.mkdir(parents=True, mode=0o700)
+        os.chmod(self.home, 0o700)
         shutil.copy(self.workdir / "client_key.pub", ssh_dir / "authorized_keys")
         os.chmod(ssh_dir / "authorized_keys", 0o600)
-        for path in (ssh_dir, ssh_dir / "authorized_keys"):
-            os.chown(path, self.uid, self.uid)
+        shutil.copy("/etc/skel/.bashrc", self.home / ".bashrc") if os.path.exists(
+            "/etc/skel/.bashrc"
+        ) else None
+        passwd = [
+            f"root:x:0:0:root:{self.home}:/bin/bash" if line.startswith("root:") else line
+            for line in Path("/etc/passwd").read_text().splitlines()
+        ]
+        (self.workdir / "passwd").write_text("\n".join(passwd) + "\n")
+        shadow = [
+            "root:*:" + line.split(":", 2)[2] if line.startswith("root:") else line
+            for line in Path("/etc/shadow").read_text().splitlines()
+        ]
+        (self.workdir / "shadow").write_text("\n".join(shadow) + "\n")
+        os.chmod(self.workdir / "shadow", 0o600)
         (self.workdir / "sshd_config").write_text(
             "\n".join(
                 [
                     f"HostKey {self.workdir / 'host_key'}",
-                    f"AllowUsers {self.user}",
-                    "PermitRootLogin no",
+                    "AllowUsers root",
+                    "PermitRootLogin prohibit-password",
                     "PubkeyAuthentication yes",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
@@ -141,47 +185,96 @@ class LocalSshHost:
                     "PidFile none",
                     "AllowTcpForwarding yes",  # `ray dashboard` forwards the dashboard port
                     "PrintMotd no",
+                    "PrintLastLog no",
                     "LogLevel ERROR",
                     "",
                 ]
             )
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation dir Debian's sshd requires
+        self.process = subprocess.Popen(
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                str(VENV_BIN / "python"),
+                "-c",
+                _NAMESPACE_INIT,
+                str(self.workdir / "passwd"),
+                str(self.workdir / "shadow"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        line = self.process.stdout.readline().decode().strip()
+        if line != "ready":
+            raise RuntimeError(f"namespace init failed: {line} {self.process.stderr.read().decode()[-2000:]}")
+        with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as f:
+            self.init_pid = int(f.read().split()[0])
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run one command on the "remote" side (a login shell, like the cluster launcher's)."""
+        """Run one command on the "remote" side in an interactive login shell, as the cluster launcher
+        does."""
         return subprocess.run(
             [
-                "ssh", "-i", str(self.client_key), "-o", f"ProxyCommand={self.proxy_command}",
-                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={os.devnull}", "-o", "IdentitiesOnly=yes",
-                "-o", "LogLevel=ERROR", f"{self.user}@127.0.0.1", "bash", "--login", "-c", command,
+                "ssh",
+                "-i",
+                str(self.client_key),
+                "-o",
+                f"ProxyCommand={self.proxy_command}",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                f"UserKnownHostsFile={os.devnull}",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                "bash",
+                "--login",
+                "-i",
+                "-c",
+                shlex.quote(command),
             ],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
-    def user_processes(self) -> list[int]:
-        return _uid_processes(self.uid) if self.uid >= 0 else []
+    def namespace_processes(self) -> list[int]:
+        """Host pids of every process in the private namespace except its init."""
+        ns = _pid_namespace(self.init_pid)
+        if ns is None:
+            return []
+        return [
+            int(e)
+            for e in os.listdir("/proc")
+            if e.isdigit() and int(e) != self.init_pid and _pid_namespace(int(e)) == ns
+        ]
 
     def teardown(self) -> None:
-        """Kill every process of the dedicated user and of this SSH setup, delete the user and the workdir."""
-        kill_processes_mentioning(str(self.workdir))
-        for _ in range(3):
-            pids = self.user_processes()
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-        with contextlib.suppress(KeyError):
-            pwd.getpwnam(self.user)
-            subprocess.run(["userdel", "--remove", self.user], capture_output=True)
+        """Kill the namespace (and with it every process inside), the SSH masters, and remove the workdir."""
+        if self.init_pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.init_pid, signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        kill_processes_mentioning(str(self.workdir))  # ssh ControlMaster processes on the launcher side
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass
 class LocalProviderCluster:
-    """``ray_cluster.yaml``'s local-provider variant on a :class:`LocalSshHost`, driven through the real CLI."""
+    """``ray_cluster.yaml``'s local-provider variant on a :class:`LocalSshHost`, driven through the real
+    CLI."""
 
     host: LocalSshHost
     yaml_path: Path = field(init=False)
@@ -211,22 +304,21 @@ class LocalProviderCluster:
         # The cluster's token, made the way users make theirs (`ray get-auth-token --generate` writes
         # $HOME/.ray/auth_token), with HOME pointed at the workdir so the host's own token is untouched.
         subprocess.run(
-            [RAY_CLI, "get-auth-token", "--generate"], env={**self.launcher_env(), "HOME": str(work)},
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [RAY_CLI, "get-auth-token", "--generate"],
+            env={**self.launcher_env(), "HOME": str(work)},
+            check=True,
+            capture_output=True,
+        )
         self.token_file = work / ".ray" / "auth_token"
         self.token = self.token_file.read_text().strip()
         # The "remote" side: Ray state under its own short dir, the virtualenv at ~/maugif-venv (a link to the
         # launcher's: the local variant checks the pinned versions instead of installing them).
         self.ray_tmpdir = short_temp_dir("mgr-")
-        os.chown(self.ray_tmpdir, self.host.uid, self.host.uid)
-        venv_link = self.host.home / "maugif-venv"
-        venv_link.symlink_to(VENV_BIN.parent)
-        os.lchown(venv_link, self.host.uid, self.host.uid)
+        (self.host.home / "maugif-venv").symlink_to(VENV_BIN.parent)
         ports = local_ports()
         self.config = make_local_variant(
             load_cluster_config(source) if source else load_cluster_config(),
-            cluster_name=f"maugif-local-{self.host.user}",
+            cluster_name=f"maugif-local-{Path(self.host.workdir).name}",
             ssh_user=self.host.user,
             ssh_private_key=str(self.host.client_key),
             ssh_proxy_command=self.host.proxy_command,
@@ -262,17 +354,28 @@ class LocalProviderCluster:
         """Environment of a client on the launcher machine: token mode with the cluster's token."""
         return self.launcher_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
 
-    def ray(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def ray(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """Run the ray CLI from the repository root; raise with its output on failure."""
         started = time.monotonic()
         result = subprocess.run(
-            [RAY_CLI, *args], cwd=REPO_ROOT, env=env or self.launcher_env(), capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.log.append(f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, rc={result.returncode})")
+            [RAY_CLI, *args],
+            cwd=REPO_ROOT,
+            env=env or self.launcher_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        self.log.append(
+            f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, rc={result.returncode})"
+        )
         self.log.append((result.stdout + result.stderr)[-6000:])
         if result.returncode != 0:
-            raise RuntimeError(f"`ray {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise RuntimeError(
+                f"`ray {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def up(self, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -296,17 +399,33 @@ class LocalProviderCluster:
 
     @contextlib.contextmanager
     def dashboard_forward(self, timeout: float = 60):
-        """``ray dashboard <yaml>``: forward the head's dashboard to a local port over SSH; yields the local URL."""
+        """``ray dashboard <yaml>``: forward the head's dashboard to a local port over SSH; yields the local
+        URL."""
         (local,) = free_ports(1)
         process = subprocess.Popen(
-            [RAY_CLI, "dashboard", str(self.yaml_path), "--port", str(local),
-             "--remote-port", str(self.ports["dashboard-port"])],
-            cwd=REPO_ROOT, env=self.launcher_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                RAY_CLI,
+                "dashboard",
+                str(self.yaml_path),
+                "--port",
+                str(local),
+                "--remote-port",
+                str(self.ports["dashboard-port"]),
+            ],
+            cwd=REPO_ROOT,
+            env=self.launcher_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{local}"
         try:
-            wait_for(lambda: dashboard_get(f"{url}/api/version", self.token)[0] == 200, timeout, what="ray dashboard")
+            wait_for(
+                lambda: dashboard_get(f"{url}/api/version", self.token)[0] == 200,
+                timeout,
+                what="ray dashboard",
+            )
             yield url
         finally:
             kill_processes_mentioning("", also=[process.pid])
@@ -315,8 +434,14 @@ class LocalProviderCluster:
         return self.ray("down", "-y", str(self.yaml_path), timeout=timeout)
 
     def ray_processes(self) -> list[int]:
-        """Pids of this cluster's Ray processes (their command lines name its private temp dir)."""
-        return processes_mentioning(self.ray_tmpdir)
+        """Host pids of the Ray processes on the "remote" side (everything in its namespace but SSH
+        sessions)."""
+        pids = set(processes_mentioning(self.ray_tmpdir))
+        for pid in self.host.namespace_processes():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"ray" in f.read():
+                    pids.add(pid)
+        return sorted(pids)
 
     def is_gone(self, wait_s: float = 30) -> bool:
         """No Ray process of the cluster is left and its GCS port accepts no connection."""

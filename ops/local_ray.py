@@ -1,8 +1,9 @@
 """Private Ray clusters on one machine, for tests and benchmarks that share the host with other Ray users.
 
 Everything a cluster started here listens on is a fresh free port, everything it writes is under its own short
-temp dir, and tearing it down kills exactly the processes whose command line names that temp dir (or that descend
-from the ``ray start`` we launched): never ``ray stop``, which would stop every Ray instance of the user.
+temp dir, and tearing it down kills exactly the processes whose command line names that temp dir (or that
+descend from the ``ray start`` we launched): never ``ray stop``, which would stop every Ray instance of the
+user.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,8 @@ def processes_mentioning(marker: str) -> list[int]:
 
 
 def kill_processes_mentioning(marker: str, *, also: list[int] | None = None, grace_s: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL, every process whose command line contains ``marker``, plus the ``also`` pids, and
-    all their descendants. Returns how many processes were signalled. Never touches anything else."""
+    """SIGTERM, then SIGKILL, every process whose command line contains ``marker``, plus the ``also`` pids,
+    and all their descendants. Returns how many processes were signalled. Never touches anything else."""
     parents = _parent_map()
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
@@ -227,7 +227,11 @@ class HeadNode:
     def start(self, timeout: float = 90.0) -> HeadNode:
         log = open(Path(self.temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - lives as long as the head
         self.process = subprocess.Popen(
-            self.command(), env=self.process_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            env=self.process_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
         def up() -> bool:

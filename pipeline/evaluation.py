@@ -285,8 +285,11 @@ def fuse_rio_brovey(
     scale = float(np.iinfo(np.uint16).max)
     vis = np.ascontiguousarray((low[..., order] * scale).transpose(2, 0, 1), dtype=np.float32)
     pan = (high.mean(axis=2) if high.shape[2] > 1 else high[..., 0]).astype(np.float32) * scale
+    # North-up grids with the origin at the top-left corner (y = H); an origin at y = 0 (the image below the
+    # x axis) makes rasterio's reproject return zeros here.
+    top = float(high.shape[0])
     sharp = pansharpen(
-        vis, Affine(float(ratio), 0, 0, 0, -float(ratio), 0), pan, Affine(1.0, 0, 0, 0, -1.0, 0),
+        vis, Affine(float(ratio), 0, 0, 0, -float(ratio), top), pan, Affine(1.0, 0, 0, 0, -1.0, top),
         np.uint16, "EPSG:3857", "EPSG:3857", weight, method="Brovey", src_nodata=0,
     )  # fmt: skip
     out = np.empty((high.shape[0], high.shape[1], low.shape[2]), np.float32)
@@ -388,8 +391,9 @@ class PairEvaluator:
         return model
 
     # ------------------------------------------------------------------ methods
-    def fuse(self, method: str, scene: Scene, pair_id: str, meta_a: dict[str, Any]) -> np.ndarray:
-        """Run one method on a scene; the fused image (additive: A's dtype; spectral: unit float32)."""
+    def fuse(self, method: str, scene: Scene, pair_id: str, meta_a: dict[str, Any], task: str) -> np.ndarray:
+        """Run one method on a scene of ``task`` (the pair's own task; the job's task picks the additive
+        model); the fused image (additive: A's dtype; spectral: unit float32)."""
         from maugif_core import baselines
 
         base, variant = split_method(method)
@@ -404,12 +408,12 @@ class PairEvaluator:
         if base == MAUGIF:
             import maugif_core
 
-            model = maugif_core.build_model(self.config.task, **self.config.multiplicative)
+            model = maugif_core.build_model(task, **self.config.multiplicative)
             return model.fuse(scene.image_a, scene.image_b, refit=True)
         if base == "rio_brovey":
             rgb = _rgb_indices(meta_a, scene.image_a.shape[2])
             return fuse_rio_brovey(scene.image_a, scene.image_b, scene.ratio or 1, rgb)
-        return baselines.fuse(base, scene.image_a, scene.image_b, task=self.config.task)
+        return baselines.fuse(base, scene.image_a, scene.image_b, task=task)
 
     def _read_fused(self, method: str, scene: Scene, pair_id: str) -> np.ndarray:
         from pipeline.readers import read_image
@@ -477,7 +481,7 @@ class PairEvaluator:
         for method in cfg.method_names:
             started = time.perf_counter()
             try:
-                fused = self.fuse(method, scene, pair_id, meta_a)
+                fused = self.fuse(method, scene, pair_id, meta_a, pair_task)
             except Exception as e:
                 logger.warning("pair %s, method %s failed: %s", pair_id, method, e)
                 out.append(_failure_row(pair_id, method, STAGE_FUSE, f"{type(e).__name__}: {e}"))
@@ -497,7 +501,10 @@ class PairEvaluator:
             if cfg.save_fused:
                 self._save_fused(method, pair_id, fused)
         if pair_id in self.grid_ids:
-            self._save_thumbnails(pair_id, scene, thumbs, meta_a)
+            try:
+                self._save_thumbnails(pair_id, scene, thumbs, meta_a)
+            except Exception:  # a picture must never cost the scores
+                logger.exception("pair %s: thumbnails for the visual grid could not be written", pair_id)
         return out
 
     # ------------------------------------------------------------------ files

@@ -98,26 +98,27 @@ def grid_columns(methods: Sequence[str], with_reference: bool) -> list[str]:
 
 
 def _display_rgb(image: np.ndarray, rgb: list[int] | None, stretch_from: np.ndarray | None) -> np.ndarray:
-    """``(H, W, 3)`` float in [0, 1] for display."""
+    """``(H, W, 3)`` float in [0, 1] for display.
+
+    Images with the bands of ``stretch_from`` show bands ``rgb`` under the 1st–99th percentile stretch of
+    ``stretch_from`` (one scale for every method of a pair); other spectral images (a PAN, the MS of an HS–MS
+    pair) show their first three bands (or their only one) under their own stretch; without ``stretch_from``
+    (additive tasks) images are shown as they are.
+    """
     from maugif_core.imaging import to_unit_float
 
     unit = to_unit_float(np.asarray(image))
     if unit.ndim == 2:
         unit = unit[..., None]
-    if rgb is not None and unit.shape[2] > 1:
-        picked = unit[..., rgb]
+    shares_bands = stretch_from is not None and stretch_from.shape[2] == unit.shape[2]
+    if rgb is not None and shares_bands and max(rgb) < unit.shape[2]:
+        picked, reference = unit[..., rgb], stretch_from[..., rgb]
     else:
         picked = unit[..., :3] if unit.shape[2] >= 3 else np.repeat(unit[..., :1], 3, axis=2)
+        reference = picked
     if stretch_from is not None:
-        reference = (
-            stretch_from[..., rgb] if stretch_from.shape[2] > 1 and rgb is not None else stretch_from[..., :1]
-        )
         lo = np.percentile(reference, 1, axis=(0, 1))
         hi = np.percentile(reference, 99, axis=(0, 1))
-        if picked.shape[2] != lo.shape[0]:  # a one-band image (PAN) under a colour stretch
-            lo, hi = np.full(picked.shape[2], lo.min()), np.full(picked.shape[2], hi.max())
-            if stretch_from.shape[2] > 1:
-                lo, hi = np.percentile(picked, 1, axis=(0, 1)), np.percentile(picked, 99, axis=(0, 1))
         picked = (picked - lo) / np.maximum(hi - lo, 1e-6)
     return np.clip(picked, 0.0, 1.0)
 

@@ -1,4 +1,4 @@
-"""Distributed training on Ray Train: DDP equivalence, learning on real pairs, S3 checkpoints, resume, node loss.
+"""Distributed training on Ray Train: DDP equivalence, learning on real pairs, S3 checkpoints, node loss.
 
 Training data: the bundled real sample pairs ``samples/mff`` (centre crops of MFI-WHU, MIT licence; see
 ``samples/README.md``). Ray tests share the session's 2-CPU Ray instance with 2 workers at 0.5 CPU each.
@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +132,14 @@ def test_samples_do_not_depend_on_worker_or_order():
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _reference_params(config: TrainJobConfig, traces: list[dict], ranks: list[int]) -> dict[str, np.ndarray]:
-    """A single process applying, each step, the mean of the gradients of ``ranks``' local batches."""
+def _reference_params(
+    config: TrainJobConfig, traces: list[dict], ranks: list[int]
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """A single process applying, each step, the mean of the gradients of ``ranks``' local batches.
+
+    Returns:
+        The final parameters, and the largest absolute averaged gradient each parameter received.
+    """
     import torch
 
     from maugif_core import build_model_from_config
@@ -151,6 +156,7 @@ def _reference_params(config: TrainJobConfig, traces: list[dict], ranks: list[in
         for r, trace in enumerate(traces)
         for s in trace["steps"]
     }
+    largest: dict[int, float] = {}
     for stage, epochs in ((1, train.epochs_stage1), (2, train.epochs_stage2)):
         model.set_stage(stage)
         optimizer = make_optimizer(model, lr=train.lr, weight_decay=train.weight_decay)
@@ -170,8 +176,10 @@ def _reference_params(config: TrainJobConfig, traces: list[dict], ranks: list[in
                     grads.append([p.grad.detach().clone() for p in trainable])
                 for i, param in enumerate(trainable):
                     param.grad = sum(g[i] for g in grads) / len(grads)
+                    largest[id(param)] = max(largest.get(id(param), 0.0), float(param.grad.abs().max()))
                 optimizer.step()
-    return {name: p.detach().numpy().copy() for name, p in model.named_parameters()}
+    params = {name: p.detach().numpy().copy() for name, p in model.named_parameters()}
+    return params, {name: largest.get(id(p), 0.0) for name, p in model.named_parameters()}
 
 
 @pytest.mark.timeout(240)
@@ -191,12 +199,19 @@ def test_ddp_two_workers_equal_single_process_gradient_average(ray_session, tmp_
         assert len(seen[0]) == len(seen[1]) == 2 and not seen[0] & seen[1]
 
     trained = {n: p.detach().numpy() for n, p in load_model(summary.final_uri).named_parameters()}
-    expected = _reference_params(config, traces, ranks=[0, 1])
+    expected, largest_grad = _reference_params(config, traces, ranks=[0, 1])
+    # Conv biases feeding a training-mode BatchNorm get a zero gradient in exact arithmetic (BN subtracts the
+    # batch mean); Adam scales their float-rounding gradients up to full steps, so they are not comparable.
+    # Check that this is exactly the set excluded, and compare everything else.
+    scale = max(largest_grad.values())
+    noise_only = {n for n, g in largest_grad.items() if g < 1e-5 * scale}
+    assert noise_only == {f"decoder_{d}.conv{i}.bias" for d in "ab" for i in (1, 2, 4)}
     for name, value in expected.items():
-        np.testing.assert_allclose(trained[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        if name not in noise_only:
+            np.testing.assert_allclose(trained[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     # The comparison is sensitive: rank 0's gradients alone give other weights.
-    alone = _reference_params(config, traces, ranks=[0])
-    assert max(np.abs(alone[n] - expected[n]).max() for n in expected) > 1e-4
+    alone, _ = _reference_params(config, traces, ranks=[0])
+    assert max(np.abs(alone[n] - expected[n]).max() for n in expected if n not in noise_only) > 1e-4
 
 
 @pytest.mark.timeout(240)
