@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(bench_single("pansharpen", "pansharpen", (6, 1, 128, 2), args.steps, device))
     print(bench_single("hsi_msi", "hsi_msi", (100, 4, 128, 4), args.steps, device))
     print(f"\n{args.scenes} pansharpen scenes (L=6, l=1, r=2), {args.steps} steps each:\n")
-    print("| how | low res | wall time | scene-steps/s | speed-up |")
+    print("| how | low res | time | scene-steps/s | speed-up |")
     print("|---|---|---|---|---|")
     for row in bench_many(args.many_size, args.scenes, args.steps, device):
         print(row)

@@ -1,9 +1,10 @@
 """Training throughput and checkpoint I/O of the Ray Train loop (issue 4's measured figures).
 
 1. ``scaling``: samples/s of the real training loop (:func:`pipeline.training.run_training`) with
-   1 worker x 2 torch threads vs 2 DDP workers x 1 thread each, on a 2-CPU local Ray instance, at the same global
-   batch (8 = 1 x 8 = 2 x 4). The decoded pairs are materialized first in both, so decoding is off the critical
-   path; the first epoch of each stage (warm-up) is left out. The ratio (2 x 1) / (1 x 2) is the DDP overhead.
+   1 worker x 2 torch threads vs 2 DDP workers x 1 thread each, on a 2-CPU local Ray instance, at the same
+   global batch (8 = 1 x 8 = 2 x 4). The decoded pairs are materialized first in both, so decoding is off the
+   critical path; the first epoch of each stage (warm-up) is left out. The ratio (2 x 1) / (1 x 2) is the DDP
+   overhead.
 2. ``checkpoint``: save and restore time of one training checkpoint (model.safetensors + optimizer.pt +
    state.json + config.yaml) to a real S3 API server (moto, in a child process): serialising it, uploading it
    the way Ray Train does (``pyarrow.fs.copy_files`` to the run's storage filesystem), and restoring it
@@ -12,7 +13,8 @@
    pyarrow's native ``S3FileSystem``.
 3. ``gpu`` (only where CUDA exists): samples/s at crop 480, batch 8, AMP off vs on.
 
-Training data: the 20 MFI-WHU pairs read in place from ``../shared/datasets/MFI-WHU`` (MIT; JPEG RGB, ~500-900 px).
+Training data: the 20 MFI-WHU pairs, read in place from ``../shared/datasets/MFI-WHU`` (MIT; JPEG RGB,
+~500-900 px).
 
 Run:
     .venv/bin/python benchmarks/bench_train.py --parts scaling,checkpoint
@@ -45,7 +47,7 @@ def _free_port() -> int:
 
 
 def start_s3() -> tuple[subprocess.Popen, str]:
-    """moto's S3 server in a child process (its CPU is not charged to this one); returns (process, endpoint)."""
+    """moto's S3 server in a child process (its CPU is not charged here); returns (process, endpoint)."""
     port = _free_port()
     code = (
         "import time; from moto.server import ThreadedMotoServer; "
@@ -199,8 +201,9 @@ def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
             }
             results.append(row)
             print(
-                f"  {label}: {size / 1024:.0f} KiB; serialise {row['serialise_ms']:.1f} ms, upload "
-                f"{row['upload_ms']:.1f} ms, download + load {row['restore_ms']:.1f} ms (medians of {args.repeats})",
+                f"  {label}: {size / 1024:.0f} KiB; serialise {row['serialise_ms']:.1f} ms, "
+                f"upload {row['upload_ms']:.1f} ms, download + load {row['restore_ms']:.1f} ms "
+                f"(medians of {args.repeats})",
                 flush=True,
             )
     finally:

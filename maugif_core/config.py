@@ -85,30 +85,32 @@ class MultiplicativeConfig(_Frozen):
     decimation_offset: Annotated[int, Field(ge=0)] | None = Field(
         None,
         description=(
-            "Phase of plain decimation, in high-resolution pixels: M_low[i, j] = M[r*i + offset, r*j + offset]. "
-            "None = r // 2, the pixel nearest the centre of each r x r footprint (aligned origins); the reference "
-            "uses 0."
+            "Phase of plain decimation, in high-resolution pixels: M_low[i, j] = M[r*i + offset, "
+            "r*j + offset]. None = r // 2, the pixel nearest the centre of each r x r footprint (aligned "
+            "origins); the reference uses 0."
         ),
     )
-    weight_decay: float = Field(1e-8, ge=0, description="Adam L2 weight decay of the per-scene fit (reference).")
+    weight_decay: float = Field(1e-8, ge=0, description="Adam L2 weight decay of the per-scene fit.")
     loss_w_recon: float = Field(0.2, ge=0, description="Weight of ||D(E(Z)) - Z||.")
     seed: int = Field(0, description="Seed of the per-scene fit.")
     bands_low: Annotated[int, Field(ge=2)] | None = Field(
         None,
         description=(
-            "L, band count of the low-resolution image A. None until fitted; when set, it fixes the parameter "
-            "shapes (so a fitted model can be rebuilt from its config) and scenes with another count are refused."
+            "L, band count of the low-resolution image A. None until fitted; when set, it fixes the "
+            "parameter shapes (so a fitted model can be rebuilt from its config) and scenes with another "
+            "count are refused."
         ),
     )
     bands_high: PositiveInt | None = Field(
         None,
-        description="l, band count of the high-resolution image B (1 for pansharpening). None until fitted; see "
-        "bands_low.",
+        description="l, band count of the high-resolution image B (1 for pansharpening). None until "
+        "fitted; see bands_low.",
     )
 
     @model_validator(mode="after")
     def _check_decimation_offset(self) -> MultiplicativeConfig:
-        if self.decimation_offset is not None and self.ratio is not None and self.decimation_offset >= self.ratio:
+        offset, ratio = self.decimation_offset, self.ratio
+        if offset is not None and ratio is not None and offset >= ratio:
             raise ValueError(
                 f"decimation_offset must be smaller than ratio ({self.ratio}), got {self.decimation_offset}"
             )

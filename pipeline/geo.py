@@ -1,12 +1,13 @@
 """Grid alignment of image pairs: equal grids for additive tasks, nested grids for remote-sensing pairs.
 
-For ``pansharpen`` and ``hsi_msi`` the high-resolution image (B) defines the grid. The low-resolution image (A)
-must nest in it: the same CRS, no rotation, pixel sizes in an integer ratio ``r`` and origins that fall on each
-other's pixel corners. Then the low-resolution window of any high-resolution window whose offset is a multiple of
-``r`` is exact integer arithmetic (:meth:`GridPlan.lowres_window`). A pair that does not nest is either rejected
-with the reason (:class:`~pipeline.errors.GridError`: different CRS, no overlap, non-integer ratio, unaligned
-origins, rotation) or, when ``ReadConfig.reproject`` / ``ReadConfig.resample_offgrid`` allow, its low-resolution
-image is warped (rasterio ``WarpedVRT``) onto the aligned grid ``r x`` coarser than B's, with B's origin and CRS.
+For ``pansharpen`` and ``hsi_msi`` the high-resolution image (B) defines the grid. The low-resolution image
+(A) must nest in it: the same CRS, no rotation, pixel sizes in an integer ratio ``r`` and origins that fall on
+each other's pixel corners. Then the low-resolution window of any high-resolution window whose offset is a
+multiple of ``r`` is exact integer arithmetic (:meth:`GridPlan.lowres_window`). A pair that does not nest is
+either rejected with the reason (:class:`~pipeline.errors.GridError`: different CRS, no overlap, non-integer
+ratio, unaligned origins, rotation) or, when ``ReadConfig.reproject`` / ``ReadConfig.resample_offgrid`` allow,
+its low-resolution image is warped (rasterio ``WarpedVRT``) onto the aligned grid ``r x`` coarser than B's,
+with B's origin and CRS.
 
 Plain (non-georeferenced) pairs nest when B's size is exactly ``r`` times A's in both axes.
 """
@@ -61,9 +62,10 @@ class GridPlan:
         """The low-res ``(row_off, col_off, height, width)`` covering a high-res window.
 
         Args:
-            hi_window: ``(row_off, col_off, height, width)`` or an object with those attributes; offsets must be
-                multiples of ``ratio`` (tile grids are laid out on the ratio). The size is rounded up, so the last
-                low-res row/column may extend past the image edge (read it boundless).
+            hi_window: ``(row_off, col_off, height, width)`` or an object with those attributes; offsets must
+            be
+                multiples of ``ratio`` (tile grids are laid out on the ratio). The size is rounded up, so the
+                last low-res row/column may extend past the image edge (read it boundless).
 
         Raises:
             GridError: an offset is not a multiple of the ratio.

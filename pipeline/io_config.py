@@ -1,9 +1,8 @@
 """Configs of the ingest half of the pipeline: storage access, pair discovery and reading.
 
-Configs are plain, frozen data validated on the driver; filesystems, GDAL environments and readers are built from
-them inside the workers (:mod:`pipeline.storage`). Credentials are never part of a config: they come from the
-standard AWS environment (variables, profiles, instance roles).
-"""
+Configs are plain, frozen data validated on the driver; filesystems, GDAL environments and readers are built
+from them inside the workers (:mod:`pipeline.storage`). Credentials are never part of a config: they come from
+the standard AWS environment (variables, profiles, instance roles)."""
 
 from __future__ import annotations
 
@@ -72,7 +71,8 @@ class StorageConfig(_Frozen):
 
 
 class PairsConfig(_Frozen):
-    """How pairs are discovered from a source (manifest file, two sub-folders, or one folder with suffixes)."""
+    """How pairs are discovered from a source (manifest file, two sub-folders, or one folder with
+    suffixes)."""
 
     layout: Literal["auto", "manifest", "folders", "suffix"] = Field(
         "auto",
@@ -108,7 +108,9 @@ class PairsConfig(_Frozen):
         "general",
         description="Task of pairs whose source names none (manifest without task, no task argument).",
     )
-    batch_size: PositiveInt = Field(65_536, description="Rows per streamed batch of discovered pairs.")
+    batch_size: PositiveInt = Field(
+        16_384, description="Rows per streamed batch of discovered pairs (bounds the driver's working set)."
+    )
     check_duplicates: bool = Field(
         True,
         description=(

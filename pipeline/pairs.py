@@ -1,18 +1,18 @@
 """Pair discovery: manifests, two sub-folders matched by stem, or one folder with suffix patterns.
 
-Discovery streams. Manifests are read in record batches (pyarrow's CSV streaming reader, Parquet row groups, JSONL
-lines); folder listings are paginated and, past ``PairsConfig.spill_threshold`` files, spilled to local disk in hash
-partitions that are matched one at a time. The driver therefore holds one batch of keys, plus an 8-byte fingerprint
-per pair for duplicate detection, never the whole bucket.
+Discovery streams. Manifests are read in record batches (pyarrow's CSV streaming reader, Parquet row groups,
+JSONL lines); folder listings are paginated and, past ``PairsConfig.spill_threshold`` files, spilled to local
+disk in hash partitions that are matched one at a time. The driver therefore holds one batch of keys, plus an
+8-byte fingerprint per pair for duplicate detection, never the whole bucket.
 
-Bad pairs do not raise: a missing partner, an ambiguous stem, a duplicate id, an unknown task or an id that cannot
-become an output key becomes a failure record (``status=failed``, ``error_stage=discover``, ``error``) that the
-batch job writes to its failure manifest. Only a source that cannot be read at all raises
+Bad pairs do not raise: a missing partner, an ambiguous stem, a duplicate id, an unknown task or an id that
+cannot become an output key becomes a failure record (``status=failed``, ``error_stage=discover``, ``error``)
+that the batch job writes to its failure manifest. Only a source that cannot be read at all raises
 :class:`~pipeline.errors.PairDiscoveryError`.
 
-Pair ids become output keys (``<output>/<pair_id>.png``), so they pass :func:`sanitize_pair_id`: safe ids are kept
-verbatim; anything else is mapped deterministically to a readable slug plus an 8-hex digest of the original.
-"""
+Pair ids become output keys (``<output>/<pair_id>.png``), so they pass :func:`sanitize_pair_id`: safe ids are
+kept verbatim; anything else is mapped deterministically to a readable slug plus an 8-hex digest of the
+original."""
 
 from __future__ import annotations
 
@@ -86,10 +86,11 @@ def sanitize_pair_id(raw: Any) -> str:
 
     Rules: ids matching ``[A-Za-z0-9][A-Za-z0-9._-]*`` (no ``..``, no trailing dot, not a Windows device name,
     at most 200 characters) are returned unchanged. Any other id is mapped deterministically: path separators
-    (``/``, ``\\``), ``.``/``..`` segments and other characters become ``_``, leading ``._-`` are dropped, the slug is
-    cut to 200 characters and ``-`` plus 8 hex digits of the BLAKE2b hash of the original id is appended, so two
-    different unsafe ids practically never map to one key and the mapping is idempotent. The result never contains
-    ``/``, ``\\`` or ``..``, never starts with ``.``, ``_`` (reserved: ``_manifest``, ``_extras``) or ``-``.
+    (``/``, ``\\``), ``.``/``..`` segments and other characters become ``_``, leading ``._-`` are dropped, the
+    slug is cut to 200 characters and ``-`` plus 8 hex digits of the BLAKE2b hash of the original id is
+    appended, so two different unsafe ids practically never map to one key and the mapping is idempotent. The
+    result never contains ``/``, ``\\`` or ``..``, never starts with ``.``, ``_`` (reserved: ``_manifest``,
+    ``_extras``) or ``-``.
 
     Raises:
         OutputKeyError: ``raw`` is None, empty or only whitespace (nothing to derive a name from).
@@ -136,7 +137,8 @@ class PairBatch:
 
 
 RAW_SCHEMA = pa.schema([(c, pa.string()) for c in (*S.PAIR_COLUMNS, S.ERROR)])
-"""Rows as sources yield them, before validation: ``error`` is set by the source for rows it already rejected."""
+"""Rows as sources yield them, before validation: ``error`` is set by the source for rows it already
+rejected."""
 
 _RESERVED_RX = r"(?i)^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\.|$)"
 _ABSOLUTE_RX = r"^([A-Za-z][A-Za-z0-9+.-]*://|/|[A-Za-z]:)"
@@ -150,17 +152,45 @@ def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
 
 
+class _FingerprintSet:
+    """A set of 64-bit fingerprints as a few sorted runs (sizes roughly doubling, like a log-structured
+    merge).
+
+    8 bytes per member; adding a batch sorts only that batch and merges runs of similar size, so memory is not
+    reallocated wholesale on every batch (which fragments the heap) and lookups cost O(log n) per run.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        found = np.zeros(values.size, dtype=bool)
+        for run in self._runs:
+            pos = np.searchsorted(run, values).clip(max=run.size - 1)
+            found |= run[pos] == values
+        return found
+
+    def add(self, sorted_unique: np.ndarray) -> None:
+        if not sorted_unique.size:
+            return
+        self._runs.append(sorted_unique)
+        while len(self._runs) > 1 and self._runs[-2].size <= 2 * self._runs[-1].size:
+            last = self._runs.pop()
+            merged = np.concatenate((self._runs.pop(), last))
+            merged.sort(kind="stable")
+            self._runs.append(merged)
+
+
 class _Validator:
     """Vectorised checks of raw rows: partners, task, id sanitising, duplicates (by 64-bit fingerprint).
 
-    Arrow compute does the per-row work, so a batch costs a few Arrow buffers rather than Python objects per row;
-    only unsafe ids (rare) and the fingerprints touch Python.
-    """
+    Arrow compute does the per-row work, so a batch costs a few Arrow buffers rather than Python objects per
+    row; only unsafe ids (rare) and the fingerprints touch Python."""
 
     def __init__(self, config: PairsConfig, task: str | None) -> None:
         self.config = config
         self.task = task
-        self._seen = np.empty(0, dtype=np.uint64)  # sorted fingerprints of the ids already emitted
+        self._seen = _FingerprintSet()
         self.n_ok = 0
         self.n_failed = 0
 
@@ -204,7 +234,8 @@ class _Validator:
         return PairBatch(pairs, failures)
 
     def _duplicates(self, ids: pa.Array, error: pa.Array) -> pa.Array:
-        """``error`` plus "duplicate" for ids seen before (in this batch or an earlier one); first one kept."""
+        """``error`` plus "duplicate" for ids seen before (in this batch or an earlier one); first one
+        kept."""
         index = np.flatnonzero(np.asarray(pc.is_null(error).to_numpy(zero_copy_only=False), dtype=bool))
         if not index.size:
             return error
@@ -216,13 +247,12 @@ class _Validator:
             dtype=np.uint64,
             count=index.size,
         )
-        _, first = np.unique(prints, return_index=True)
+        unique, first, inverse = np.unique(prints, return_index=True, return_inverse=True)
+        seen_before = self._seen.contains(unique)
         keep = np.zeros(index.size, dtype=bool)
         keep[first] = True
-        if self._seen.size:
-            pos = np.searchsorted(self._seen, prints).clip(max=self._seen.size - 1)
-            keep &= self._seen[pos] != prints
-        self._seen = np.union1d(self._seen, prints)
+        keep &= ~seen_before[inverse.reshape(-1)]
+        self._seen.add(unique[~seen_before])
         if keep.all():
             return error
         dup = np.zeros(len(ids), dtype=bool)
@@ -232,7 +262,8 @@ class _Validator:
 
 
 def _sanitize_column(raw_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Vectorised :func:`sanitize_pair_id`: (ids, errors); safe ids pass through Arrow, others through Python."""
+    """Vectorised :func:`sanitize_pair_id`: (ids, errors); safe ids pass through Arrow, others through
+    Python."""
     trimmed = pc.utf8_trim_whitespace(raw_ids)
     unsafe = pc.or_(
         pc.or_(
@@ -257,9 +288,9 @@ def _sanitize_column(raw_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
     return pa.array(ids, pa.string()), pa.array(messages, pa.string())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Sources
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 TASK_FOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vif": (("vi", "vis", "visible", "rgb"), ("ir", "infrared", "thermal", "lwir")),
@@ -270,8 +301,9 @@ TASK_FOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "pansharpen": (("ms", "mul", "multispectral"), ("pan", "panchromatic")),
     "hsi_msi": (("hs", "hsi", "hyperspectral"), ("msi", "ms", "multispectral")),
 }
-"""Default sub-folder names per task, (A candidates, B candidates), matched case-insensitively. A is the base image
-(SPEC §1.1: visible, CT/PET/SPECT, ...) or, for pansharpen / hsi_msi, the low-resolution spectral image."""
+"""Default sub-folder names per task, (A candidates, B candidates), matched case-insensitively. A is the base
+image (SPEC §1.1: visible, CT/PET/SPECT, ...) or, for pansharpen / hsi_msi, the low-resolution spectral
+image."""
 
 DEFAULT_PATTERNS = (("{stem}-A.*", "{stem}-B.*"), ("{stem}_A.*", "{stem}_B.*"))
 """Suffix patterns tried by the suffix layout (Lytro ``lytro-01-A.jpg``, MEFB ``Arno/Arno_A.png``)."""
@@ -297,7 +329,8 @@ def _manifest_base(source: str) -> str:
 
 
 def _resolve_column(base: str, uris: pa.Array) -> pa.Array:
-    """Relative URIs joined to the manifest folder; ``s3://…``, ``file://…``, ``/abs`` and blanks unchanged."""
+    """Relative URIs joined to the manifest folder; ``s3://…``, ``file://…``, ``/abs`` and blanks
+    unchanged."""
     uris = pc.utf8_trim_whitespace(uris)
     relative = pc.invert(pc.fill_null(pc.match_substring_regex(uris, _ABSOLUTE_RX), True))
     relative = pc.and_(relative, pc.invert(_blank(uris)))
@@ -612,9 +645,8 @@ def iter_pairs(
     Args:
         source: A manifest (``.csv``, ``.parquet``, ``.jsonl``) or a folder, as a local path, ``file://`` or
             ``s3://`` URI. Relative URIs inside a manifest are resolved against the manifest's folder.
-        task: Task of every pair whose source names none; for folders also selects the default sub-folder names.
-        config: Discovery settings.
-        storage: Object-storage settings for ``s3://`` sources.
+        task: Task of every pair whose source names none; for folders also selects the default sub-folder
+        names. config: Discovery settings. storage: Object-storage settings for ``s3://`` sources.
 
     Yields:
         :class:`PairBatch` es of at most ``config.batch_size`` rows each (pairs plus failures).
@@ -684,8 +716,8 @@ def read_pairs(
 ):
     """Discover pairs as a Ray Dataset with :data:`PAIR_SCHEMA` rows.
 
-    Batches are put into the object store as they are discovered, so the driver's heap holds one batch at a time.
-    Failure rows (``status=failed``) are included by default so they flow to the failure manifest;
+    Batches are put into the object store as they are discovered, so the driver's heap holds one batch at a
+    time. Failure rows (``status=failed``) are included by default so they flow to the failure manifest;
     :func:`pipeline.readers.decode_pair` passes them through untouched.
 
     Args:

@@ -1,16 +1,16 @@
 """Reading and decoding images from any URI, lossless in bit depth, bands and georeferencing.
 
 The format is sniffed from the first bytes, never trusted from the extension: PNG, JPEG and BMP are decoded by
-Pillow (``LOAD_TRUNCATED_IMAGES`` is left False and every image is ``load()``-ed, so a truncated file fails instead
-of coming back grey-padded), 16-bit colour PNGs and every TIFF by rasterio/GDAL, which keeps 8/16-bit integers,
-int16, float32, any number of bands, nodata, CRS, transform and band descriptions. TIFFs are opened lazily (local
-path, ``/vsis3/`` or an s3fs file object), so :func:`read_window` fetches only the bytes of the window.
+Pillow (``LOAD_TRUNCATED_IMAGES`` is left False and every image is ``load()``-ed, so a truncated file fails
+instead of coming back grey-padded), 16-bit colour PNGs and every TIFF by rasterio/GDAL, which keeps 8/16-bit
+integers, int16, float32, any number of bands, nodata, CRS, transform and band descriptions. TIFFs are opened
+lazily (local path, ``/vsis3/`` or an s3fs file object), so :func:`read_window` fetches only the bytes of the
+window.
 
 Every failure is a :class:`~pipeline.errors.RasterReadError` naming the URI and what was expected. Arrays are
 ``(H, W, C)``; ``meta`` is a JSON-ready dict: ``format, driver, dtype, count, height, width, nodata, crs,
-transform, descriptions, colorinterp, mode, bytes, uri``. A NaN nodata is stored as the string ``"nan"`` (strict
-JSON has no NaN): use :func:`nodata_value` to read it back.
-"""
+transform, descriptions, colorinterp, mode, bytes, uri``. A NaN nodata is stored as the string ``"nan"``
+(strict JSON has no NaN): use :func:`nodata_value` to read it back."""
 
 from __future__ import annotations
 
@@ -114,9 +114,9 @@ def _check_dtype(uri: str, dtype: str, config: ReadConfig) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Plain images (Pillow)
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _png_is_16bit_colour(data: bytes) -> bool:
@@ -197,9 +197,9 @@ def _base_meta(uri: str, fmt: str, driver: str, array: np.ndarray, size: int | N
     }
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Rasters (rasterio / GDAL)
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -212,8 +212,9 @@ def open_raster(
 ) -> Iterator[Any]:
     """Open ``uri`` with rasterio (lazily: no pixels are read), in a GDAL environment fit for it.
 
-    Local files open by path; ``s3://`` through ``/vsis3/`` (``config.s3_access="gdal"``) or through an s3fs file
-    object (``"fsspec"``, default) so reads are HTTP range requests either way. ``data`` opens in-memory bytes.
+    Local files open by path; ``s3://`` through ``/vsis3/`` (``config.s3_access="gdal"``) or through an s3fs
+    file object (``"fsspec"``, default) so reads are HTTP range requests either way. ``data`` opens in-memory
+    bytes.
 
     Raises:
         RasterReadError: the file is missing, unreachable or not a raster GDAL can open.
@@ -324,7 +325,8 @@ def read_image(
         ``meta`` is a JSON-ready dict (see the module docstring).
 
     Raises:
-        RasterReadError: missing/unreachable file, empty, truncated or corrupt data, unsupported dtype, too large.
+        RasterReadError: missing/unreachable file, empty, truncated or corrupt data, unsupported dtype, too
+        large.
     """
     config = config or ReadConfig()
     fmt = _sniff(uri, storage)
@@ -427,9 +429,9 @@ def read_window(
     return image, meta
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Ray Data map function
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _failed(row: dict[str, Any], error: str, started: float) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """Filesystem access for every URI the pipeline touches: local paths, ``file://`` and ``s3://``.
 
-Filesystems are built from a :class:`~pipeline.io_config.StorageConfig` inside the process that uses them (configs
-travel, filesystems do not). By default everything comes from the standard AWS environment (``AWS_ENDPOINT_URL``,
-``AWS_PROFILE``, credentials chain), so the same job runs against AWS, MinIO or a local test server unchanged.
+Filesystems are built from a :class:`~pipeline.io_config.StorageConfig` inside the process that uses them
+(configs travel, filesystems do not). By default everything comes from the standard AWS environment
+(``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, credentials chain), so the same job runs against AWS, MinIO or a local
+test server unchanged.
 
 Throttling is handled twice: botocore retries each request (``retry_mode`` ``adaptive`` rate-limits after 503
-SlowDown), and :func:`call_with_retries` retries whole operations with full-jitter exponential backoff when botocore
-gives up, so a burst of SlowDown costs time, not pairs.
-"""
+SlowDown), and :func:`call_with_retries` retries whole operations with full-jitter exponential backoff when
+botocore gives up, so a burst of SlowDown costs time, not pairs."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def parent_uri(uri: str) -> str:
 
 
 def resolve_endpoint(config: StorageConfig | None = None) -> str | None:
-    """The S3 endpoint in force: the config's, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else None."""
+    """The S3 endpoint in force: the config's, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else
+    None."""
     if config is not None and config.endpoint_url:
         return config.endpoint_url
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -150,7 +151,8 @@ def get_filesystem(uri: str, config: StorageConfig | None = None) -> tuple[fsspe
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for throttling and transient server errors (503 SlowDown and friends), false for 4xx such as 404/403."""
+    """True for throttling and transient server errors (503 SlowDown and friends), false for 4xx such as
+    404/403."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         error = response.get("Error", {}) or {}
@@ -224,9 +226,9 @@ def rasterio_env(
     """A ``rasterio.Env`` for reading ``uri``: no directory listing on open, and an AWSSession for ``s3://``.
 
     ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` stops GDAL listing a whole prefix to look for sidecar files on
-    every open (rasterio#987). For S3 the session carries the endpoint (path-style addressing, HTTP or HTTPS from
-    its scheme), the profile or anonymous access; credentials come from boto's chain and are never passed as GDAL
-    options (that raises ``EnvError``).
+    every open (rasterio#987). For S3 the session carries the endpoint (path-style addressing, HTTP or HTTPS
+    from its scheme), the profile or anonymous access; credentials come from boto's chain and are never passed
+    as GDAL options (that raises ``EnvError``).
 
     Args:
         uri: The URI about to be opened; None or a local path needs no session.
@@ -297,8 +299,8 @@ def iter_files(
 ) -> Iterator[list[str]]:
     """Pages of file paths below ``path`` (filesystem-native, no scheme), listed lazily.
 
-    S3 is listed with ListObjectsV2 pagination (no delimiter when recursive, so one request per 1,000 keys and no
-    per-folder requests); local folders with ``os.scandir``. Other filesystems fall back to ``fs.find``.
+    S3 is listed with ListObjectsV2 pagination (no delimiter when recursive, so one request per 1,000 keys and
+    no per-folder requests); local folders with ``os.scandir``. Other filesystems fall back to ``fs.find``.
     """
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("s3", "s3a") and hasattr(fs, "_iterdir"):
@@ -337,7 +339,8 @@ def _iter_local(root: str, recursive: bool, page_size: int) -> Iterator[list[str
 
 
 def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10_000) -> list[str]:
-    """Names of the sub-folders of ``path`` among its first ``limit`` entries (bounded, for layout detection)."""
+    """Names of the sub-folders of ``path`` among its first ``limit`` entries (bounded, for layout
+    detection)."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("s3", "s3a") and hasattr(fs, "_iterdir"):
         names: list[str] = []

@@ -52,6 +52,7 @@ __all__ = [
     "TrainSummary",
     "build_dataset",
     "build_trainer",
+    "check_resumable",
     "checkpoint_score",
     "decode_training_pair",
     "load_model",
@@ -654,6 +655,34 @@ def export_final(config: TrainJobConfig, checkpoint: Any) -> tuple[str, TrainSta
     return f"{config.final_uri}/{MODEL_FILE}", TrainState.from_json(files[STATE_FILE].decode())
 
 
+def check_resumable(config: TrainJobConfig) -> None:
+    """Refuse to continue a run folder that holds another model (task or model overrides differ).
+
+    Anything else may change between runs of one name (epochs to extend it, workers, batch size, storage
+    settings); the model must not, or the restored weights would be trained as something they are not.
+
+    Raises:
+        ConfigError: ``<storage.path>/<storage.name>/config.yaml`` describes another model.
+    """
+    import yaml
+
+    from pipeline.storage import get_filesystem
+
+    uri = f"{config.run_uri}/{CONFIG_FILE}"
+    fs, path = get_filesystem(uri, config.storage.s3)
+    try:
+        previous = yaml.safe_load(fs.cat_file(path)) or {}
+    except FileNotFoundError:
+        return
+    before = previous.get("model", {})
+    now = config.model.model_dump(mode="json")
+    if before != now:
+        raise ConfigError(
+            f"storage.name {config.storage.name!r} under {config.storage.path!r} holds a run of model "
+            f"{before}; this config trains {now}: choose another storage.name (or storage.path) for a new run"
+        )
+
+
 def run_training(config: TrainJobConfig) -> TrainSummary:
     """Train (or resume) a run end to end on the connected Ray cluster and export the final model.
 
@@ -661,11 +690,13 @@ def run_training(config: TrainJobConfig) -> TrainSummary:
         config: A validated config; relative local paths are made absolute here.
 
     Raises:
-        PipelineError: no usable input pairs; ray.train.TrainingFailedError: training failed beyond
-            ``train.max_failures``.
+        ConfigError: the run folder holds another model (see :func:`check_resumable`).
+        PipelineError: no usable input pairs.
+        ray.train.TrainingFailedError: training failed beyond ``train.max_failures``.
     """
     started = time.perf_counter()
     config = config.with_absolute_paths()
+    check_resumable(config)
     save_config(config, f"{config.run_uri}/{CONFIG_FILE}", storage=config.storage.s3)
     dataset, counts = build_dataset(config)
     result = build_trainer(config, dataset).fit()

@@ -1,4 +1,5 @@
-"""Grid alignment: additive pairs share a grid; remote-sensing pairs nest by an integer ratio or are warped/rejected."""
+"""Grid alignment: additive pairs share a grid; remote-sensing pairs nest by an integer ratio or are
+warped/rejected."""
 
 from __future__ import annotations
 

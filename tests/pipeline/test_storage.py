@@ -1,4 +1,5 @@
-"""Storage access: filesystems from config or the AWS environment, retries on throttling, GDAL on a real S3 server."""
+"""Storage access: filesystems from config or the AWS environment, retries on throttling, GDAL on a real S3
+server."""
 
 from __future__ import annotations
 

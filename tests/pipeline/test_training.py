@@ -127,6 +127,44 @@ def test_samples_do_not_depend_on_worker_or_order():
     assert sample_seed(0, 1, 2, "p", 0) != sample_seed(0, 1, 3, "p", 0) != sample_seed(0, 2, 2, "p", 0)
 
 
+def test_a_run_folder_of_another_model_is_refused(tmp_path):
+    from pipeline.jobconfig import save_config
+    from pipeline.training import check_resumable
+
+    config = make_config(str(tmp_path), "run")
+    check_resumable(config)  # no run yet
+    save_config(config, str(tmp_path / "run" / "config.yaml"))
+    check_resumable(make_config(str(tmp_path), "run", epochs_stage2=50, num_workers=1))  # same model: fine
+    other = config.model_copy(update={"model": config.model.model_copy(update={"task": "vif"})})
+    with pytest.raises(ConfigError, match="storage.name 'run'.*holds a run of model"):
+        check_resumable(other)
+
+
+def test_checkpoint_folder_round_trip(tmp_path):
+    import torch
+
+    from maugif_core import build_model
+    from maugif_core.training import make_optimizer, train_step
+    from pipeline.training import TrainState, _load_checkpoint_dir, _save_checkpoint_dir
+
+    model = build_model("mff")
+    model.set_stage(2)
+    optimizer = make_optimizer(model)
+    train_step(model, optimizer, torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16), 2)
+    state = TrainState(stage=2, epoch=3, history=[{"stage": 1, "epoch": 1, "loss": 2.5}])
+    _save_checkpoint_dir(str(tmp_path), model, optimizer, None, state, make_config("/x", "y"))
+    restored, opt_state, restored_state = _load_checkpoint_dir(str(tmp_path))
+    assert (restored_state.stage, restored_state.epoch, restored_state.history) == (2, 3, state.history)
+    for (name, p), (_, q) in zip(model.state_dict().items(), restored.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
+    fresh = make_optimizer(model)
+    fresh.load_state_dict(opt_state["optimizer"])
+    assert torch.equal(
+        fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
+    )
+    assert "epochs_stage1: 1" in (tmp_path / "config.yaml").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Ray Train
 # ---------------------------------------------------------------------------------------------------------
