@@ -1,16 +1,18 @@
-"""Evaluation job: run MAUGIF and its baselines on every pair, score each result, write tables, plots and a report.
+"""Evaluation job: run MAUGIF and its baselines on every pair, score each result, write tables, plots and a
+report.
 
-    python jobs/evaluate.py --input pairs.csv --task vif --output eval/tno --checkpoint ckpt/ --convention cddfuse
-    python jobs/evaluate.py --input pairs.csv --task mff --output eval/ --methods maugif,maugif:running,dwt \\
-        --fused-dir mytool=outputs/fused/                       # score another tool's fused images too
-    python jobs/evaluate.py --input /tmp/rs_pairs/manifest.csv --task pansharpen --protocol wald --output eval/rs \\
-        --methods maugif,bicubic,brovey,gihs,gsa,rio_brovey --set multiplicative.steps=300
+    python jobs/evaluate.py --input pairs.csv --task vif --output eval/tno --checkpoint ckpt/ --convention
+    cddfuse python jobs/evaluate.py --input pairs.csv --task mff --output eval/ --methods
+        maugif,maugif:running,dwt \\ --fused-dir mytool=outputs/fused/                       # score another
+    tool's fused images too python jobs/evaluate.py --input /tmp/rs_pairs/manifest.csv --task pansharpen
+        --protocol wald --output eval/rs \\ --methods maugif,bicubic,brovey,gihs,gsa,rio_brovey --set
+        multiplicative.steps=300
 
 Writes ``<output>/metrics_per_image.csv`` (pair_id,method,metric,value), ``metrics_mean.csv``
 (method,metric,mean), ``metrics_table.md``, ``plots/``, ``grid.png``, ``failures.csv`` and ``report.html``.
 Attaches to ``--address`` or ``RAY_ADDRESS`` when given, else starts a local Ray instance.
-Exit code: 0 when every method scored every pair (or failures stay within ``max_failed_fraction``), 1 otherwise,
-2 for a bad config or arguments.
+Exit code: 0 when every method scored every pair (or failures stay within ``max_failed_fraction``), 1
+otherwise, 2 for a bad config or arguments.
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: invalid configuration:\n{e}", file=sys.stderr)
         return 2
 
+    # Local paths become absolute: Ray workers may run in another working directory.
+    config = config.model_copy(
+        update={
+            key: os.path.abspath(value)
+            for key in ("input", "output", "checkpoint")
+            if (value := getattr(config, key)) is not None and "://" not in value
+        }
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import ray
 

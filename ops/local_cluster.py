@@ -19,6 +19,8 @@ installed with apt-get when missing.
 from __future__ import annotations
 
 import contextlib
+import getpass
+import hashlib
 import os
 import shlex
 import shutil
@@ -345,6 +347,7 @@ class LocalProviderCluster:
     def launcher_env(self, **extra: str) -> dict[str, str]:
         env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         env["RAY_TMPDIR"] = self.launcher_tmpdir
+        env["TMPDIR"] = self.launcher_tmpdir  # the launcher's config cache and bootstrap files
         for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
             env.pop(key, None)
         env.update(extra)
@@ -460,10 +463,14 @@ class LocalProviderCluster:
             return False
 
     def close(self) -> None:
-        """Kill whatever is left (only this cluster's processes) and remove the user, keys and temp dirs."""
+        """Kill whatever is left (only this cluster's processes); remove the namespace, keys and temp dirs."""
         kill_processes_mentioning(self.ray_tmpdir)
         self.host.teardown()
         shutil.rmtree(self.ray_tmpdir, ignore_errors=True)
+        # The SSH ControlPath folder of this cluster (Ray hard-codes it under /tmp; named like Ray names it).
+        user = hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]
+        name = hashlib.sha256(self.config["cluster_name"].encode()).hexdigest()[:10]
+        shutil.rmtree(f"/tmp/ray_ssh_{user}/{name}", ignore_errors=True)
 
     def __enter__(self) -> LocalProviderCluster:
         return self

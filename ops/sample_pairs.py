@@ -1,4 +1,5 @@
-"""Small real image pairs for operations tests and benchmarks: crops of the bundled MFI-WHU multi-focus samples."""
+"""Small real image pairs for operations tests and benchmarks: crops of the bundled MFI-WHU multi-focus
+samples."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ def write_crop_pairs(folder: Path, n: int, *, size: int = 64, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     names = sorted(p.name for p in (SAMPLES / "source1").glob("*.png"))
     sources = [
-        (np.asarray(Image.open(SAMPLES / "source1" / name)), np.asarray(Image.open(SAMPLES / "source2" / name)))
+        (
+            np.asarray(Image.open(SAMPLES / "source1" / name)),
+            np.asarray(Image.open(SAMPLES / "source2" / name)),
+        )
         for name in names
     ]
     rows = []
@@ -36,7 +40,9 @@ def write_crop_pairs(folder: Path, n: int, *, size: int = 64, seed: int = 0) -> 
         left = int(rng.integers(0, image_a.shape[1] - size))
         pair_id = f"pair{i:04d}"
         for suffix, image in (("a", image_a), ("b", image_b)):
-            Image.fromarray(image[top : top + size, left : left + size]).save(folder / f"{pair_id}_{suffix}.png")
+            Image.fromarray(image[top : top + size, left : left + size]).save(
+                folder / f"{pair_id}_{suffix}.png"
+            )
         rows.append(
             {
                 "pair_id": pair_id,

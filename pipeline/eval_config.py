@@ -92,15 +92,15 @@ class EvalJobConfig(_Frozen):
     methods: tuple[str, ...] | None = Field(
         None,
         description=(
-            "Methods to run, in table order (see the module docstring). None: maugif and the task's classical "
-            "baselines, plus every fused folder."
+            "Methods to run, in table order (see the module docstring). None: maugif and the task's "
+            "classical baselines, plus every fused folder."
         ),
     )
     checkpoint: str | None = Field(
         None,
         description=(
-            "MAUGIF checkpoint of an additive task (file, folder or training output, local or s3://). None: the "
-            "bundled pretrained model of the task. Multiplicative models are fitted per scene and need none."
+            "MAUGIF checkpoint of an additive task (file, folder or training output, local or s3://). None: "
+            "the task's bundled pretrained model. Multiplicative models are fitted per scene and need none."
         ),
     )
     convention: Literal["standard", "cddfuse", "vifb"] = Field(
@@ -110,9 +110,9 @@ class EvalJobConfig(_Frozen):
     protocol: Literal["wald", "full"] = Field(
         "wald",
         description=(
-            "pansharpen / hsi_msi only. 'wald': degrade both inputs by the ratio, fuse, compare with the original "
-            "low-resolution image (sam, ergas, q2n, psnr). 'full': fuse the original pair, score without reference "
-            "(qnr, d_lambda, d_s)."
+            "pansharpen / hsi_msi only. 'wald': degrade both inputs by the ratio, fuse, compare with the "
+            "original low-resolution image (sam, ergas, q2n, psnr). 'full': fuse the original pair, score "
+            "without reference (qnr, d_lambda, d_s)."
         ),
     )
     fused: tuple[FusedSourceConfig, ...] = Field(
@@ -121,7 +121,7 @@ class EvalJobConfig(_Frozen):
     limit: PositiveInt | None = Field(None, description="Evaluate only the first N pairs discovered.")
     grid_pairs: NonNegativeInt = Field(
         4,
-        description="Pairs shown in the visual grid (sources, ours, baselines): the first N that were scored.",
+        description="Pairs shown in the visual grid (sources, ours, baselines): the first N discovered.",
     )
     thumbnail_size: PositiveInt = Field(256, description="Longest side of a grid thumbnail, pixels.")
     save_fused: bool = Field(
@@ -133,8 +133,8 @@ class EvalJobConfig(_Frozen):
         gt=0,
         lt=1,
         description=(
-            "Wald protocol: gain at the low-resolution Nyquist frequency of the Gaussian (MTF-like) filter that "
-            "degrades image A (MS / HS) before decimation; 0.3 is the usual generic MS MTF."
+            "Wald protocol: gain at the low-resolution Nyquist frequency of the Gaussian (MTF-like) filter "
+            "that degrades image A (MS / HS) before decimation; 0.3 is the usual generic MS MTF."
         ),
     )
     nyquist_gain_b: float = Field(
@@ -156,13 +156,13 @@ class EvalJobConfig(_Frozen):
     )
     multiplicative: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of the per-scene MAUGIF fit (maugif_core.MultiplicativeConfig: steps, lr, ...).",
+        description="Overrides of the per-scene MAUGIF fit (MultiplicativeConfig fields: steps, lr, ...).",
     )
     max_failed_fraction: float = Field(
         0.0,
         ge=0,
         le=1,
-        description="Exit code 1 when more than this fraction of the (pair, method) runs failed (0: any failure).",
+        description="Exit code 1 when more than this fraction of (pair, method) runs failed (0: any).",
     )
     num_actors: PositiveInt = Field(2, description="Evaluation actors (each loads the model once).")
     cpus_per_actor: PositiveFloat = Field(

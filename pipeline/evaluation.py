@@ -2,20 +2,20 @@
 
 The job is a Ray Data pipeline shaped like batch fusion::
 
-    read_pairs (driver, streamed) → map(decode_pair) (CPU tasks) → flat_map(PairEvaluator) (actors) → rows
+    read_pairs (driver, streamed) → map(decode_pair) (tasks) → flat_map(PairEvaluator) (actors) → rows
 
-A :class:`PairEvaluator` actor loads the MAUGIF model once, runs each method on the pair it is handed, scores the
-result and returns long rows ``(pair_id, method, metric, value)`` plus a ``seconds`` row per method; a pair or a
-method that fails becomes a failure row with the reason and the job goes on. The driver collects the rows (one
-row per metric: evaluation sets of up to ~10⁵ pairs fit easily) and :mod:`pipeline.evaluation_report` writes
-the CSVs, the Markdown table, the plots and ``report.html``.
+A :class:`PairEvaluator` actor loads the MAUGIF model once, runs each method on the pair it is handed, scores
+the result and returns long rows ``(pair_id, method, metric, value)`` plus a ``seconds`` row per method; a
+pair or a method that fails becomes a failure row with the reason and the job goes on. The driver collects the
+rows (one row per metric: evaluation sets of up to ~10⁵ pairs fit easily) and
+:mod:`pipeline.evaluation_report` writes the CSVs, the Markdown table, the plots and ``report.html``.
 
 What a method sees and how it is scored:
 
-* additive tasks: both sources as decoded; :func:`maugif_core.metrics.evaluate` against the two sources, in the
-  configured convention (``en … psnr``);
-* ``pansharpen`` / ``hsi_msi``, ``protocol="wald"`` (reduced resolution): A (MS / HS) and B (PAN / MS) are each
-  low-passed by a Gaussian whose gain at the low-resolution Nyquist frequency is ``nyquist_gain_a`` /
+* additive tasks: both sources as decoded; :func:`maugif_core.metrics.evaluate` against the two sources, in
+  the configured convention (``en … psnr``);
+* ``pansharpen`` / ``hsi_msi``, ``protocol="wald"`` (reduced resolution): A (MS / HS) and B (PAN / MS) are
+  each low-passed by a Gaussian whose gain at the low-resolution Nyquist frequency is ``nyquist_gain_a`` /
   ``nyquist_gain_b`` and decimated by the pair's ratio r (:func:`maugif_core.metrics.degrade_pan`, band by
   band); methods fuse the degraded pair and are compared with the original A: ``sam`` (degrees), ``ergas``,
   ``q2n``, ``psnr`` (unit range, peak 1). Pairs on one grid (ratio 1, e.g. HS and MS at 30 m) degrade only A
@@ -93,9 +93,9 @@ def metric_order(task: str, protocol: str) -> tuple[str, ...]:
     return (*ADDITIVE_KEYS, SECONDS)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Fused folders
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -130,8 +130,8 @@ def index_fused_dir(source: FusedSourceConfig, storage: Any = None) -> dict[str,
             uri = to_uri(file_path, source.uri)
             if key in index:
                 raise PairDiscoveryError(
-                    f"fused folder {source.name!r}: pair id {key!r} matches two files, {index[key]} and {uri}; "
-                    f"expected one (tighten the pattern {source.pattern!r})"
+                    f"fused folder {source.name!r}: pair id {key!r} matches two files, {index[key]} and "
+                    f"{uri}; expected one (tighten the pattern {source.pattern!r})"
                 )
             index[key] = uri
     if not index:
@@ -143,9 +143,9 @@ def index_fused_dir(source: FusedSourceConfig, storage: Any = None) -> dict[str,
     return index
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Scenes: what methods see and what they are compared with
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,8 @@ class Scene:
     """One prepared pair.
 
     Attributes:
-        image_a, image_b: what every method fuses: the decoded sources (additive), or unit-float ``(h, w, L)`` /
-            ``(H, W, l)`` spectral images (degraded ones under the Wald protocol).
+        image_a, image_b: what every method fuses: the decoded sources (additive), or unit-float ``(h, w, L)``
+            / ``(H, W, l)`` spectral images (degraded ones under the Wald protocol).
         reference: Wald protocol: the unit-float original A the fused image is compared with; else None.
         ratio: spectral tasks: the resolution ratio between ``image_b`` and ``image_a``; additive: None.
         source_a, source_b: what the full-resolution scores compare with (the original A and B); additive: the
@@ -228,8 +228,8 @@ def prepare_scene(image_a: np.ndarray, image_b: np.ndarray, config: EvalJobConfi
     if config.protocol == "full":
         if ratio < 2:
             raise ValueError(
-                f"full-resolution protocol needs image_b at an integer ratio >= 2 of image_a, got ratio {ratio} "
-                f"({low.shape[0]}x{low.shape[1]} and {high.shape[0]}x{high.shape[1]})"
+                f"full-resolution protocol needs image_b at an integer ratio >= 2 of image_a, got ratio "
+                f"{ratio} ({low.shape[0]}x{low.shape[1]} and {high.shape[0]}x{high.shape[1]})"
             )
         return Scene(low, high, ratio=ratio, source_a=low, source_b=high)
     if ratio == 1:
@@ -248,9 +248,9 @@ def prepare_scene(image_a: np.ndarray, image_b: np.ndarray, config: EvalJobConfi
     return Scene(degraded_a, degraded_b, reference=low, ratio=ratio, source_a=low, source_b=high)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Peers (optional dependencies)
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _rgb_indices(meta: dict[str, Any], bands: int) -> list[int]:
@@ -271,9 +271,9 @@ def fuse_rio_brovey(
     ``Brovey`` with the CLI's default weight 0.2) on unit-float data.
 
     The Brovey ratio comes from the R, G, B bands (``rgb``) as rio-pansharpen defines it and multiplies every
-    band. Data go in scaled to the uint16 range (rio-pansharpen clips to the PAN dtype's integer range) and come
-    back in unit range. The pair carries no CRS, so a placeholder projected CRS and pixel-size transforms stand in
-    for the georeferencing rio-pansharpen requires.
+    band. Data go in scaled to the uint16 range (rio-pansharpen clips to the PAN dtype's integer range) and
+    come back in unit range. The pair carries no CRS, so a placeholder projected CRS and pixel-size transforms
+    stand in for the georeferencing rio-pansharpen requires.
 
     Raises:
         ImportError: rio-pansharpen is not installed.
@@ -298,7 +298,7 @@ def fuse_rio_brovey(
 
 
 def fuse_mertens(image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
-    """OpenCV's Mertens exposure fusion of two images (grey ones as three equal channels); result in A's dtype.
+    """OpenCV's Mertens exposure fusion of two images (grey ones as three equal channels), in A's dtype.
 
     Raises:
         ImportError: OpenCV (``opencv-python-headless``) is not installed.
@@ -323,9 +323,9 @@ def fuse_mertens(image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
     return from_unit_float(np.ascontiguousarray(fused), image_a.dtype)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The actor
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _metric_row(pair_id: str, method: str, metric: str, value: float) -> dict[str, Any]:
@@ -366,7 +366,7 @@ class PairEvaluator:
 
     # ------------------------------------------------------------------ models
     def additive_model(self, bn_mode: str | None) -> Any:
-        """The task's MAUGIF model (checkpoint or bundled), with ``bn_mode`` overriding its config when given."""
+        """The task's MAUGIF model (checkpoint or bundled), ``bn_mode`` overriding its config if given."""
         if bn_mode in self._models:
             return self._models[bn_mode]
         import maugif_core
@@ -376,6 +376,11 @@ class PairEvaluator:
                 from pipeline.predictor import load_model_uri
 
                 base = load_model_uri(self.config.checkpoint)
+                if getattr(base.config, "task", self.config.task) != self.config.task:
+                    logger.warning(
+                        "checkpoint %s was trained for task %r, evaluated as %r (its own config is used)",
+                        self.config.checkpoint, base.config.task, self.config.task,
+                    )  # fmt: skip
             else:
                 base = maugif_core.pretrained(self.config.task)
             base.eval()
@@ -427,9 +432,10 @@ class PairEvaluator:
         image, _ = read_image(uri, config=self.config.read, storage=self.config.storage)
         expected = scene.reference.shape[:2] if scene.reference is not None else scene.image_b.shape[:2]
         if image.shape[:2] != tuple(expected):
+            grid = "reference" if scene.reference is not None else "output"
             raise ValueError(
-                f"fused image {uri} is {image.shape[0]}x{image.shape[1]}, expected {expected[0]}x{expected[1]} "
-                f"(the pair's {'reference' if scene.reference is not None else 'output'} grid)"
+                f"fused image {uri} is {image.shape[0]}x{image.shape[1]}, expected "
+                f"{expected[0]}x{expected[1]} (the pair's {grid} grid)"
             )
         if self.config.mechanism == "multiplicative":
             return _as_cube(image)
@@ -540,9 +546,9 @@ class PairEvaluator:
             atomic_write_bytes(join_key(self.config.output, "grid", pair_id, f"{file_safe(column)}.png"), png)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Driver
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -575,12 +581,12 @@ def check_methods_available(config: EvalJobConfig) -> None:
     import maugif_core
 
     names = config.method_names
-    if config.mechanism == "additive" and any(split_method(m)[0] == MAUGIF for m in names):
-        if config.checkpoint is None and config.task not in maugif_core.pretrained_tasks():
-            raise ConfigError(
-                f"methods: maugif needs --checkpoint for task {config.task!r}: no bundled checkpoint "
-                f"(bundled: {', '.join(maugif_core.pretrained_tasks()) or 'none'})"
-            )
+    needs_model = config.mechanism == "additive" and any(split_method(m)[0] == MAUGIF for m in names)
+    if needs_model and config.checkpoint is None and config.task not in maugif_core.pretrained_tasks():
+        raise ConfigError(
+            f"methods: maugif needs --checkpoint for task {config.task!r}: no bundled checkpoint "
+            f"(bundled: {', '.join(maugif_core.pretrained_tasks()) or 'none'})"
+        )
     for method, module, package in (("rio_brovey", "rio_pansharpen", "rio-pansharpen"),
                                     ("mertens", "cv2", "opencv-python-headless")):  # fmt: skip
         if method in names and importlib.util.find_spec(module) is None:

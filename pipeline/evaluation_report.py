@@ -52,14 +52,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 UNITS = {
-    "en": "bits", "sd": "grey levels", "sf": "grey levels", "ag": "grey levels", "psnr": "dB", "sam": "degrees",
-    "seconds": "s",
+    "en": "bits", "sd": "grey levels", "sf": "grey levels", "ag": "grey levels", "psnr": "dB",
+    "sam": "degrees", "seconds": "s",
 }  # fmt: skip
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Images
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def encode_image(image: np.ndarray) -> tuple[bytes, str]:
@@ -146,13 +146,14 @@ def thumbnail_png(
     return buffer.getvalue()
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Tables
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def mean_table(rows: Any, methods: Sequence[str], metrics: Sequence[str]) -> Any:
-    """Long ``method, metric, mean`` DataFrame: the mean over the pairs each method was scored on, in table order."""
+    """Long ``method, metric, mean`` DataFrame: the mean over the pairs each method was scored on, in table
+    order."""
     import pandas as pd
 
     if rows.empty:
@@ -204,7 +205,8 @@ def _best(values: np.ndarray, metrics: Sequence[str]) -> np.ndarray:
 
 
 def markdown_table(means: Any, counts: dict[str, int], methods: Sequence[str], metrics: Sequence[str]) -> str:
-    """Methods × metrics Markdown table of means, the best per metric in bold (``↓`` marks lower-is-better)."""
+    """Methods × metrics Markdown table of means, the best per metric in bold (``↓`` marks
+    lower-is-better)."""
     rows, columns, values = _wide(means, methods, metrics)
     best = _best(values, columns)
     header = (
@@ -230,9 +232,9 @@ def _html_table(means: Any, counts: dict[str, int], methods: Sequence[str], metr
     return f"<table><tr><th>method</th><th>n</th>{head}</tr>{''.join(body)}</table>"
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Figures
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -312,9 +314,9 @@ def _read_thumbnails(
     return found
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The report
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 _CSS = """
 body { font-family: sans-serif; margin: 2em; max-width: 1400px; }
@@ -342,7 +344,13 @@ def _html_page(
         "<p>Data: "
         + ", ".join(
             f'<a href="{name}">{name}</a>'
-            for name in ("metrics_per_image.csv", "metrics_mean.csv", "metrics_table.md", "failures.csv", "config.yaml")
+            for name in (
+                "metrics_per_image.csv",
+                "metrics_mean.csv",
+                "metrics_table.md",
+                "failures.csv",
+                "config.yaml",
+            )
         )
         + ".</p>",
     ]
@@ -392,7 +400,8 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
             if config.mechanism == "multiplicative"
             else f", convention `{config.convention}`"
         ),
-        "n = pairs scored per method; ↓ = lower is better; bold = best per metric; seconds = fusion wall time per pair.",
+        "n = pairs scored per method; ↓ = lower is better; bold = best per metric; "
+        "seconds = fusion wall time per pair.",
     ]
     if failed_pairs:
         notes.append(f"{len(result.failures)} failures on {len(failed_pairs)} pairs: see failures.csv.")
@@ -415,7 +424,9 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
     if has_grid:
         write_bytes(join_key(out, "grid.png"), grid_png(thumbnails, columns))
 
-    page = _html_page(config, notes, _html_table(means, counts, methods, metrics), has_grid, plot_names, result)
+    page = _html_page(
+        config, notes, _html_table(means, counts, methods, metrics), has_grid, plot_names, result
+    )
     write_bytes(join_key(out, "report.html"), page.encode("utf-8"))
     summary = {
         "pairs": len(result.pairs),

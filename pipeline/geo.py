@@ -1,7 +1,8 @@
 """Grid alignment of image pairs: equal grids for additive tasks, nested grids for remote-sensing pairs.
 
 For ``pansharpen`` and ``hsi_msi`` the high-resolution image (B) defines the grid. The low-resolution image
-(A) must nest in it: the same CRS, no rotation, pixel sizes in an integer ratio ``r`` and origins that fall on
+(A)
+must nest in it: the same CRS, no rotation, pixel sizes in an integer ratio ``r`` and origins that fall on
 each other's pixel corners. Then the low-resolution window of any high-resolution window whose offset is a
 multiple of ``r`` is exact integer arithmetic (:meth:`GridPlan.lowres_window`). A pair that does not nest is
 either rejected with the reason (:class:`~pipeline.errors.GridError`: different CRS, no overlap, non-integer
@@ -62,10 +63,9 @@ class GridPlan:
         """The low-res ``(row_off, col_off, height, width)`` covering a high-res window.
 
         Args:
-            hi_window: ``(row_off, col_off, height, width)`` or an object with those attributes; offsets must
-            be
-                multiples of ``ratio`` (tile grids are laid out on the ratio). The size is rounded up, so the
-                last low-res row/column may extend past the image edge (read it boundless).
+            hi_window: ``(row_off, col_off, height, width)`` or an object with those attributes; offsets
+                must be multiples of ``ratio`` (tile grids are laid out on the ratio). The size is rounded up,
+                so the last low-res row/column may extend past the image edge (read it boundless).
 
         Raises:
             GridError: an offset is not a multiple of the ratio.
@@ -78,8 +78,8 @@ class GridPlan:
         r = self.ratio
         if row_off % r or col_off % r:
             raise GridError(
-                f"high-res window offset ({row_off}, {col_off}) is not a multiple of the ratio {r}: expected tile "
-                "offsets on the ratio grid"
+                f"high-res window offset ({row_off}, {col_off}) is not a multiple of the ratio {r}: "
+                "expected tile offsets on the ratio grid"
             )
         return (
             self.lo_offset[0] + row_off // r,
@@ -125,7 +125,8 @@ def check_additive(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], *, tole
         pixel = max(abs(ta[0]), abs(ta[4]), 1e-12)
         if not np.allclose(ta, tb, rtol=0, atol=tolerance * pixel):
             raise GridError(
-                f"grid mismatch: {a} has transform {list(ta)}, {b} has {list(tb)}; expected the same pixel grid"
+                f"grid mismatch: {a} has transform {list(ta)}, {b} has {list(tb)}; "
+                "expected the same pixel grid"
             )
 
 
@@ -185,8 +186,8 @@ def plan_grid(
     same_crs = _crs(meta_lo["crs"]) == _crs(meta_hi["crs"])
     if not same_crs and not config.reproject:
         raise GridError(
-            f"different CRS: {a} is {meta_lo['crs']}, {b} is {meta_hi['crs']}; set read.reproject=true to warp "
-            "A onto B's CRS, or reproject the inputs"
+            f"different CRS: {a} is {meta_lo['crs']}, {b} is {meta_hi['crs']}; set read.reproject=true to "
+            "warp A onto B's CRS, or reproject the inputs"
         )
     overlap, lo_bounds, hi_bounds = _overlaps(meta_lo, meta_hi)
     if not overlap:
@@ -203,7 +204,8 @@ def plan_grid(
         ox, oy = (hi_t.c - lo_t.c) / lo_t.a, (hi_t.f - lo_t.f) / lo_t.e
         if not (_is_integer(rx, tol) and _is_integer(ry, tol) and round(rx) == round(ry) and round(rx) >= 1):
             reason = (
-                f"non-integer ratio: pixel sizes of A ({lo_t.a:g}, {lo_t.e:g}) / B ({hi_t.a:g}, {hi_t.e:g}) = "
+                f"non-integer ratio: pixel sizes of A ({lo_t.a:g}, {lo_t.e:g}) / "
+                f"B ({hi_t.a:g}, {hi_t.e:g}) = "
                 f"{rx:.6g}, {ry:.6g}"
             )
         elif not (_is_integer(ox, tol) and _is_integer(oy, tol)):

@@ -2,7 +2,8 @@
 
 Configs are plain, frozen data validated on the driver; filesystems, GDAL environments and readers are built
 from them inside the workers (:mod:`pipeline.storage`). Credentials are never part of a config: they come from
-the standard AWS environment (variables, profiles, instance roles)."""
+the standard AWS environment (variables, profiles, instance roles).
+"""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ class StorageConfig(_Frozen):
     endpoint_url: str | None = Field(
         None,
         description=(
-            "S3 endpoint, e.g. 'http://127.0.0.1:9000'. None: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL from the "
-            "environment, else AWS itself."
+            "S3 endpoint, e.g. 'http://127.0.0.1:9000'. None: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL "
+            "from the environment, else AWS itself."
         ),
     )
     profile: str | None = Field(
@@ -71,15 +72,14 @@ class StorageConfig(_Frozen):
 
 
 class PairsConfig(_Frozen):
-    """How pairs are discovered from a source (manifest file, two sub-folders, or one folder with
-    suffixes)."""
+    """How pairs are discovered: a manifest file, two sub-folders, or one folder with suffixes."""
 
     layout: Literal["auto", "manifest", "folders", "suffix"] = Field(
         "auto",
         description=(
-            "'manifest': CSV/Parquet/JSONL file; 'folders': two sub-folders matched by stem; 'suffix': one folder "
-            "with e.g. {stem}_A.* / {stem}_B.*; 'auto': a manifest by extension, else sub-folders if found, else "
-            "suffixes."
+            "'manifest': CSV/Parquet/JSONL file; 'folders': two sub-folders matched by stem; 'suffix': one "
+            "folder with e.g. {stem}_A.* / {stem}_B.*; 'auto': a manifest by extension, else sub-folders if "
+            "found, else suffixes."
         ),
     )
     folder_a: str | None = Field(
@@ -91,11 +91,11 @@ class PairsConfig(_Frozen):
     )
     pattern_a: str | None = Field(
         None,
-        description="File-name pattern of A images in the suffix layout, e.g. '{stem}_A.*' or '{stem}-A.jpg'.",
+        description="File-name pattern of A images (suffix layout), e.g. '{stem}_A.*' or '{stem}-A.jpg'.",
     )
     pattern_b: str | None = Field(
         None,
-        description="File-name pattern of B images in the suffix layout, e.g. '{stem}_B.*' or '{stem}-B.jpg'.",
+        description="File-name pattern of B images (suffix layout), e.g. '{stem}_B.*' or '{stem}-B.jpg'.",
     )
     extensions: tuple[str, ...] = Field(
         DEFAULT_EXTENSIONS,
@@ -114,15 +114,15 @@ class PairsConfig(_Frozen):
     check_duplicates: bool = Field(
         True,
         description=(
-            "Report repeated (sanitised) pair ids as failures. Costs 8 bytes of driver memory per pair (a 64-bit "
-            "fingerprint, not the key)."
+            "Report repeated (sanitised) pair ids as failures. Costs 8 bytes of driver memory per pair "
+            "(a 64-bit fingerprint, not the key)."
         ),
     )
     spill_threshold: PositiveInt = Field(
         200_000,
         description=(
-            "Folder listings larger than this many files are spilled to local disk, hash-partitioned, and matched "
-            "partition by partition, so the driver never holds the whole listing."
+            "Folder listings larger than this many files are spilled to local disk, hash-partitioned, and "
+            "matched partition by partition, so the driver never holds the whole listing."
         ),
     )
     spill_dir: str | None = Field(
@@ -155,8 +155,8 @@ class ReadConfig(_Frozen):
     s3_access: Literal["fsspec", "gdal"] = Field(
         "fsspec",
         description=(
-            "How GDAL reaches s3:// rasters: 'fsspec' (s3fs file objects handed to rasterio, with the storage "
-            "retry settings) or 'gdal' (/vsis3/ with an AWSSession). Plain images always go through fsspec."
+            "How GDAL reaches s3:// rasters: 'fsspec' (s3fs file objects handed to rasterio, with the "
+            "storage retry settings) or 'gdal' (/vsis3/ with an AWSSession). Plain images always use fsspec."
         ),
     )
     allowed_dtypes: tuple[Literal["uint8", "uint16", "int16", "float32"], ...] = Field(
@@ -168,13 +168,16 @@ class ReadConfig(_Frozen):
     )
     reproject: bool = Field(
         False,
-        description="Remote-sensing pairs in different CRSs: warp the low-res image onto the high-res CRS (else reject).",
+        description=(
+            "Remote-sensing pairs in different CRSs: warp the low-res image onto the high-res CRS "
+            "(else reject)."
+        ),
     )
     resample_offgrid: bool = Field(
         False,
         description=(
-            "Remote-sensing pairs whose grids do not nest (non-integer ratio, unaligned origins, rotation): warp the "
-            "low-res image onto an aligned integer-ratio grid (else reject)."
+            "Remote-sensing pairs whose grids do not nest (non-integer ratio, unaligned origins, rotation): "
+            "warp the low-res image onto an aligned integer-ratio grid (else reject)."
         ),
     )
     resampling: Literal["nearest", "bilinear", "cubic", "average", "lanczos"] = Field(
@@ -182,7 +185,7 @@ class ReadConfig(_Frozen):
     )
     grid_tolerance: PositiveFloat = Field(
         1e-6,
-        description="Relative tolerance when testing integer ratios and aligned origins (fraction of a pixel).",
+        description="Tolerance when testing integer ratios and aligned origins (fraction of a pixel).",
     )
 
 

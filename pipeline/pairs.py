@@ -12,7 +12,8 @@ that the batch job writes to its failure manifest. Only a source that cannot be 
 
 Pair ids become output keys (``<output>/<pair_id>.png``), so they pass :func:`sanitize_pair_id`: safe ids are
 kept verbatim; anything else is mapped deterministically to a readable slug plus an 8-hex digest of the
-original."""
+original.
+"""
 
 from __future__ import annotations
 
@@ -137,8 +138,7 @@ class PairBatch:
 
 
 RAW_SCHEMA = pa.schema([(c, pa.string()) for c in (*S.PAIR_COLUMNS, S.ERROR)])
-"""Rows as sources yield them, before validation: ``error`` is set by the source for rows it already
-rejected."""
+"""Rows as sources yield them, before validation (``error`` set for rows the source already rejected)."""
 
 _RESERVED_RX = r"(?i)^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\.|$)"
 _ABSOLUTE_RX = r"^([A-Za-z][A-Za-z0-9+.-]*://|/|[A-Za-z]:)"
@@ -153,8 +153,7 @@ def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 class _FingerprintSet:
-    """A set of 64-bit fingerprints as a few sorted runs (sizes roughly doubling, like a log-structured
-    merge).
+    """A set of 64-bit fingerprints kept as a few sorted runs (sizes roughly doubling, as in an LSM tree).
 
     8 bytes per member; adding a batch sorts only that batch and merges runs of similar size, so memory is not
     reallocated wholesale on every batch (which fragments the heap) and lookups cost O(log n) per run.
@@ -185,7 +184,8 @@ class _Validator:
     """Vectorised checks of raw rows: partners, task, id sanitising, duplicates (by 64-bit fingerprint).
 
     Arrow compute does the per-row work, so a batch costs a few Arrow buffers rather than Python objects per
-    row; only unsafe ids (rare) and the fingerprints touch Python."""
+    row; only unsafe ids (rare) and the fingerprints touch Python.
+    """
 
     def __init__(self, config: PairsConfig, task: str | None) -> None:
         self.config = config
@@ -214,11 +214,10 @@ class _Validator:
         if self.config.check_duplicates:
             error = self._duplicates(ids, error)
         failed = pc.is_valid(error)
+        given_ids = pc.fill_null(raw[S.PAIR_ID], "")  # failure records keep the id the source gave
         table = pa.table(
             {
-                S.PAIR_ID: pc.if_else(
-                    failed, pc.fill_null(raw[S.PAIR_ID], ""), ids
-                ),  # failures keep the given id
+                S.PAIR_ID: pc.if_else(failed, given_ids, ids),
                 S.URI_A: raw[S.URI_A],
                 S.URI_B: raw[S.URI_B],
                 S.TASK: task,
@@ -234,8 +233,7 @@ class _Validator:
         return PairBatch(pairs, failures)
 
     def _duplicates(self, ids: pa.Array, error: pa.Array) -> pa.Array:
-        """``error`` plus "duplicate" for ids seen before (in this batch or an earlier one); first one
-        kept."""
+        """``error`` plus "duplicate" for ids seen before (this batch or earlier); the first is kept."""
         index = np.flatnonzero(np.asarray(pc.is_null(error).to_numpy(zero_copy_only=False), dtype=bool))
         if not index.size:
             return error
@@ -262,8 +260,7 @@ class _Validator:
 
 
 def _sanitize_column(raw_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Vectorised :func:`sanitize_pair_id`: (ids, errors); safe ids pass through Arrow, others through
-    Python."""
+    """Vectorised :func:`sanitize_pair_id` → (ids, errors); only unsafe ids go through Python."""
     trimmed = pc.utf8_trim_whitespace(raw_ids)
     unsafe = pc.or_(
         pc.or_(
@@ -329,8 +326,7 @@ def _manifest_base(source: str) -> str:
 
 
 def _resolve_column(base: str, uris: pa.Array) -> pa.Array:
-    """Relative URIs joined to the manifest folder; ``s3://…``, ``file://…``, ``/abs`` and blanks
-    unchanged."""
+    """Relative URIs joined to the manifest folder; ``s3://…``, ``file://…``, ``/abs``, blanks unchanged."""
     uris = pc.utf8_trim_whitespace(uris)
     relative = pc.invert(pc.fill_null(pc.match_substring_regex(uris, _ABSOLUTE_RX), True))
     relative = pc.and_(relative, pc.invert(_blank(uris)))
@@ -388,7 +384,7 @@ def _arrow_batches(handle: Any, source: str, kind: str, batch_size: int) -> Iter
         if kind == "csv":
             reader = pacsv.open_csv(
                 handle,
-                read_options=pacsv.ReadOptions(block_size=4 << 20),
+                read_options=pacsv.ReadOptions(block_size=1 << 20),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in S.PAIR_COLUMNS}, strings_can_be_null=True
                 ),
@@ -444,7 +440,8 @@ def detect_folders(
         a, b = by_lower.get(config.folder_a.lower()), by_lower.get(config.folder_b.lower())
         if a is None or b is None:
             raise PairDiscoveryError(
-                f"sub-folders {config.folder_a!r}/{config.folder_b!r} not found in {path!r}; found {sorted(children)}"
+                f"sub-folders {config.folder_a!r}/{config.folder_b!r} not found in {path!r}; "
+                f"found {sorted(children)}"
             )
         return a, b, None
     for name in [task] if task else list(TASKS):
@@ -533,7 +530,8 @@ class _Matcher:
     def _group(table: pa.Table) -> Iterator[tuple[str, list[str], list[str]]]:
         table = table.sort_by([("key", "ascending"), ("side", "ascending"), ("uri", "ascending")])
         current, name, uris = None, "", ([], [])
-        for key, side, row_name, uri in zip(*(table[c].to_pylist() for c in ("key", "side", "name", "uri"))):
+        columns = (table[c].to_pylist() for c in ("key", "side", "name", "uri"))
+        for key, side, row_name, uri in zip(*columns, strict=True):
             if key != current:
                 if current is not None:
                     yield name, uris[0], uris[1]
@@ -628,7 +626,8 @@ def _detect_layout(source: str, fs: Any, path: str, config: PairsConfig, task: s
             return "folders", found
         if config.layout == "folders":
             raise PairDiscoveryError(
-                f"no A/B sub-folders in {source!r} for task {task or 'any'}; set pairs.folder_a / pairs.folder_b"
+                f"no A/B sub-folders in {source!r} for task {task or 'any'}; "
+                "set pairs.folder_a / pairs.folder_b"
             )
     return "suffix", None
 
@@ -645,8 +644,10 @@ def iter_pairs(
     Args:
         source: A manifest (``.csv``, ``.parquet``, ``.jsonl``) or a folder, as a local path, ``file://`` or
             ``s3://`` URI. Relative URIs inside a manifest are resolved against the manifest's folder.
-        task: Task of every pair whose source names none; for folders also selects the default sub-folder
-        names. config: Discovery settings. storage: Object-storage settings for ``s3://`` sources.
+        task: Task of every pair whose source names none; for folders also selects the default
+            sub-folder names.
+        config: Discovery settings.
+        storage: Object-storage settings for ``s3://`` sources.
 
     Yields:
         :class:`PairBatch` es of at most ``config.batch_size`` rows each (pairs plus failures).
@@ -687,10 +688,13 @@ def _tables_from_groups(
     for name, uris_a, uris_b in groups:
         error = None
         if len(uris_a) > 1 or len(uris_b) > 1:
-            error = f"ambiguous stem {name!r}: {len(uris_a)} A images {uris_a} and {len(uris_b)} B images {uris_b}"
+            error = (
+                f"ambiguous stem {name!r}: {len(uris_a)} A images {uris_a}, {len(uris_b)} B images {uris_b}"
+            )
         elif not uris_a or not uris_b:
             have, lack = ("A", "B") if uris_a else ("B", "A")
-            error = f"missing partner: {have} image {(uris_a or uris_b)[0]} has no {lack} image with the same stem"
+            uri = (uris_a or uris_b)[0]
+            error = f"missing partner: {have} image {uri} has no {lack} image with the same stem"
         for column, value in (
             (S.PAIR_ID, name),
             (S.URI_A, uris_a[0] if len(uris_a) == 1 else None),

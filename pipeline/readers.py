@@ -10,7 +10,8 @@ window.
 Every failure is a :class:`~pipeline.errors.RasterReadError` naming the URI and what was expected. Arrays are
 ``(H, W, C)``; ``meta`` is a JSON-ready dict: ``format, driver, dtype, count, height, width, nodata, crs,
 transform, descriptions, colorinterp, mode, bytes, uri``. A NaN nodata is stored as the string ``"nan"``
-(strict JSON has no NaN): use :func:`nodata_value` to read it back."""
+(strict JSON has no NaN): use :func:`nodata_value` to read it back.
+"""
 
 from __future__ import annotations
 
@@ -283,7 +284,8 @@ def _read_raster(uri: str, dataset: Any, fmt: str, config: ReadConfig, window: A
     _check_dtype(uri, meta["dtype"], config)
     if window is None and dataset.width * dataset.height > config.max_pixels:
         raise RasterReadError(
-            f"{uri}: {dataset.height}x{dataset.width} exceeds max_pixels={config.max_pixels}: read it by window"
+            f"{uri}: {dataset.height}x{dataset.width} exceeds max_pixels={config.max_pixels}: "
+            "read it by window"
         )
     try:
         bands = dataset.read(window=window, **read_kw)
@@ -325,8 +327,8 @@ def read_image(
         ``meta`` is a JSON-ready dict (see the module docstring).
 
     Raises:
-        RasterReadError: missing/unreachable file, empty, truncated or corrupt data, unsupported dtype, too
-        large.
+        RasterReadError: missing/unreachable file, empty, truncated or corrupt data, unsupported dtype,
+            too large.
     """
     config = config or ReadConfig()
     fmt = _sniff(uri, storage)
@@ -400,8 +402,8 @@ def read_window(
         inside = row_off >= 0 and col_off >= 0 and row_off + height <= full_h and col_off + width <= full_w
         if not inside and not boundless:
             raise GridError(
-                f"{uri}: window rows {row_off}:{row_off + height}, cols {col_off}:{col_off + width} is outside the "
-                f"{full_h}x{full_w} image: expected a window inside it (or boundless=True)"
+                f"{uri}: window rows {row_off}:{row_off + height}, cols {col_off}:{col_off + width} is "
+                f"outside the {full_h}x{full_w} image: expected a window inside it (or boundless=True)"
             )
 
     if fmt == "TIFF":

@@ -7,11 +7,13 @@ test server unchanged.
 
 Throttling is handled twice: botocore retries each request (``retry_mode`` ``adaptive`` rate-limits after 503
 SlowDown), and :func:`call_with_retries` retries whole operations with full-jitter exponential backoff when
-botocore gives up, so a burst of SlowDown costs time, not pairs."""
+botocore gives up, so a burst of SlowDown costs time, not pairs.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -101,8 +103,7 @@ def parent_uri(uri: str) -> str:
 
 
 def resolve_endpoint(config: StorageConfig | None = None) -> str | None:
-    """The S3 endpoint in force: the config's, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else
-    None."""
+    """The S3 endpoint: the config's, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else None."""
     if config is not None and config.endpoint_url:
         return config.endpoint_url
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -151,8 +152,7 @@ def get_filesystem(uri: str, config: StorageConfig | None = None) -> tuple[fsspe
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for throttling and transient server errors (503 SlowDown and friends), false for 4xx such as
-    404/403."""
+    """True for throttling and transient server errors (503 SlowDown ...), false for 404, 403 and the like."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         error = response.get("Error", {}) or {}
@@ -339,8 +339,7 @@ def _iter_local(root: str, recursive: bool, page_size: int) -> Iterator[list[str
 
 
 def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10_000) -> list[str]:
-    """Names of the sub-folders of ``path`` among its first ``limit`` entries (bounded, for layout
-    detection)."""
+    """Names of the sub-folders of ``path`` among its first ``limit`` entries (for layout detection)."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("s3", "s3a") and hasattr(fs, "_iterdir"):
         names: list[str] = []
@@ -357,7 +356,7 @@ def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10
         return names
     if protocol in ("file", "local"):
         with os.scandir(path) as entries:
-            return [e.name for _, e in zip(range(limit), entries) if e.is_dir()]
+            return [e.name for e in itertools.islice(entries, limit) if e.is_dir()]
     return [
         info["name"].rstrip("/").rsplit("/", 1)[-1]
         for info in fs.ls(path, detail=True)

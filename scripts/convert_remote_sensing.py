@@ -1,14 +1,14 @@
 """Convert the remote-sensing ``.mat`` scenes of ``../shared/datasets`` to GeoTIFF pairs plus a manifest.
 
     python scripts/convert_remote_sensing.py --output /tmp/rs_pairs                 # every scene, whole
-    python scripts/convert_remote_sensing.py --output /tmp/rs_pairs --crop-ms 200   # centre crops (faster fits)
+    python scripts/convert_remote_sensing.py --output /tmp/rs_pairs --crop-ms 200   # centre crops
 
 Writes, into ``--output`` (a folder outside the repository; the data stay out of git):
 
-* ``<pair_id>_a.tif`` — the low-resolution spectral image (MS or HS), ``<pair_id>_b.tif`` — the high-resolution
-  image (PAN, or MS for HS–MS fusion). Plain GeoTIFFs without CRS or geotransform (the sources store none), band
-  descriptions set (``red``/``green``/``blue`` where known, which the evaluation uses for RGB views and for
-  rio-pansharpen's Brovey).
+* ``<pair_id>_a.tif`` — the low-resolution spectral image (MS or HS), ``<pair_id>_b.tif`` — the
+  high-resolution image (PAN, or MS for HS–MS fusion). Plain GeoTIFFs without CRS or geotransform (the sources
+  store none), band descriptions set (``red``/``green``/``blue`` where known, which the evaluation uses for
+  RGB views and for rio-pansharpen's Brovey).
 * ``manifest.csv`` — ``pair_id,uri_a,uri_b,task`` with absolute paths, readable by ``jobs/evaluate.py`` and
   ``jobs/batch_fuse.py``.
 * ``README.md`` — what was converted, how, and from where.
@@ -25,13 +25,13 @@ pair id               task         source → what is written
 ``paris_hs_pan``      pansharpen   HS_Paris_EO1_HySure/data/paris_data_hs_pan.mat: Hyperion HSim 72×58×128,
                                    ALI PCim 216×174 (r = 3), float64 → float32 / (max over both)
 ``paris_hs_ms``       hsi_msi      paris_data_hs_ms.mat: Hyperion HSim 72×72×128, ALI MSim 72×72×9, one grid
-                                   (evaluate with ``same_grid_ratio=3``, as HySure's demo degrades the HS by 3);
-                                   float64 → float32 / (max over both)
+                                   (evaluate with ``same_grid_ratio=3``, as HySure's demo degrades the HS by
+                                   3); float64 → float32 / (max over both)
 ===================== ============ =========================================================================
 
 Float scenes are divided by one factor per scene (the maximum over both images), so values lie in [0, 1] and
-the two images keep their relative radiometry. ``--crop-ms N`` keeps the centre N×N of the low-resolution image
-(and the matching r·N×r·N of the high-resolution one, on the same aligned grid).
+the two images keep their relative radiometry. ``--crop-ms N`` keeps the centre N×N of the low-resolution
+image (and the matching r·N×r·N of the high-resolution one, on the same aligned grid).
 """
 
 from __future__ import annotations
@@ -92,8 +92,10 @@ def write_tif(path: Path, image: np.ndarray, descriptions: list[str] | tuple[str
                 dataset.set_band_description(i, name)
 
 
-def crop_centre(low: np.ndarray, high: np.ndarray, ratio: int, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Centre crop of at most ``size``×``size`` low-resolution pixels and the matching high-resolution window."""
+def crop_centre(
+    low: np.ndarray, high: np.ndarray, ratio: int, size: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre crop of at most ``size``² low-resolution pixels and the matching high-resolution window."""
     if size is None:
         return low, high
     h, w = low.shape[:2]
@@ -110,10 +112,9 @@ def scenes(datasets: Path):
     wv2 = _load(datasets / "Pansharpening_WV2" / "imgWV2.mat")
     bits = int(np.asarray(wv2["L"]).ravel()[0])
     scale = float(2**bits - 1)
-    yield (
-        "wv2", "pansharpen", (wv2["I_MS"] / scale).astype(np.float32), (wv2["I_PAN"] / scale).astype(np.float32),
-        int(np.asarray(wv2["ratio"]).ravel()[0]), WV2_BANDS, ("pan",),
-    )  # fmt: skip
+    ratio = int(np.asarray(wv2["ratio"]).ravel()[0])
+    ms, pan = (wv2["I_MS"] / scale).astype(np.float32), (wv2["I_PAN"] / scale).astype(np.float32)
+    yield "wv2", "pansharpen", ms, pan, ratio, WV2_BANDS, ("pan",)
     landsat = datasets / "Pansharpening_Landsat7_FuseBox" / "cropped"
     for n in range(1, 40):
         ms_path, pan_path = landsat / f"{n}_ms.mat", landsat / f"{n}_pan.mat"
@@ -141,8 +142,8 @@ def scenes(datasets: Path):
 README = """# Remote-sensing pairs (converted)
 
 Written by `scripts/convert_remote_sensing.py` from `{datasets}` (see each dataset's SOURCE.md for provenance
-and licence). Plain GeoTIFFs without CRS; `*_a.tif` = low-resolution spectral image, `*_b.tif` = high-resolution
-image; `manifest.csv` lists the pairs. Crop: {crop}.
+and licence). Plain GeoTIFFs without CRS; `*_a.tif` = low-resolution spectral image, `*_b.tif` =
+high-resolution image; `manifest.csv` lists the pairs. Crop: {crop}.
 
 | pair_id | task | A (low res) | B (high res) | ratio | dtype |
 |---|---|---|---|---|---|
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     output = args.output.resolve()
     if output == REPO or REPO in output.parents:
-        print(f"refusing to write into the repository ({output}): choose a folder outside it", file=sys.stderr)
+        print(
+            f"refusing to write into the repository ({output}): choose a folder outside it", file=sys.stderr
+        )
         return 2
     output.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
@@ -182,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(fh)
         writer.writerow(["pair_id", "uri_a", "uri_b", "task"])
         writer.writerows(manifest_rows)
-    crop = f"centre {args.crop_ms}×{args.crop_ms} low-resolution pixels" if args.crop_ms else "none (whole scenes)"
+    crop = (
+        f"centre {args.crop_ms}×{args.crop_ms} low-resolution pixels"
+        if args.crop_ms
+        else "none (whole scenes)"
+    )
     (output / "README.md").write_text(
         README.format(datasets=args.datasets, crop=crop, rows="\n".join(table_rows))
     )

@@ -4,8 +4,9 @@ Every number in docs/RESULTS.md comes out of this script, in four steps that can
 
     python scripts/make_results.py manifests --work /tmp/maugif_eval
     python scripts/make_results.py train     --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts
-    python scripts/make_results.py evaluate  --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts --rs-dir /tmp/rs_pairs
-    python scripts/make_results.py report    --work /tmp/maugif_eval            # writes docs/RESULTS.md
+    python scripts/make_results.py evaluate  --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts --rs-dir
+    /tmp/rs_pairs python scripts/make_results.py report    --work /tmp/maugif_eval            # writes
+    docs/RESULTS.md
 
 (``all`` runs the four in order.) The datasets are read in place from ``../shared/datasets``; manifests,
 checkpoints and evaluation outputs live in the work/checkpoint folders, outside the repository. Remote-sensing
@@ -13,13 +14,14 @@ pairs come from ``scripts/convert_remote_sensing.py`` (``--rs-dir``).
 
 Splits (docs/EVALUATION.md explains them): every test image is scored by a model that never saw it.
 Additive test sets that have a sibling set of the same task are evaluated with a model trained on the siblings
-(leave-one-dataset-out); MEFB, the only multi-exposure set, is split in two folds by scene (even / odd position in
-name order), each fold scored by the model trained on the other. The ``general`` model is trained on one set per
-task and evaluated on the sets it did not see.
+(leave-one-dataset-out); MEFB, the only multi-exposure set, is split in two folds by scene (even / odd
+position in name order), each fold scored by the model trained on the other. The ``general`` model is trained
+on one set per task and evaluated on the sets it did not see.
 
-Training runs ``jobs/train.py`` (Ray Train, one local worker) with a short schedule for 2-core machines, the same
-number of samples per stage for every model (:class:`Schedule`); the command, epochs and losses are recorded next
-to each checkpoint (``<ckpts>/<task>/<fold>/train_record.json``), the model in ``.../final/model.safetensors``.
+Training runs ``jobs/train.py`` (Ray Train, one local worker) with a short schedule for 2-core machines, the
+same number of samples per stage for every model (:class:`Schedule`); the command, epochs and losses are
+recorded next to each checkpoint (``<ckpts>/<task>/<fold>/train_record.json``), the model in
+``.../final/model.safetensors``.
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ RESULTS_MD = REPO / "docs" / "RESULTS.md"
 ADDITIVE_BASELINES = ("average", "maxabs", "dwt", "laplacian")
 SPECTRAL_BASELINES = ("bicubic", "brovey", "gihs", "gsa", "rio_brovey")
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Test sets
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 Pair = tuple[str, str, str]  # pair_id, uri_a, uri_b
 
@@ -74,7 +76,8 @@ def _lytro() -> list[Pair]:
 
 
 def _mefb() -> list[Pair]:
-    """MEFB scenes in name order; ``<scene>/<scene>_A.*`` (under-exposed) = A, ``_B.*`` = B, case-insensitive."""
+    """MEFB scenes in name order; ``<scene>/<scene>_A.*`` (under-exposed) = A, ``_B.*`` = B,
+    case-insensitive."""
     out = []
     for scene in sorted((DATASETS / "MEFB").iterdir(), key=lambda p: p.name.lower()):
         if not scene.is_dir():
@@ -93,7 +96,8 @@ def _mefb_fold(parity: int) -> Callable[[], list[Pair]]:
 @dataclass(frozen=True)
 class TestSet:
     """One evaluated set. ``published``: where its published numbers come from (``metrics_md`` = the CDDFuse-
-    lineage rows of METRICS.md, ``vifb``/``mefb`` = the toolboxes' per-image tables, None = none comparable)."""
+    lineage rows of METRICS.md, ``vifb``/``mefb`` = the toolboxes' per-image tables, None = none
+    comparable)."""
 
     key: str
     title: str
@@ -180,9 +184,9 @@ RS_SETS = {
 }
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # manifests
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def write_manifest(path: Path, pairs: list[Pair], task: str) -> None:
@@ -205,9 +209,9 @@ def cmd_manifests(work: Path) -> None:
         print(f"train {model_key}: {len(pairs)} pairs from {', '.join(train_sets)}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # train
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -265,15 +269,37 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
         pairs = _count_rows(manifest)
         epochs1, epochs2 = schedule.epochs(pairs)
         command = [
-            "jobs/train.py", "--config", "configs/train_default.yaml", "--input", str(manifest), "--task", task,
-            "--output", str(out_dir),
-            "--set", "train.num_workers=1", "--set", "train.cpus_per_worker=1",
-            "--set", f"train.batch_size={schedule.batch}", "--set", f"train.crop_size={schedule.crop}",
-            "--set", f"data.crops_per_pair={schedule.crops_per_pair}", "--set", f"train.seed={schedule.seed}",
-            "--set", f"train.epochs_stage1={epochs1}", "--set", f"train.epochs_stage2={epochs2}",
-        ]  # fmt: skip
-        print(f"training {model_key} on {', '.join(train_sets)} ({pairs} pairs):\n$ python " + " ".join(command),
-              flush=True)  # fmt: skip
+            "jobs/train.py",
+            "--config",
+            "configs/train_default.yaml",
+            "--input",
+            str(manifest),
+            "--task",
+            task,
+            "--output",
+            str(out_dir),
+            "--set",
+            "train.num_workers=1",
+            "--set",
+            "train.cpus_per_worker=1",
+            "--set",
+            f"train.batch_size={schedule.batch}",
+            "--set",
+            f"train.crop_size={schedule.crop}",
+            "--set",
+            f"data.crops_per_pair={schedule.crops_per_pair}",
+            "--set",
+            f"train.seed={schedule.seed}",
+            "--set",
+            f"train.epochs_stage1={epochs1}",
+            "--set",
+            f"train.epochs_stage2={epochs2}",
+        ]
+        print(
+            f"training {model_key} on {', '.join(train_sets)} ({pairs} pairs):\n$ python "
+            + " ".join(command),
+            flush=True,
+        )
         t0 = time.perf_counter()
         subprocess.run([sys.executable, *command], cwd=REPO, check=True)
         record = {
@@ -295,9 +321,9 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
         print(f"{model_key}: {record['seconds']} s, {record['loss']}", flush=True)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # evaluate
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _run_evaluate(argv: list[str]) -> None:
@@ -309,75 +335,123 @@ def _run_evaluate(argv: list[str]) -> None:
         print(f"warning: jobs/evaluate.py exited {done.returncode} (some runs failed: see failures.csv)")
 
 
-def cmd_evaluate(work: Path, ckpts: Path, rs_dir: Path | None, only: list[str] | None, limit: int | None,
-                 rs_steps: int) -> None:  # fmt: skip
-    extra = ["--limit", str(limit)] if limit else []
+def _flags(**options: object) -> list[str]:
+    """``--key value`` pairs for jobs/evaluate.py (None skipped; ``_`` in keys becomes ``-``)."""
+    return [x for k, v in options.items() if v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+VIFB_FUSED = (
+    "U2Fusion"  # one published method whose fused images are in VIFB/reference_fused: scored by us too
+)
+
+
+def cmd_evaluate(
+    work: Path, ckpts: Path, rs_dir: Path | None, only: list[str] | None, limit: int | None, rs_steps: int
+) -> None:
+    """Run jobs/evaluate.py on every test set (``only``: set keys) into ``work/eval/<set>``."""
     for key, test_set in ADDITIVE_SETS.items():
         if only and key not in only:
             continue
-        manifest = str(work / "manifests" / f"{key}.csv")
-        checkpoint = ckpts / TASK_MODEL[key] / "final" / "model.safetensors"
+        common = _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
         methods = ["maugif", "maugif:running", *ADDITIVE_BASELINES]
-        _run_evaluate([
-            "--input", manifest, "--task", test_set.task, "--output", str(work / "eval" / key),
-            "--checkpoint", str(checkpoint), "--convention", test_set.convention,
-            "--methods", ",".join(methods), *extra,
-        ])  # fmt: skip
+        extra: list[str] = []
+        if key == "vifb":  # cross-check of our VIFB-convention scoring against the published table
+            methods.append(VIFB_FUSED)
+            extra = _flags(
+                fused_dir=f"{VIFB_FUSED}={DATASETS / 'VIFB' / 'reference_fused'}",
+                fused_pattern=f"{{pair_id}}_{VIFB_FUSED}.jpg",
+            )
+        checkpoint = ckpts / TASK_MODEL[key] / "final" / "model.safetensors"
+        _run_evaluate(
+            common
+            + _flags(
+                task=test_set.task,
+                output=work / "eval" / key,
+                checkpoint=checkpoint,
+                methods=",".join(methods),
+            )
+            + extra
+        )
         if key in GENERAL_SETS:
-            _run_evaluate([
-                "--input", manifest, "--task", "general", "--output", str(work / "eval_general" / key),
-                "--checkpoint", str(ckpts / "general/mixed/final/model.safetensors"),
-                "--convention", test_set.convention, "--methods", "maugif,maugif:running", "--grid-pairs", "0",
-                *extra,
-            ])  # fmt: skip
+            general = ckpts / "general" / "mixed" / "final" / "model.safetensors"
+            _run_evaluate(
+                common
+                + _flags(task="general", output=work / "eval_general" / key, checkpoint=general, grid_pairs=0)
+                + _flags(methods="maugif,maugif:running")
+            )
     if rs_dir is None:
         return
-    manifest = rs_dir / "manifest.csv"
-    with manifest.open(newline="") as fh:
+    with (rs_dir / "manifest.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     for key, (_title, task, ids) in RS_SETS.items():
         if only and key not in only:
             continue
-        subset = [(r["pair_id"], r["uri_a"], r["uri_b"]) for r in rows if r["pair_id"] in ids]
-        sub_manifest = work / "manifests" / f"{key}.csv"
-        write_manifest(sub_manifest, subset, task)
+        manifest = work / "manifests" / f"{key}.csv"
+        write_manifest(
+            manifest, [(r["pair_id"], r["uri_a"], r["uri_b"]) for r in rows if r["pair_id"] in ids], task
+        )
         for protocol in ("wald", "full"):
             if protocol == "full" and key == "paris_hs_ms":
-                continue  # same grid: no full-resolution protocol
-            _run_evaluate([
-                "--input", str(sub_manifest), "--task", task, "--protocol", protocol,
-                "--output", str(work / "eval" / f"{key}_{protocol}"),
-                "--methods", ",".join(["maugif", *SPECTRAL_BASELINES]),
-                "--set", f"multiplicative.steps={rs_steps}", "--set", "same_grid_ratio=3", *extra,
-            ])  # fmt: skip
+                continue  # one grid: no full-resolution protocol
+            _run_evaluate(
+                _flags(
+                    input=manifest, task=task, protocol=protocol, output=work / "eval" / f"{key}_{protocol}"
+                )
+                + _flags(methods=",".join(["maugif", *SPECTRAL_BASELINES]), limit=limit)
+                + ["--set", f"multiplicative.steps={rs_steps}", "--set", "same_grid_ratio=3"]
+            )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # report
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 TARGET_METRICS = ("en", "sd", "sf", "mi", "scd", "vif", "qabf", "ssim")
 LOWER = {"nabf", "sam", "ergas", "d_lambda", "d_s", "seconds"}
 # METRICS.md, CDDFuse-lineage published rows: set -> method -> (EN, SD, SF, MI, SCD, VIF, Qabf, SSIM).
 PUBLISHED_MD = {
-    "tno": {"U2Fusion": (6.83, 34.55, 11.52, 1.37, 1.71, 0.58, 0.44, 0.99),
-            "DeFusion": (6.95, 38.41, 8.21, 1.78, 1.64, 0.60, 0.41, 0.96),
-            "CDDFuse": (7.12, 46.00, 13.15, 2.19, 1.76, 0.77, 0.54, 1.03)},
-    "roadscene": {"U2Fusion": (7.09, 38.12, 13.25, 1.87, 1.70, 0.60, 0.51, 0.97),
-                  "DeFusion": (7.23, 44.44, 10.22, 2.25, 1.69, 0.63, 0.48, 0.89),
-                  "CDDFuse": (7.44, 54.67, 16.36, 2.30, 1.81, 0.69, 0.52, 0.98)},
-    "mri_ct": {"DeFusion": (4.63, 66.38, 21.56, 2.20, 1.12, 0.47, 0.44, 1.29),
-               "CDDFuse": (4.88, 79.17, 38.14, 2.61, 1.41, 0.61, 0.68, 1.34)},
-    "mri_pet": {"DeFusion": (4.17, 64.65, 22.35, 1.74, 1.48, 0.58, 0.56, 1.45),
-                "CDDFuse": (4.23, 70.73, 29.57, 2.03, 1.69, 0.71, 0.71, 1.49)},
-    "mri_spect": {"DeFusion": (3.81, 56.65, 15.45, 1.80, 1.27, 0.61, 0.56, 1.46),
-                  "CDDFuse": (3.90, 58.31, 20.87, 2.49, 1.35, 0.97, 0.78, 1.48)},
-}  # fmt: skip
+    "tno": {
+        "U2Fusion": (6.83, 34.55, 11.52, 1.37, 1.71, 0.58, 0.44, 0.99),
+        "DeFusion": (6.95, 38.41, 8.21, 1.78, 1.64, 0.60, 0.41, 0.96),
+        "CDDFuse": (7.12, 46.00, 13.15, 2.19, 1.76, 0.77, 0.54, 1.03),
+    },
+    "roadscene": {
+        "U2Fusion": (7.09, 38.12, 13.25, 1.87, 1.70, 0.60, 0.51, 0.97),
+        "DeFusion": (7.23, 44.44, 10.22, 2.25, 1.69, 0.63, 0.48, 0.89),
+        "CDDFuse": (7.44, 54.67, 16.36, 2.30, 1.81, 0.69, 0.52, 0.98),
+    },
+    "mri_ct": {
+        "DeFusion": (4.63, 66.38, 21.56, 2.20, 1.12, 0.47, 0.44, 1.29),
+        "CDDFuse": (4.88, 79.17, 38.14, 2.61, 1.41, 0.61, 0.68, 1.34),
+    },
+    "mri_pet": {
+        "DeFusion": (4.17, 64.65, 22.35, 1.74, 1.48, 0.58, 0.56, 1.45),
+        "CDDFuse": (4.23, 70.73, 29.57, 2.03, 1.69, 0.71, 0.71, 1.49),
+    },
+    "mri_spect": {
+        "DeFusion": (3.81, 56.65, 15.45, 1.80, 1.27, 0.61, 0.56, 1.46),
+        "CDDFuse": (3.90, 58.31, 20.87, 2.49, 1.35, 0.97, 0.78, 1.48),
+    },
+}
 # Toolbox metric names -> ours (vifb convention; VIFB's "Variance" is the standard deviation).
-VIFB_NAMES = {"Entropy": "en", "Variance": "sd", "Spatial_frequency": "sf", "Avg_gradient": "ag", "Mutinf": "mi",
-              "Qabf": "qabf", "Ssim": "ssim", "Psnr": "psnr"}  # fmt: skip
-MEFB_NAMES = {"Entropy": "en", "SD": "sd", "Spatial_frequency": "sf", "Avg_gradient": "ag", "Qabf": "qabf",
-              "Psnr": "psnr"}  # fmt: skip
+VIFB_NAMES = {
+    "Entropy": "en",
+    "Variance": "sd",
+    "Spatial_frequency": "sf",
+    "Avg_gradient": "ag",
+    "Mutinf": "mi",
+    "Qabf": "qabf",
+    "Ssim": "ssim",
+    "Psnr": "psnr",
+}
+MEFB_NAMES = {
+    "Entropy": "en",
+    "SD": "sd",
+    "Spatial_frequency": "sf",
+    "Avg_gradient": "ag",
+    "Qabf": "qabf",
+    "Psnr": "psnr",
+}
 
 
 def _read_rows(folder: Path):
@@ -409,9 +483,10 @@ def _table(
     rows: list[tuple[str, dict[str, float]]], metrics: tuple[str, ...], bold_over: int | None = None
 ) -> str:
     """Markdown table; the best value per metric among the first ``bold_over`` rows (default all) in bold."""
+    candidates = [r for r in rows[: bold_over or len(rows)] if r[1]]
+    rows = [r for r in rows if r[1]]  # runs that did not happen
     head = "| method | " + " | ".join(f"{m}{' ↓' if m in LOWER else ''}" for m in metrics) + " |"
     lines = [head, "|---|" + "---|" * len(metrics)]
-    candidates = rows[: bold_over or len(rows)]
     best = {}
     for m in metrics:
         values = [r[1].get(m) for r in candidates if r[1].get(m) is not None and math.isfinite(r[1].get(m))]
@@ -466,7 +541,8 @@ def _defusion_verdict(ours: dict[str, float], defusion: tuple[float, ...]) -> tu
 
 
 def _published_toolbox(table: Path, names: dict[str, str], images: set[str]) -> dict[str, dict[str, float]]:
-    """Per-method means of a toolbox's per-image table over ``images`` (case-insensitive), in our metric names."""
+    """Per-method means of a toolbox's per-image table over ``images`` (case-insensitive), in our metric
+    names."""
     import pandas as pd
 
     frame = pd.read_csv(table)
@@ -475,8 +551,9 @@ def _published_toolbox(table: Path, names: dict[str, str], images: set[str]) -> 
     return _means(frame)
 
 
-def _additive_section(work: Path, key: str, lines: list[str], verdicts: list[tuple[str, str, bool, str]],
-                      bn_rows: list) -> None:  # fmt: skip
+def _additive_section(
+    work: Path, key: str, lines: list[str], verdicts: list[tuple[str, str, bool, str]], bn_rows: list
+) -> None:
     test_set = ADDITIVE_SETS[key]
     rows = _read_rows(work / "eval" / key)
     if rows is None:
@@ -487,8 +564,10 @@ def _additive_section(work: Path, key: str, lines: list[str], verdicts: list[tup
     general = _read_rows(work / "eval_general" / key)
     means = _means(rows)
     n = rows["pair_id"].nunique()
-    table_rows = [(f"MAUGIF ({TASK_MODEL[key]}, per-image BN)", means.get("maugif", {})),
-                  ("MAUGIF, running BN", means.get("maugif:running", {}))]  # fmt: skip
+    table_rows = [
+        (f"MAUGIF ({TASK_MODEL[key]}, per-image BN)", means.get("maugif", {})),
+        ("MAUGIF, running BN", means.get("maugif:running", {})),
+    ]
     if general is not None:
         gm = _means(general)
         table_rows.append(("MAUGIF general/mixed, per-image BN", gm.get("maugif", {})))
@@ -496,7 +575,8 @@ def _additive_section(work: Path, key: str, lines: list[str], verdicts: list[tup
     ours_n = len(table_rows)
     if test_set.published == "metrics_md":
         table_rows += [
-            (f"{m} (published)", dict(zip(TARGET_METRICS, v, strict=True))) for m, v in PUBLISHED_MD[key].items()
+            (f"{m} (published)", dict(zip(TARGET_METRICS, v, strict=True)))
+            for m, v in PUBLISHED_MD[key].items()
         ]
     metrics = (
         (*TARGET_METRICS, "ag", "psnr", "seconds") if test_set.published != "metrics_md" else TARGET_METRICS
@@ -513,8 +593,17 @@ def _additive_section(work: Path, key: str, lines: list[str], verdicts: list[tup
         bn_rows.append((test_set.title, per, run))
 
 
-def _toolbox_section(work: Path, keys: tuple[str, ...], title: str, table: Path, names: dict[str, str],
-                     lines: list[str], verdicts: list, bn_rows: list, stretch: bool) -> None:  # fmt: skip
+def _toolbox_section(
+    work: Path,
+    keys: tuple[str, ...],
+    title: str,
+    table: Path,
+    names: dict[str, str],
+    lines: list[str],
+    verdicts: list,
+    bn_rows: list,
+    stretch: bool,
+) -> None:
     import pandas as pd
 
     frames = [f for f in (_read_rows(work / "eval" / k) for k in keys) if f is not None]
@@ -526,13 +615,19 @@ def _toolbox_section(work: Path, keys: tuple[str, ...], title: str, table: Path,
     images = set(rows["pair_id"].astype(str))
     published = _published_toolbox(table, names, images)
     metrics = tuple(dict.fromkeys(names.values()))
-    ours_rows = [("MAUGIF (held-out, per-image BN)", means.get("maugif", {})),
-                 ("MAUGIF, running BN", means.get("maugif:running", {}))]  # fmt: skip
+    ours_rows = [
+        ("MAUGIF (held-out, per-image BN)", means.get("maugif", {})),
+        ("MAUGIF, running BN", means.get("maugif:running", {})),
+    ]
     ours_rows += [(b, means[b]) for b in ADDITIVE_BASELINES if b in means]
     median = {m: float(np.median([v[m] for v in published.values() if m in v])) for m in metrics}
-    best_pub = {m: (max if m not in LOWER else min)(published.values(), key=lambda v, m=m: v.get(m, -1e9))
-                for m in metrics}  # fmt: skip
     rank_rows = [("median of published methods", median)]
+    if VIFB_FUSED in means and VIFB_FUSED in published:
+        rank_rows = [
+            (f"{VIFB_FUSED}: its published images scored here", means[VIFB_FUSED]),
+            (f"{VIFB_FUSED}: published table", published[VIFB_FUSED]),
+            *rank_rows,
+        ]
     lines.append(f"### {title} ({len(images)} images, vifb convention, {len(published)} published methods)\n")
     lines.append(_table(ours_rows + rank_rows, metrics, bold_over=len(ours_rows)) + "\n")
     ours = means.get("maugif", {})
@@ -544,9 +639,9 @@ def _toolbox_section(work: Path, keys: tuple[str, ...], title: str, table: Path,
             )
             ranks.append(f"{m} {better + 1}/{len(published) + 1}")
     lines.append(f"Rank of MAUGIF among the published methods plus ours: {', '.join(ranks)}.\n")
-    del best_pub
-    ok, text = _baseline_verdict({k: {m: v.get(m) for m in TARGET_METRICS if m in v} for k, v in means.items()},
-                                 ADDITIVE_BASELINES)  # fmt: skip
+    ok, text = _baseline_verdict(
+        {k: {m: v.get(m) for m in TARGET_METRICS if m in v} for k, v in means.items()}, ADDITIVE_BASELINES
+    )
     verdicts.append((title, "beats every classical baseline on >= 5 of 8", ok, text))
     if stretch:
         parts, ok = [], True
@@ -570,8 +665,11 @@ def _spectral_section(work: Path, lines: list[str], verdicts: list) -> None:
         means = _means(wald)
         full_means = _means(full) if full is not None else {}
         methods = ["maugif", *SPECTRAL_BASELINES]
-        rows = [(m, {**means.get(m, {}), **{k: v for k, v in full_means.get(m, {}).items() if k != "seconds"}})
-                for m in methods if m in means]  # fmt: skip
+        rows = [
+            (m, {**means.get(m, {}), **{k: v for k, v in full_means.get(m, {}).items() if k != "seconds"}})
+            for m in methods
+            if m in means
+        ]
         metrics = ("sam", "ergas", "q2n", "psnr", "qnr", "d_lambda", "d_s", "seconds")
         lines.append(f"### {title} ({wald['pair_id'].nunique()} scene(s))\n")
         lines.append(_table(rows, metrics) + "\n")
@@ -583,8 +681,14 @@ def _spectral_section(work: Path, lines: list[str], verdicts: list) -> None:
                     ok &= ours[m] < means[base][m]
                     if ours[m] >= means[base][m]:
                         parts.append(f"{base} {_gap(ours[m], means[base][m], m)}")
-        verdicts.append((title, "lower SAM and ERGAS than bicubic, Brovey, GIHS, GSA (Wald)", ok,
-                         "met" if ok else "behind: " + "; ".join(parts)))  # fmt: skip
+        verdicts.append(
+            (
+                title,
+                "lower SAM and ERGAS than bicubic, Brovey, GIHS, GSA (Wald)",
+                ok,
+                "met" if ok else "behind: " + "; ".join(parts),
+            )
+        )
 
 
 def _bn_section(bn_rows: list, lines: list[str]) -> None:
@@ -593,7 +697,8 @@ def _bn_section(bn_rows: list, lines: list[str]) -> None:
         return
     metrics = (*TARGET_METRICS, "ag", "psnr")
     lines.append(
-        "| set | per-image better on | running better on | Qabf per-image / running | SSIM per-image / running |"
+        "| set | per-image better on | running better on | Qabf per-image / running "
+        "| SSIM per-image / running |"
     )
     lines.append("|---|---|---|---|---|")
     total_per = total_run = 0
@@ -602,9 +707,12 @@ def _bn_section(bn_rows: list, lines: list[str]) -> None:
         run_wins = _wins(run, per, metrics)
         total_per += len(per_wins)
         total_run += len(run_wins)
-        lines.append(f"| {title} | {len(per_wins)}/{len(metrics)} ({', '.join(per_wins)}) | "
-                     f"{len(run_wins)}/{len(metrics)} ({', '.join(run_wins)}) | "
-                     f"{_fmt(per.get('qabf'))} / {_fmt(run.get('qabf'))} | {_fmt(per.get('ssim'))} / {_fmt(run.get('ssim'))} |")  # fmt: skip
+        lines.append(
+            f"| {title} | {len(per_wins)}/{len(metrics)} ({', '.join(per_wins)}) | "
+            f"{len(run_wins)}/{len(metrics)} ({', '.join(run_wins)}) | "
+            f"{_fmt(per.get('qabf'))} / {_fmt(run.get('qabf'))} | "
+            f"{_fmt(per.get('ssim'))} / {_fmt(run.get('ssim'))} |"
+        )
     lines.append("")
     choice = "per_image" if total_per >= total_run else "running"
     lines.append(
@@ -617,7 +725,8 @@ def _bn_section(bn_rows: list, lines: list[str]) -> None:
 
 def _training_section(ckpts: Path, lines: list[str]) -> None:
     lines.append(
-        "| model | trained on | pairs | epochs (stage 1 + 2) | samples | crop | wall time | last epoch loss (stage 1 / 2) |"
+        "| model | trained on | pairs | epochs (stage 1 + 2) | samples | crop | wall time "
+        "| last epoch loss (stage 1 / 2) |"
     )
     lines.append("|---|---|---|---|---|---|---|---|")
     for model_key in MODELS:
@@ -628,10 +737,12 @@ def _training_section(ckpts: Path, lines: list[str]) -> None:
         r = json.loads(record_path.read_text())
         loss = r.get("loss", {})
         lines.append(
-            f"| {model_key} | {', '.join(r['train_sets'])} | {r['pairs']} | {r['epochs_stage1']} + {r['epochs_stage2']} | "
+            f"| {model_key} | {', '.join(r['train_sets'])} | {r['pairs']} | "
+            f"{r['epochs_stage1']} + {r['epochs_stage2']} | "
             f"{r['samples_stage1']} + {r['samples_stage2']} | {r['crop']} | {r['seconds']:.0f} s | "
-            f"{loss.get('stage1', {}).get('last_epoch_loss', '–')} / {loss.get('stage2', {}).get('last_epoch_loss', '–')} |"
-        )  # fmt: skip
+            f"{loss.get('stage1', {}).get('last_epoch_loss', '–')} / "
+            f"{loss.get('stage2', {}).get('last_epoch_loss', '–')} |"
+        )
     lines.append("")
 
 
@@ -642,18 +753,40 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
     bn_rows: list = []
     body: list[str] = []
     body.append("## Additive tasks: CDDFuse convention, next to the published rows of METRICS.md\n")
-    body.append("MI in nats, SSIM a sum over both sources, VIF a sum (METRICS.md). Bold: best among our runs and "
-                "the classical baselines (published rows excluded).\n")  # fmt: skip
+    body.append(
+        "MI in nats, SSIM a sum over both sources, VIF a sum (METRICS.md). Bold: best among our runs and "
+        "the classical baselines (published rows excluded).\n"
+    )
     for key in ("tno", "roadscene", "mri_ct", "mri_pet", "mri_spect"):
         _additive_section(work, key, body, verdicts, bn_rows)
     body.append("## Additive tasks: toolbox conventions\n")
-    _toolbox_section(work, ("vifb",), "VIFB", DATASETS / "VIFB" / "vifb_reference_metrics_per_image.csv",
-                     VIFB_NAMES, body, verdicts, bn_rows, stretch=True)  # fmt: skip
-    _toolbox_section(work, ("mefb_even", "mefb_odd"), "MEFB (both folds)",
-                     DATASETS / "MEFB" / "mefb_reference_metrics_per_image.csv", MEFB_NAMES, body, verdicts, bn_rows,
-                     stretch=False)  # fmt: skip
-    body.append("MEFB reports NMI, not MI, and its VIF/SSIM variants differ from ours: only the six metrics that share "
-                "the VIFB toolbox code are compared with its published means.\n")  # fmt: skip
+    _toolbox_section(
+        work,
+        ("vifb",),
+        "VIFB",
+        DATASETS / "VIFB" / "vifb_reference_metrics_per_image.csv",
+        VIFB_NAMES,
+        body,
+        verdicts,
+        bn_rows,
+        stretch=True,
+    )
+    _toolbox_section(
+        work,
+        ("mefb_even", "mefb_odd"),
+        "MEFB (both folds)",
+        DATASETS / "MEFB" / "mefb_reference_metrics_per_image.csv",
+        MEFB_NAMES,
+        body,
+        verdicts,
+        bn_rows,
+        stretch=False,
+    )
+    body.append(
+        "MEFB reports NMI, not MI, and its VIF/SSIM variants differ from ours: only the six metrics that "
+        "share "
+        "the VIFB toolbox code are compared with its published means.\n"
+    )
     body.append("## Multi-focus (no published numbers on these exact files; VIFB convention)\n")
     for key in ("lytro", "mfiwhu"):
         _additive_section(work, key, body, verdicts, bn_rows)
@@ -665,9 +798,11 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         "<!-- Generated by scripts/make_results.py report; do not edit by hand. -->",
         "# Results",
         "",
-        "Fusion quality of MAUGIF next to the classical baselines and the published methods. How the numbers are "
+        "Fusion quality of MAUGIF next to the classical baselines and the published methods. How the numbers "
+        "are "
         "made (splits, training, protocols, conventions): docs/EVALUATION.md. Regenerate with "
-        "`python scripts/make_results.py all --rs-dir /tmp/rs_pairs` (manifests, training, evaluation, this file).",
+        "`python scripts/make_results.py all --rs-dir /tmp/rs_pairs` (manifests, training, evaluation, "
+        "this file).",
         "",
         f"## Targets ({met} of {len(verdicts)} met)",
         "",

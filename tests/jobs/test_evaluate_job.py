@@ -1,5 +1,6 @@
 """CI smoke test of ``jobs/evaluate.py``: three tiny pairs (crops of the bundled MFI-WHU samples, MIT), two
-methods, the shared local Ray instance; checks the CSVs, the means against the per-image rows, and the report."""
+methods, the shared local Ray instance; checks the CSVs, the means against the per-image rows, and the
+report."""
 
 from __future__ import annotations
 

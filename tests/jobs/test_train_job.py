@@ -119,6 +119,7 @@ def test_job_checkpoints_to_s3_and_rerun_resumes_at_stage_and_epoch(ray_session,
     import boto3
     import torch
 
+    from maugif_core import CheckpointError
     from pipeline.training import load_model
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
@@ -157,6 +158,8 @@ def test_job_checkpoints_to_s3_and_rerun_resumes_at_stage_and_epoch(ray_session,
     csv = s3.get_object(Bucket=s3_bucket, Key="jobs/maugif-train/metrics.csv")["Body"].read().decode()
     assert len(csv.strip().splitlines()) == 1 + 3
     final = load_model(f"{output}/final", expect_task="mff")
+    with pytest.raises(CheckpointError, match="expected 'vif'"):
+        load_model(f"{output}/final", expect_task="vif")
     moved = [
         not torch.equal(p, q)
         for (_, p), (_, q) in zip(final.named_parameters(), after_stage1.named_parameters(), strict=True)

@@ -21,8 +21,7 @@ RGB_BYTE = SHARED_DATASETS / "GeoTIFF_rasterio_testdata" / "RGB.byte.tif"
 
 
 def mfi_crop(index: int = 1, source: int = 1, height: int = 40, width: int = 56) -> np.ndarray:
-    """A ``(height, width, 3)`` uint8 crop of MFI-WHU ``source{source}/{index}.jpg`` (top-left offset 100,
-    120)."""
+    """A ``(height, width, 3)`` uint8 crop of MFI-WHU ``source{source}/{index}.jpg`` at (100, 120)."""
     from PIL import Image
 
     with Image.open(MFI_WHU / f"source{source}" / f"{index}.jpg") as image:
@@ -51,8 +50,7 @@ def write_pillow(path: Path, array: np.ndarray, fmt: str, **save_kw) -> Path:
 
 
 def write_gdal(path: Path, array: np.ndarray, driver: str = "GTiff", **profile) -> Path:
-    """Write ``(H, W, C)`` with rasterio (``driver`` GTiff or PNG); ``profile`` adds crs, transform, nodata
-    ..."""
+    """Write ``(H, W, C)`` with rasterio (GTiff or PNG); ``profile`` adds crs, transform, nodata ..."""
     import rasterio
 
     descriptions = profile.pop("descriptions", None)
@@ -92,8 +90,7 @@ def write_geotiff(
     transform=None,
     tiled: bool = True,
 ) -> Path:
-    """A GeoTIFF of ``array`` on the Landsat crop's grid (or ``transform``), tiled 16x16 for windowed
-    reads."""
+    """A GeoTIFF of ``array`` on the Landsat crop's grid (or ``transform``), tiled 16x16."""
     _, crop_crs, crop_transform = landsat_crop(array.shape[0], array.shape[1])
     profile = {"crs": crs if crs is not None else None, "transform": transform or crop_transform}
     if crs is None:
@@ -153,8 +150,7 @@ def s3_client(endpoint: str):
 
 
 def upload_tree(endpoint: str, local: Path, bucket: str, prefix: str = "") -> str:
-    """Upload every file below ``local`` to ``s3://bucket/prefix/...``; returns the ``s3://`` URI of the
-    prefix."""
+    """Upload every file below ``local`` to ``s3://bucket/prefix/...``; returns the prefix URI."""
     client = s3_client(endpoint)
     for dirpath, _, files in os.walk(local):
         for name in files:

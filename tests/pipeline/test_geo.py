@@ -1,5 +1,4 @@
-"""Grid alignment: additive pairs share a grid; remote-sensing pairs nest by an integer ratio or are
-warped/rejected."""
+"""Grid alignment: additive pairs share a grid; remote-sensing pairs nest by an integer ratio."""
 
 from __future__ import annotations
 
@@ -9,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
-from rasterio.warp import transform
 from factories import geotiff_variant, landsat_crop, write_geotiff, write_pillow
+from rasterio.warp import transform
 
 from pipeline import schema as S
 from pipeline.errors import GridError

@@ -1,5 +1,4 @@
-"""Pair discovery: manifests (CSV/Parquet/JSONL), two folders, suffix patterns; locally and on a real S3
-server."""
+"""Pair discovery: manifests, two folders, suffix patterns; locally and on a real S3 server."""
 
 from __future__ import annotations
 

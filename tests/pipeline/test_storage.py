@@ -1,5 +1,4 @@
-"""Storage access: filesystems from config or the AWS environment, retries on throttling, GDAL on a real S3
-server."""
+"""Storage access: filesystems from config or environment, throttling retries, GDAL on a real S3 server."""
 
 from __future__ import annotations
 
@@ -52,7 +51,7 @@ def test_s3fs_options_from_config() -> None:
     options = s3fs_options(StorageConfig(profile="p", anonymous=True, max_attempts=7, retry_mode="standard"))
     assert options["anon"] is True and options["profile"] == "p"
     assert options["config_kwargs"]["retries"] == {"max_attempts": 7, "mode": "standard"}
-    assert not any("secret" in key.lower() or "key" == key for key in options)  # never credentials
+    assert not any("secret" in key.lower() or key == "key" for key in options)  # never credentials
 
 
 def test_config_is_strict_and_frozen() -> None:
