@@ -113,7 +113,8 @@ def output_meta(meta_a: RasterMeta, meta_b: RasterMeta | None, task: str | None)
         count=meta_a.count,
         height=grid.height,
         width=grid.width,
-        nodata=meta_a.nodata,
+        # A's nodata, else B's: pipeline.tiling.fuse_tiled marks pixels that are nodata in either input
+        nodata=meta_a.nodata if meta_a.nodata is not None or meta_b is None else meta_b.nodata,
         crs=grid.crs,
         transform=grid.transform,
         descriptions=meta_a.descriptions,

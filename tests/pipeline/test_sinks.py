@@ -253,6 +253,8 @@ def test_raster_metadata_comes_from_a_and_grid_from_the_high_resolution_b() -> N
     assert (out.dtype, out.count, out.nodata, out.descriptions) == ("uint16", 8, 0, tuple("abcdefgh"))
     assert (out.height, out.width, out.transform) == (200, 240, meta_b.transform)
     assert output_meta(meta_a, meta_b, "vif").transform == meta_a.transform
+    no_nodata_a = RasterMeta(**{**meta_a.__dict__, "nodata": None})
+    assert output_meta(no_nodata_a, meta_b, "pansharpen").nodata == 255  # B's nodata when A has none
     maugif_config = pytest.importorskip("maugif_core.config")
     assert set(GRID_FROM_B_TASKS) == set(maugif_config.MULTIPLICATIVE_TASKS)
 

@@ -1,0 +1,236 @@
+"""A single-node Ray cluster with token authentication on, a dashboard on 127.0.0.1, and optionally a Prometheus
+server scraping its metrics agent: what ``docs/OPERATIONS.md`` describes, small enough for one machine.
+
+Used by tests/ops/test_dashboard.py and by ``python -m ops.token_cluster`` (which refreshes the screenshots in
+docs/img/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ops.cluster_config import REPO_ROOT
+from ops.local_ray import (
+    RAY_CLI,
+    HeadNode,
+    dashboard_get,
+    free_ports,
+    kill_processes_mentioning,
+    short_temp_dir,
+    wait_for,
+)
+from ops.metrics import metrics_endpoints
+
+__all__ = ["PrometheusServer", "TokenCluster"]
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass
+class TokenCluster:
+    """``ray start --head`` with ``RAY_AUTH_MODE=token``; the token is made by ``ray get-auth-token --generate``."""
+
+    workdir: str = field(default_factory=lambda: short_temp_dir("mgtok-"))
+    num_cpus: int = 2
+    head: HeadNode | None = None
+    token: str = ""
+
+    @property
+    def token_path(self) -> str:
+        return os.path.join(self.workdir, ".ray", "auth_token")
+
+    @property
+    def dashboard_url(self) -> str:
+        assert self.head is not None
+        return self.head.dashboard_url
+
+    def start(self) -> TokenCluster:
+        # `ray get-auth-token --generate` writes $HOME/.ray/auth_token: HOME is the workdir, so the host's own
+        # token (used by other Ray instances on this machine) is never touched.
+        subprocess.run(
+            [RAY_CLI, "get-auth-token", "--generate"],
+            env={**os.environ, "HOME": self.workdir},
+            check=True,
+            capture_output=True,
+        )
+        self.token = Path(self.token_path).read_text().strip()
+        self.head = HeadNode(
+            env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}, num_cpus=self.num_cpus
+        )
+        self.head.start()
+        return self
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """A CLI client of this cluster: token mode, the token's file, no other cluster's address."""
+        assert self.head is not None
+        env = self.head.process_env()
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.token_path, **extra)
+        return env
+
+    def ray(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RAY_CLI, *args],
+            cwd=REPO_ROOT,
+            env=env or self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def submit(self, entrypoint: list[str], submission_id: str) -> subprocess.CompletedProcess:
+        """``ray job submit --no-wait --working-dir .`` with the token; raises on a CLI error."""
+        result = self.ray(
+            "job", "submit", "--address", self.dashboard_url, "--submission-id", submission_id,
+            "--working-dir", ".", "--no-wait", "--", *entrypoint,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"ray job submit failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def job(self, submission_id: str) -> dict[str, Any]:
+        """The job's record from the dashboard REST API (``GET /api/jobs/<id>`` with the bearer token)."""
+        status, body = dashboard_get(f"{self.dashboard_url}/api/jobs/{submission_id}", self.token)
+        if status != 200:
+            raise RuntimeError(f"GET /api/jobs/{submission_id}: HTTP {status}: {body}")
+        return body
+
+    def wait_job(self, submission_id: str, timeout: float = 600, on_poll: Any = None) -> dict[str, Any]:
+        """Follow the job through the REST API until it ends; ``on_poll(record)`` runs on every poll."""
+
+        def ended() -> dict[str, Any] | None:
+            record = self.job(submission_id)
+            if on_poll is not None:
+                on_poll(record)
+            return record if record["status"] in TERMINAL else None
+
+        return wait_for(ended, timeout, interval=2.0, what=f"job {submission_id}")
+
+    def stop(self) -> None:
+        if self.head is not None:
+            self.head.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> TokenCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class PrometheusServer:
+    """Debian's ``prometheus`` scraping the given metrics endpoints every ``interval_s`` (private port and data)."""
+
+    targets: list[str]
+    interval_s: float = 2.0
+    workdir: str = field(default_factory=lambda: short_temp_dir("mgprom-"))
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("prometheus") is not None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PrometheusServer:
+        (self.port,) = free_ports(1)
+        hosts = [t.split("//", 1)[1].split("/", 1)[0] for t in self.targets]
+        config = {
+            "global": {"scrape_interval": f"{self.interval_s}s", "evaluation_interval": f"{self.interval_s}s"},
+            "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": hosts}]}],
+        }
+        Path(self.workdir, "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process = subprocess.Popen(
+            [
+                shutil.which("prometheus") or "prometheus",
+                f"--config.file={self.workdir}/prometheus.yml",
+                f"--storage.tsdb.path={self.workdir}/data",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(lambda: dashboard_get(f"{self.url}/-/ready")[0] == 200, 60, what="prometheus")
+        return self
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant PromQL query; the result vector."""
+        from urllib.parse import quote
+
+        status, body = dashboard_get(f"{self.url}/api/v1/query?query={quote(expr)}")
+        if status != 200 or body.get("status") != "success":
+            raise RuntimeError(f"query {expr!r}: HTTP {status}: {body}")
+        return body["data"]["result"]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            kill_processes_mentioning(self.workdir, also=[self.process.pid])
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _capture_docs(out_dir: Path, pairs: int) -> None:
+    """Run a small batch_fuse job on a token-auth cluster and screenshot the dashboard and its metrics."""
+    from ops.sample_pairs import write_crop_pairs
+    from ops.screenshot import capture_pages
+
+    with TokenCluster() as cluster:
+        data = Path(cluster.workdir) / "pairs"
+        manifest = write_crop_pairs(data, pairs, size=96, seed=1)
+        prometheus = PrometheusServer(metrics_endpoints(cluster.dashboard_url, cluster.token)).start()
+        try:
+            cluster.submit(
+                ["python", "jobs/batch_fuse.py", "--input", str(manifest), "--output", str(data / "fused")],
+                "maugif-batch-fuse-demo",
+            )
+            record = cluster.wait_job("maugif-batch-fuse-demo")
+            print(f"job {record['submission_id']}: {record['status']}")
+            time.sleep(3 * prometheus.interval_s)
+            base = cluster.dashboard_url
+            graph = (
+                f"{prometheus.url}/graph?g0.expr=sum%20by%20(task)(ray_maugif_pairs_fused_total)&g0.tab=0"
+                "&g0.range_input=5m&g1.expr=sum%20by%20(stage)(ray_maugif_stage_seconds_count)&g1.tab=0"
+                "&g1.range_input=5m"
+            )
+            shots = capture_pages(
+                [
+                    (f"{base}/#/jobs", out_dir / "dashboard_jobs.png"),
+                    (f"{base}/#/jobs/maugif-batch-fuse-demo", out_dir / "dashboard_job.png"),
+                    (graph, out_dir / "prometheus_job_metrics.png"),
+                ],
+                token=cluster.token,
+            )
+            for path, _ in shots:
+                print(f"wrote {path}")
+        finally:
+            prometheus.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Refresh the dashboard screenshots of docs/OPERATIONS.md.")
+    parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "img"), help="Folder for the PNGs.")
+    parser.add_argument("--pairs", type=int, default=48, help="Pairs the demo job fuses.")
+    args = parser.parse_args(argv)
+    if not PrometheusServer.available():
+        print("needs Debian's prometheus and chromium: apt-get install prometheus chromium", file=sys.stderr)
+        return 2
+    _capture_docs(Path(args.out), args.pairs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
