@@ -33,15 +33,21 @@ def make_pairs(folder: Path, n: int, size: int, seed: int = 0) -> Path:
     """Write n distinct PNG pairs (crops of the bundled sample pairs) and a manifest; returns the manifest."""
     rng = np.random.default_rng(seed)
     src = sorted((REPO / "samples" / "mff" / "source1").glob("*.png"))
-    sources = [(np.asarray(Image.open(p)), np.asarray(Image.open(str(p).replace("source1", "source2")))) for p in src]
+    sources = [
+        (np.asarray(Image.open(p)), np.asarray(Image.open(str(p).replace("source1", "source2")))) for p in src
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     unique = min(n, 200)  # 200 distinct files, reused by many pair ids: same decode/encode work per pair
     for i in range(unique):
         a, b = sources[i % len(sources)]
         top = rng.integers(0, a.shape[0] - size + 1)
         left = rng.integers(0, a.shape[1] - size + 1)
-        Image.fromarray(a[top : top + size, left : left + size]).save(folder / f"{i:04d}_a.png", compress_level=1)
-        Image.fromarray(b[top : top + size, left : left + size]).save(folder / f"{i:04d}_b.png", compress_level=1)
+        Image.fromarray(a[top : top + size, left : left + size]).save(
+            folder / f"{i:04d}_a.png", compress_level=1
+        )
+        Image.fromarray(b[top : top + size, left : left + size]).save(
+            folder / f"{i:04d}_b.png", compress_level=1
+        )
     manifest = folder / f"pairs_{n}.csv"
     with open(manifest, "w", newline="") as f:
         writer = csv.writer(f)
@@ -61,7 +67,8 @@ def hand_loop(manifest: Path, out: Path, threads: int) -> float:
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     model = maugif_core.pretrained("mff")
-    rows = list(csv.DictReader(open(manifest)))
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))
     start = time.perf_counter()
     for row in rows:
         a = np.asarray(Image.open(manifest.parent / row["uri_a"]))
@@ -112,17 +119,23 @@ def main() -> None:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     work = Path(tempfile.mkdtemp(prefix="maugif-bench-"))
     try:
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; pairs {args.pairs} of {args.size}x{args.size}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs; pairs {args.pairs} of {args.size}x{args.size}"
+        )
         results = {}
         if args.scale:
             manifest = make_pairs(work / "in", args.scale, args.size)
             rate, summary, growth = pipeline_run(manifest, work / "out_scale", args.actors, args.batch_size)
             results["scale"] = (rate, growth)
-            print(f"pipeline {args.scale} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB")
+            print(
+                f"pipeline {args.scale} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB"
+            )
         manifest = make_pairs(work / "in", args.pairs, args.size)
         rate, summary, growth = pipeline_run(manifest, work / "out_pipe", args.actors, args.batch_size)
-        print(f"pipeline {args.pairs} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB "
-              f"(ok {summary['pairs_ok']}, failed {summary['pairs_failed']})")
+        print(
+            f"pipeline {args.pairs} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB "
+            f"(ok {summary['pairs_ok']}, failed {summary['pairs_failed']})"
+        )
         loop = hand_loop(manifest, work / "out_loop", args.threads)
         print(f"hand loop {args.pairs} pairs: {loop:.2f} pairs/s, {1000 / loop:.2f} ms/pair")
         print(f"ratio pipeline / loop: {rate / loop:.3f}")

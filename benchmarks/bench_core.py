@@ -54,8 +54,10 @@ def main() -> None:
     print("## Model size")
     print("| model | parameters | MACs / pixel |")
     print("|---|---|---|")
-    for name, module in [("additive encoder (each of E_A, E_B)", additive.encoder_a),
-                         ("additive injector decoder (each of D_B, D_A)", additive.decoder_b)]:
+    for name, module in [
+        ("additive encoder (each of E_A, E_B)", additive.encoder_a),
+        ("additive injector decoder (each of D_B, D_A)", additive.decoder_b),
+    ]:
         print(f"| {name} | {count(module):,} | {conv_macs_per_pixel(module):,} |")
     try:
         mult = maugif_core.build_model("pansharpen")
@@ -64,8 +66,12 @@ def main() -> None:
             from maugif_core.multiplicative import SpectralDecoder, SpectralEncoder
 
             enc, dec = SpectralEncoder(k, l), SpectralDecoder(l, k)
-            print(f"| spectral encoder (K={k}, l={l}; low res) | {count(enc):,} | {conv_macs_per_pixel(enc):,} |")
-            print(f"| spectral decoder (K={k}, l={l}; high res) | {count(dec):,} | {conv_macs_per_pixel(dec):,} |")
+            print(
+                f"| spectral encoder (K={k}, l={l}; low res) | {count(enc):,} | {conv_macs_per_pixel(enc):,} |"
+            )
+            print(
+                f"| spectral decoder (K={k}, l={l}; high res) | {count(dec):,} | {conv_macs_per_pixel(dec):,} |"
+            )
         del mult
     except (ImportError, TypeError) as e:  # pragma: no cover - multiplicative API not present
         print(f"(multiplicative sizes skipped: {e})")
@@ -80,12 +86,18 @@ def main() -> None:
     t_lap = timed(lambda: baselines.fuse("laplacian", image_a, image_b), args.repeats)
     t_avg = timed(lambda: baselines.fuse("average", image_a, image_b), args.repeats)
     print()
-    print(f"## CPU time per megapixel ({size}x{size} RGB+grey uint8, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, median of {args.repeats})")
+    print(
+        f"## CPU time per megapixel ({size}x{size} RGB+grey uint8, {args.threads} threads, "
+        f"{platform.processor() or platform.machine()}, median of {args.repeats})"
+    )
     print("| method | s / MP | ratio to Laplacian |")
     print("|---|---|---|")
-    for name, t in [("MAUGIF additive fuse (D_B only)", t_model), ("MAUGIF additive fuse + both detail maps", t_model_details),
-                    ("Laplacian pyramid baseline", t_lap), ("average baseline", t_avg)]:
+    for name, t in [
+        ("MAUGIF additive fuse (D_B only)", t_model),
+        ("MAUGIF additive fuse + both detail maps", t_model_details),
+        ("Laplacian pyramid baseline", t_lap),
+        ("average baseline", t_avg),
+    ]:
         print(f"| {name} | {t / mp:.3f} | {t / t_lap:.2f} |")
 
 

@@ -29,15 +29,27 @@ DEFAULT_INPUT = str(REPO / "samples" / "manifest.csv")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config file (FuseJobConfig).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override a config key, e.g. fusion.batch_size=32 (repeatable).")
-    parser.add_argument("--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. fusion.batch_size=32 (repeatable).",
+    )
+    parser.add_argument(
+        "--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI)."
+    )
     parser.add_argument("--output", help="Output location (local path or s3:// prefix); sets output.uri.")
     parser.add_argument("--task", help="Task of pairs whose source names none.")
     parser.add_argument("--checkpoint", help="Checkpoint (file, folder or training output) for --task.")
     parser.add_argument("--address", help="Ray cluster address (else RAY_ADDRESS, else a local instance).")
-    parser.add_argument("--dry-run", type=int, metavar="N",
-                        help="Fuse N pairs into a scratch location; print throughput and the cost projection.")
+    parser.add_argument(
+        "--dry-run",
+        type=int,
+        metavar="N",
+        help="Fuse N pairs into a scratch location; print throughput and the cost projection.",
+    )
     return parser.parse_args(argv)
 
 
@@ -73,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
     ray.init(address=address, log_to_driver=False) if address else ray.init(log_to_driver=False)
-    print(f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})")
+    print(
+        f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})"
+    )
     try:
         summary = run_batch_fuse(config)
     finally:

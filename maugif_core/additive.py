@@ -103,21 +103,32 @@ class _Norm(nn.BatchNorm2d):
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
+        batch, channels, height, width = x.shape
+        # Per-image statistics with the fused BatchNorm kernel: fold the batch into channels, so each
+        # (image, channel) plane is normalised on its own. Far faster on CPU than mean/var/affine as separate ops.
+        folded = x.reshape(1, batch * channels, height, width)
+        weight = self.weight.repeat(batch).to(x.dtype) if self.weight is not None else None
+        bias = self.bias.repeat(batch).to(x.dtype) if self.bias is not None else None
         if frozen is None:
-            xf = x.float()
-            mean = xf.mean(dim=(2, 3))
-            var = xf.var(dim=(2, 3), unbiased=False)
+            mean = torch.zeros(batch * channels, device=x.device, dtype=torch.float32)
+            var = torch.ones(batch * channels, device=x.device, dtype=torch.float32)
+            out = F.batch_norm(folded, mean, var, weight, bias, True, 1.0, self.eps)
+            # momentum 1.0 leaves the batch statistics in mean/var; var is stored unbiased: undo that.
+            n = height * width
+            var = var * ((n - 1) / n) if n > 1 else torch.zeros_like(var)
+            mean, var = mean.view(batch, channels), var.view(batch, channels)
         else:
             mean, var = frozen
-            if mean.shape[0] != x.shape[0]:
+            if mean.shape[0] != batch:
                 raise ValueError(
-                    f"frozen BatchNorm statistics are for {mean.shape[0]} images, the batch has {x.shape[0]}"
+                    f"frozen BatchNorm statistics are for {mean.shape[0]} images, the batch has {batch}"
                 )
+            out = F.batch_norm(
+                folded, mean.reshape(-1).float(), var.reshape(-1).float(), weight, bias, False, 0.0, self.eps
+            )
         if record is not None:
             record.append((mean.detach(), var.detach()))
-        inv = torch.rsqrt(var + self.eps) * self.weight
-        shift = self.bias - mean * inv
-        return x * inv[:, :, None, None].to(x.dtype) + shift[:, :, None, None].to(x.dtype)
+        return out.view(batch, channels, height, width)
 
 
 class InjectorDecoder(nn.Module):
@@ -332,10 +343,14 @@ class AdditiveMAUGIF(nn.Module):
                 need_b = details or cfg.direction == "b_to_a"
                 need_a = details or cfg.direction == "a_to_b"
                 detail_b = (
-                    self.decoder_b(image_b, luma_a, bn_mode=cfg.bn_mode, norm_stats=stats_b) if need_b else None
+                    self.decoder_b(image_b, luma_a, bn_mode=cfg.bn_mode, norm_stats=stats_b)
+                    if need_b
+                    else None
                 )
                 detail_a = (
-                    self.decoder_a(luma_a, image_b, bn_mode=cfg.bn_mode, norm_stats=stats_a) if need_a else None
+                    self.decoder_a(luma_a, image_b, bn_mode=cfg.bn_mode, norm_stats=stats_a)
+                    if need_a
+                    else None
                 )
                 if cfg.direction == "b_to_a":
                     fused_y = luma_a + threshold_detail(detail_b, cfg.threshold)
@@ -419,7 +434,9 @@ def compose_colour(fused_y: np.ndarray, prepared: PreparedPair, chroma_rule: str
     shape = prepared.shape
     if len(shape) == 2:
         return from_unit_float(luma, prepared.dtype)
-    if chroma_rule == "saturation_weighted" and (prepared.chroma_a is not None or prepared.chroma_b is not None):
+    if chroma_rule == "saturation_weighted" and (
+        prepared.chroma_a is not None or prepared.chroma_b is not None
+    ):
         neutral = np.full(luma.shape + (2,), 0.5, np.float32)
         cbcr = saturation_weighted_chroma(
             prepared.chroma_a if prepared.chroma_a is not None else neutral,

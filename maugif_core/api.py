@@ -41,7 +41,11 @@ def pretrained_tasks() -> tuple[str, ...]:
     folder = resources.files("maugif_core") / "pretrained"
     if not folder.is_dir():
         return ()
-    return tuple(sorted(p.name.removesuffix(".safetensors") for p in folder.iterdir() if p.name.endswith(".safetensors")))
+    return tuple(
+        sorted(
+            p.name.removesuffix(".safetensors") for p in folder.iterdir() if p.name.endswith(".safetensors")
+        )
+    )
 
 
 def pretrained(task: str) -> torch.nn.Module:

@@ -20,7 +20,13 @@ from safetensors.torch import save as save_safetensors_bytes
 from maugif_core.config import ModelConfig
 from maugif_core.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_FILENAME", "FORMAT_VERSION", "load_checkpoint", "read_checkpoint_config", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILENAME",
+    "FORMAT_VERSION",
+    "load_checkpoint",
+    "read_checkpoint_config",
+    "save_checkpoint",
+]
 
 FORMAT_NAME = "maugif"
 FORMAT_VERSION = "1"
@@ -68,7 +74,9 @@ def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
     if path.is_dir():
         path = path / CHECKPOINT_FILENAME
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(source)!r}: no such file (expected a .safetensors file or folder)")
+        raise CheckpointError(
+            f"checkpoint {str(source)!r}: no such file (expected a .safetensors file or folder)"
+        )
     return path.read_bytes(), str(path)
 
 
@@ -89,7 +97,9 @@ def _header(data: bytes, name: str) -> dict:
         raise CheckpointError(f"checkpoint {name}: not a safetensors file (header is not JSON)") from e
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"checkpoint {name}: safetensors file without MAUGIF metadata (format={meta.get('format')!r})")
+        raise CheckpointError(
+            f"checkpoint {name}: safetensors file without MAUGIF metadata (format={meta.get('format')!r})"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {name}: format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION!r}"

@@ -136,9 +136,7 @@ def luma(image: np.ndarray) -> np.ndarray:
     return rgb_to_ycbcr(image[..., :3])[..., 0]
 
 
-def saturation_weighted_chroma(
-    cbcr_a: np.ndarray, cbcr_b: np.ndarray, eps: float = 1e-6
-) -> np.ndarray:
+def saturation_weighted_chroma(cbcr_a: np.ndarray, cbcr_b: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Blend two chroma planes, each pixel weighted by its distance from neutral grey.
 
     A strongly coloured source dominates a washed-out one, which is what multi-focus and multi-exposure stacks want

@@ -1,9 +1,9 @@
 """Reading a job's custom metrics where Prometheus reads them: each node's metrics agent endpoint.
 
-``ray.util.metrics`` counters and histograms recorded in workers are exported by the metrics agent of the node the
-worker ran on, in Prometheus text format, with a ``ray_`` prefix (``maugif_pairs_fused`` → ``ray_maugif_pairs_fused``;
-counters may carry Prometheus' ``_total`` suffix). The agent's port is ``metrics_export_port`` of the node, listed by
-the dashboard's node API.
+``ray.util.metrics`` counters and histograms recorded in workers are exported by the metrics agent of the node
+the worker ran on, in Prometheus text format, with a ``ray_`` prefix (``maugif_pairs_fused`` →
+``ray_maugif_pairs_fused``; counters may carry Prometheus' ``_total`` suffix). The agent's port is
+``metrics_export_port`` of the node, listed by the dashboard's node API.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def parse_prometheus(text: str) -> list[Sample]:
 
 
 def metrics_endpoints(dashboard_url: str, token: str | None = None) -> list[str]:
-    """``http://<ip>:<metrics_export_port>/metrics`` of every alive node, from the dashboard's node summary."""
+    """``http://<ip>:<metrics_export_port>/metrics`` of every alive node, from the dashboard's node
+    summary."""
     status, body = dashboard_get(f"{dashboard_url}/nodes?view=summary", token)
     if status != 200:
         raise RuntimeError(f"node summary: HTTP {status}: {body}")
@@ -50,7 +51,9 @@ def metrics_endpoints(dashboard_url: str, token: str | None = None) -> list[str]
     for node in body["data"]["summary"]:
         raylet = node.get("raylet", {})
         if raylet.get("state", "ALIVE") == "ALIVE" and raylet.get("metricsExportPort"):
-            urls.append(f"http://{node.get('ip') or raylet.get('nodeManagerAddress')}:{raylet['metricsExportPort']}")
+            urls.append(
+                f"http://{node.get('ip') or raylet.get('nodeManagerAddress')}:{raylet['metricsExportPort']}"
+            )
     return [f"{u}/metrics" for u in urls]
 
 

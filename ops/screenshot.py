@@ -1,9 +1,9 @@
 """Headless Chromium screenshots of token-protected pages (the Ray dashboard), over the DevTools protocol.
 
-Chromium's ``--screenshot`` flag cannot send credentials, and with token authentication on the dashboard answers
-401 to every API call of the page. Here Chromium is driven through its DevTools websocket instead: every request of
-the page carries ``Authorization: Bearer <token>`` (and the dashboard's ``ray-authentication-token`` cookie is
-set), then the page is captured once it has rendered.
+Chromium's ``--screenshot`` flag cannot send credentials, and with token authentication on the dashboard
+answers 401 to every API call of the page. Here Chromium is driven through its DevTools websocket instead:
+every request of the page carries ``Authorization: Bearer <token>`` (and the dashboard's
+``ray-authentication-token`` cookie is set), then the page is captured once it has rendered.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,11 +33,14 @@ def find_chromium() -> str | None:
     return None
 
 
-async def _capture(ws_url: str, pages: list[tuple[str, Path]], token: str | None, settle_s: float, size: tuple):
+async def _capture(
+    ws_url: str, pages: list[tuple[str, Path]], token: str | None, settle_s: float, size: tuple
+) -> list[str]:
     import aiohttp  # comes with ray[default]
 
     async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
         counter = 0
+        texts: list[str] = []
 
         async def send(method: str, params: dict | None = None) -> dict:
             nonlocal counter
@@ -70,6 +72,11 @@ async def _capture(ws_url: str, pages: list[tuple[str, Path]], token: str | None
             shot = await send("Page.captureScreenshot", {"format": "png"})
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(base64.b64decode(shot["data"]))
+            text = await send(
+                "Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True}
+            )
+            texts.append(str(text.get("result", {}).get("value", "")))
+        return texts
 
 
 def capture_pages(
@@ -80,8 +87,12 @@ def capture_pages(
     size: tuple[int, int] = (1400, 900),
     chromium: str | None = None,
     timeout: float = 60.0,
-) -> list[Path]:
-    """Screenshot each ``(url, png_path)`` in one headless Chromium session; returns the written paths."""
+) -> list[tuple[Path, str]]:
+    """Screenshot each ``(url, png_path)`` in one headless Chromium session.
+
+    Returns ``(png_path, visible text of the page)`` per page, so callers can check what was rendered (a job
+    table, not a token prompt).
+    """
     browser = chromium or find_chromium()
     if browser is None:
         raise RuntimeError("no chromium found: apt-get install chromium")
@@ -112,10 +123,10 @@ def capture_pages(
             return next((t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page"), None)
 
         ws_url = wait_for(page_ws, timeout, what="chromium DevTools")
-        started = time.monotonic()
-        asyncio.run(asyncio.wait_for(_capture(ws_url, pages, token, settle_s, size), timeout + settle_s * len(pages)))
-        del started
-        return [out for _, out in pages]
+        texts = asyncio.run(
+            asyncio.wait_for(_capture(ws_url, pages, token, settle_s, size), timeout + settle_s * len(pages))
+        )
+        return [(out, text) for (_, out), text in zip(pages, texts, strict=True)]
     finally:
         kill_processes_mentioning(profile, also=[process.pid])
         with contextlib.suppress(subprocess.TimeoutExpired):

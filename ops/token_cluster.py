@@ -1,5 +1,6 @@
-"""A single-node Ray cluster with token authentication on, a dashboard on 127.0.0.1, and optionally a Prometheus
-server scraping its metrics agent: what ``docs/OPERATIONS.md`` describes, small enough for one machine.
+"""A single-node Ray cluster with token authentication on, a dashboard on 127.0.0.1, and optionally a
+Prometheus server scraping its metrics agent: what ``docs/OPERATIONS.md`` describes, small enough for one
+machine.
 
 Used by tests/ops/test_dashboard.py and by ``python -m ops.token_cluster`` (which refreshes the screenshots in
 docs/img/).
@@ -38,7 +39,8 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 @dataclass
 class TokenCluster:
-    """``ray start --head`` with ``RAY_AUTH_MODE=token``; the token is made by ``ray get-auth-token --generate``."""
+    """``ray start --head`` with ``RAY_AUTH_MODE=token``; the token is made by ``ray get-auth-token
+    --generate``."""
 
     workdir: str = field(default_factory=lambda: short_temp_dir("mgtok-"))
     num_cpus: int = 2
@@ -77,7 +79,9 @@ class TokenCluster:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.token_path, **extra)
         return env
 
-    def ray(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def ray(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [RAY_CLI, *args],
             cwd=REPO_ROOT,
@@ -130,10 +134,11 @@ class TokenCluster:
 
 @dataclass
 class PrometheusServer:
-    """Debian's ``prometheus`` scraping the given metrics endpoints every ``interval_s`` (private port and data)."""
+    """Debian's ``prometheus`` scraping the given metrics endpoints every ``interval_s`` (private port and
+    data)."""
 
     targets: list[str]
-    interval_s: float = 2.0
+    interval_s: int = 2
     workdir: str = field(default_factory=lambda: short_temp_dir("mgprom-"))
     port: int = 0
     process: subprocess.Popen | None = None
@@ -150,7 +155,10 @@ class PrometheusServer:
         (self.port,) = free_ports(1)
         hosts = [t.split("//", 1)[1].split("/", 1)[0] for t in self.targets]
         config = {
-            "global": {"scrape_interval": f"{self.interval_s}s", "evaluation_interval": f"{self.interval_s}s"},
+            "global": {
+                "scrape_interval": f"{self.interval_s}s",
+                "evaluation_interval": f"{self.interval_s}s",
+            },
             "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": hosts}]}],
         }
         Path(self.workdir, "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -162,10 +170,17 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(Path(self.workdir, "prometheus.log"), "wb"),  # noqa: SIM115 - closed with the process
             start_new_session=True,
         )
-        wait_for(lambda: dashboard_get(f"{self.url}/-/ready")[0] == 200, 60, what="prometheus")
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                log = Path(self.workdir, "prometheus.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{log}")
+            return dashboard_get(f"{self.url}/-/ready")[0] == 200
+
+        wait_for(ready, 60, what="prometheus")
         return self
 
     def query(self, expr: str) -> list[dict[str, Any]]:

@@ -234,7 +234,10 @@ def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
     run_id = config.output.run_id or new_run_id()
     scratch = tempfile.mkdtemp(prefix="maugif-dry-run-") if config.dry_run is not None else None
     output = scratch if scratch is not None else config.output.uri
-    output_config = config.output.model_copy(update={"uri": output, "run_id": run_id})
+    update: dict[str, Any] = {"uri": output, "run_id": run_id}
+    if config.fusion.details:
+        update["extra_columns"] = tuple(dict.fromkeys([*config.output.extra_columns, S.DETAIL_B, S.DETAIL_A]))
+    output_config = config.output.model_copy(update=update)
     try:
         _save_config(config, output, run_id)
         done: set[str] = set()

@@ -7,7 +7,7 @@ saved next to the outputs (``<output>/_extras/config.yaml`` would break the top-
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,

@@ -55,8 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Extra manifest columns (candidates for pipeline.schema).
-RUN_ID = "run_id"
-WRITTEN_AT = "written_at"
+from pipeline.schema import RUN_ID, WRITTEN_AT  # noqa: E402
 
 MANIFEST_SCHEMA = pa.schema(
     [

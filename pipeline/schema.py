@@ -16,8 +16,10 @@ PAIR_COLUMNS = (PAIR_ID, URI_A, URI_B, TASK)
 # Decoded rows (reading → fusion → writing).
 IMAGE_A = "image_a"
 IMAGE_B = "image_b"
-FUSED = "fused"
-META_A = "meta_a"  # JSON string: dtype, bands, nodata, crs, transform, descriptions, format
+FUSED = "fused"  # channel-first (C, H, W) or (H, W), in image A's dtype
+DETAIL_A = "detail_a"  # (H, W) float32 contribution maps (optional)
+DETAIL_B = "detail_b"
+META_A = "meta_a"  # JSON: dtype, bands, nodata, crs, transform, descriptions, format
 META_B = "meta_b"
 TILE_ROW = "tile_row"
 TILE_COL = "tile_col"
@@ -31,6 +33,8 @@ OUTPUT_URI = "output_uri"
 ERROR_STAGE = "error_stage"
 ERROR = "error"
 SECONDS = "seconds"
+RUN_ID = "run_id"
+WRITTEN_AT = "written_at"
 MANIFEST_COLUMNS = (PAIR_ID, STATUS, OUTPUT_URI, ERROR_STAGE, ERROR, SECONDS)
 
 STATUS_OK = "ok"

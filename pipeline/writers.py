@@ -12,9 +12,9 @@ Output layout under ``<output>`` (every key checked to stay under the prefix, se
 
 Arrays are channel-first, ``(C, H, W)`` or ``(H, W)``. A fused array is in the output's units: integer arrays
 are written as they are; float arrays are rounded and clipped into the dtype of image A (see
-:func:`pipeline.cog.cast_to_dtype`). Bands, dtype, nodata and band descriptions come from image A; the grid
-(CRS, transform, size) from the grid-defining image: A for additive tasks, the high-resolution B for
-``pansharpen`` and ``hsi_msi``.
+:func:`pipeline.cog.cast_to_dtype`). Bands, dtype, nodata (B's when A has none) and band descriptions come
+from image A; the grid (CRS, transform, size) from the grid-defining image: A for additive tasks, the
+high-resolution B for ``pansharpen`` and ``hsi_msi``.
 """
 
 from __future__ import annotations

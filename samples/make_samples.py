@@ -28,15 +28,24 @@ def make_mff(rows: list[dict]) -> None:
     for sub in ("source1", "source2"):
         (ROOT / "mff" / sub).mkdir(parents=True, exist_ok=True)
     for stem in MFF_PAIRS:
-        images = [Image.open(DATASETS / "MFI-WHU" / sub / f"{stem}.jpg").convert("RGB") for sub in ("source1", "source2")]
+        images = [
+            Image.open(DATASETS / "MFI-WHU" / sub / f"{stem}.jpg").convert("RGB")
+            for sub in ("source1", "source2")
+        ]
         w, h = images[0].size
         left, top = (w - CROP) // 2, (h - CROP) // 2
         for sub, image in zip(("source1", "source2"), images, strict=True):
             # PNG keeps the crop lossless (no second JPEG generation).
-            image.crop((left, top, left + CROP, top + CROP)).save(ROOT / "mff" / sub / f"mfiwhu_{stem}.png", optimize=True)
+            image.crop((left, top, left + CROP, top + CROP)).save(
+                ROOT / "mff" / sub / f"mfiwhu_{stem}.png", optimize=True
+            )
         rows.append(
-            {"pair_id": f"mfiwhu_{stem}", "uri_a": f"mff/source1/mfiwhu_{stem}.png",
-             "uri_b": f"mff/source2/mfiwhu_{stem}.png", "task": "mff"}
+            {
+                "pair_id": f"mfiwhu_{stem}",
+                "uri_a": f"mff/source1/mfiwhu_{stem}.png",
+                "uri_b": f"mff/source2/mfiwhu_{stem}.png",
+                "task": "mff",
+            }
         )
 
 
@@ -49,9 +58,20 @@ def make_pansharpen_geotiff(rows: list[dict]) -> None:
         window = Window(300, 250, 192, 160)
         ms = src.read(window=window)
         transform = src.window_transform(window)
-        profile = dict(driver="GTiff", dtype="uint8", count=3, height=ms.shape[1], width=ms.shape[2], crs=src.crs,
-                       transform=transform, nodata=src.nodata, compress="deflate", tiled=True, blockxsize=64,
-                       blockysize=64)
+        profile = dict(
+            driver="GTiff",
+            dtype="uint8",
+            count=3,
+            height=ms.shape[1],
+            width=ms.shape[2],
+            crs=src.crs,
+            transform=transform,
+            nodata=src.nodata,
+            compress="deflate",
+            tiled=True,
+            blockxsize=64,
+            blockysize=64,
+        )
     with rasterio.open(out / "landsat_rgb_ms.tif", "w", **profile) as dst:
         dst.write(ms)
         dst.descriptions = ("red", "green", "blue")
@@ -64,8 +84,12 @@ def make_pansharpen_geotiff(rows: list[dict]) -> None:
     x0 = np.clip(np.floor(xs).astype(int), 0, w - 1)
     y1, x1 = np.clip(y0 + 1, 0, h - 1), np.clip(x0 + 1, 0, w - 1)
     wy, wx = np.clip(ys - y0, 0, 1)[:, None], np.clip(xs - x0, 0, 1)[None, :]
-    pan = (mean[y0][:, x0] * (1 - wy) * (1 - wx) + mean[y0][:, x1] * (1 - wy) * wx
-           + mean[y1][:, x0] * wy * (1 - wx) + mean[y1][:, x1] * wy * wx)
+    pan = (
+        mean[y0][:, x0] * (1 - wy) * (1 - wx)
+        + mean[y0][:, x1] * (1 - wy) * wx
+        + mean[y1][:, x0] * wy * (1 - wx)
+        + mean[y1][:, x1] * wy * wx
+    )
     nodata_mask = (ms == 0).all(axis=0).repeat(2, axis=0).repeat(2, axis=1)
     pan = np.where(nodata_mask, 0, np.clip(np.rint(pan), 1, 255)).astype(np.uint8)
     pan_transform = transform * Affine.scale(0.5)
@@ -73,27 +97,57 @@ def make_pansharpen_geotiff(rows: list[dict]) -> None:
     with rasterio.open(out / "landsat_pan_synthetic.tif", "w", **profile) as dst:
         dst.write(pan[None])
         dst.descriptions = ("pan (synthetic: mean of RGB, bilinear 2x)",)
-    rows.append({"pair_id": "landsat_rgb_synthetic_pan", "uri_a": "pansharpen/landsat_rgb_ms.tif",
-                 "uri_b": "pansharpen/landsat_pan_synthetic.tif", "task": "pansharpen"})
+    rows.append(
+        {
+            "pair_id": "landsat_rgb_synthetic_pan",
+            "uri_a": "pansharpen/landsat_rgb_ms.tif",
+            "uri_b": "pansharpen/landsat_pan_synthetic.tif",
+            "task": "pansharpen",
+        }
+    )
 
 
 def make_pansharpen_real(rows: list[dict]) -> None:
     """A crop of FuseBox Landsat-7 scene 1 (real PAN, 6-band MS, ratio 2; no CRS stored: plain TIFF grid)."""
     out = ROOT / "pansharpen"
     ms = scipy.io.loadmat(DATASETS / "Pansharpening_Landsat7_FuseBox" / "cropped" / "1_ms.mat")["cropped_im"]
-    pan = scipy.io.loadmat(DATASETS / "Pansharpening_Landsat7_FuseBox" / "cropped" / "1_pan.mat")["cropped_gray"]
+    pan = scipy.io.loadmat(DATASETS / "Pansharpening_Landsat7_FuseBox" / "cropped" / "1_pan.mat")[
+        "cropped_gray"
+    ]
     ms_crop = ms[100:196, 100:196, :]  # 96 x 96 x 6
     pan_crop = pan[200:392, 200:392]  # 192 x 192, the same area at ratio 2
-    with rasterio.open(out / "landsat7_scene1_ms.tif", "w", driver="GTiff", dtype="uint8", count=6, height=96,
-                       width=96, compress="deflate") as dst:
+    with rasterio.open(
+        out / "landsat7_scene1_ms.tif",
+        "w",
+        driver="GTiff",
+        dtype="uint8",
+        count=6,
+        height=96,
+        width=96,
+        compress="deflate",
+    ) as dst:
         dst.write(np.moveaxis(ms_crop, 2, 0))
         dst.descriptions = ("red", "green", "blue", "nir", "mid-ir", "swir")
-    with rasterio.open(out / "landsat7_scene1_pan.tif", "w", driver="GTiff", dtype="uint8", count=1, height=192,
-                       width=192, compress="deflate") as dst:
+    with rasterio.open(
+        out / "landsat7_scene1_pan.tif",
+        "w",
+        driver="GTiff",
+        dtype="uint8",
+        count=1,
+        height=192,
+        width=192,
+        compress="deflate",
+    ) as dst:
         dst.write(pan_crop[None])
         dst.descriptions = ("pan",)
-    rows.append({"pair_id": "landsat7_scene1", "uri_a": "pansharpen/landsat7_scene1_ms.tif",
-                 "uri_b": "pansharpen/landsat7_scene1_pan.tif", "task": "pansharpen"})
+    rows.append(
+        {
+            "pair_id": "landsat7_scene1",
+            "uri_a": "pansharpen/landsat7_scene1_ms.tif",
+            "uri_b": "pansharpen/landsat7_scene1_pan.tif",
+            "task": "pansharpen",
+        }
+    )
 
 
 def main() -> None:

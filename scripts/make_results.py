@@ -326,7 +326,11 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _run_evaluate(argv: list[str]) -> None:
+def _run_evaluate(argv: list[str], force: bool = False) -> None:
+    output = Path(argv[argv.index("--output") + 1])
+    if (output / "summary.json").is_file() and not force:
+        print(f"{output}: done already, skipped (--force reruns)")
+        return
     print("$ python jobs/evaluate.py " + " ".join(argv), flush=True)
     done = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), *argv], check=False)
     if done.returncode == 2:
@@ -346,7 +350,13 @@ VIFB_FUSED = (
 
 
 def cmd_evaluate(
-    work: Path, ckpts: Path, rs_dir: Path | None, only: list[str] | None, limit: int | None, rs_steps: int
+    work: Path,
+    ckpts: Path,
+    rs_dir: Path | None,
+    only: list[str] | None,
+    limit: int | None,
+    rs_steps: int,
+    force: bool = False,
 ) -> None:
     """Run jobs/evaluate.py on every test set (``only``: set keys) into ``work/eval/<set>``."""
     for key, test_set in ADDITIVE_SETS.items():
@@ -362,6 +372,9 @@ def cmd_evaluate(
                 fused_pattern=f"{{pair_id}}_{VIFB_FUSED}.jpg",
             )
         checkpoint = ckpts / TASK_MODEL[key] / "final" / "model.safetensors"
+        if not checkpoint.is_file():
+            print(f"{key}: skipped, {checkpoint} not trained yet (make_results.py train)")
+            continue
         _run_evaluate(
             common
             + _flags(
@@ -370,14 +383,19 @@ def cmd_evaluate(
                 checkpoint=checkpoint,
                 methods=",".join(methods),
             )
-            + extra
+            + extra,
+            force,
         )
         if key in GENERAL_SETS:
             general = ckpts / "general" / "mixed" / "final" / "model.safetensors"
+            if not general.is_file():
+                print(f"{key}: general model skipped, {general} not trained yet")
+                continue
             _run_evaluate(
                 common
                 + _flags(task="general", output=work / "eval_general" / key, checkpoint=general, grid_pairs=0)
-                + _flags(methods="maugif,maugif:running")
+                + _flags(methods="maugif,maugif:running"),
+                force,
             )
     if rs_dir is None:
         return
@@ -398,7 +416,8 @@ def cmd_evaluate(
                     input=manifest, task=task, protocol=protocol, output=work / "eval" / f"{key}_{protocol}"
                 )
                 + _flags(methods=",".join(["maugif", *SPECTRAL_BASELINES]), limit=limit)
-                + ["--set", f"multiplicative.steps={rs_steps}", "--set", "same_grid_ratio=3"]
+                + ["--set", f"multiplicative.steps={rs_steps}", "--set", "same_grid_ratio=3"],
+                force,
             )
 
 
@@ -840,7 +859,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rs-steps", type=int, default=300, help="Per-scene fitting steps of multiplicative MAUGIF."
     )
-    parser.add_argument("--force", action="store_true", help="Retrain models whose checkpoint exists.")
+    parser.add_argument(
+        "--force", action="store_true", help="Retrain existing models / rerun finished evaluations."
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_MD, help="Where report writes the Markdown.")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
@@ -850,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("train", "all"):
         cmd_train(args.work, args.ckpts, only, schedule, args.force)
     if args.command in ("evaluate", "all"):
-        cmd_evaluate(args.work, args.ckpts, args.rs_dir, only, args.limit, args.rs_steps)
+        cmd_evaluate(args.work, args.ckpts, args.rs_dir, only, args.limit, args.rs_steps, args.force)
     if args.command in ("report", "all"):
         cmd_report(args.work, args.ckpts, args.out)
     return 0

@@ -242,7 +242,11 @@ def test_joint_crop_applies_the_same_crop_to_both():
         assert crop_a.shape == (3, 32, 32) and crop_b.shape == (1, 32, 32)
         torch.testing.assert_close(crop_a[:1], crop_b)
     crops = {
-        tuple(joint_random_resized_crop(image, image, 8, generator=torch.Generator().manual_seed(s))[0].flatten()[:4].tolist())
+        tuple(
+            joint_random_resized_crop(image, image, 8, generator=torch.Generator().manual_seed(s))[0]
+            .flatten()[:4]
+            .tolist()
+        )
         for s in range(5)
     }
     assert len(crops) > 1  # different seeds, different crops
@@ -253,8 +257,13 @@ def test_joint_crop_applies_the_same_crop_to_both():
 
 @pytest.mark.parametrize(
     ("shape_a", "dtype"),
-    [((30, 40), np.uint8), ((30, 40, 3), np.uint8), ((30, 40, 3), np.uint16), ((30, 40, 1), np.float32),
-     ((30, 40, 4), np.uint8)],
+    [
+        ((30, 40), np.uint8),
+        ((30, 40, 3), np.uint8),
+        ((30, 40, 3), np.uint16),
+        ((30, 40, 1), np.float32),
+        ((30, 40, 4), np.uint8),
+    ],
 )
 def test_fuse_keeps_dtype_and_layout(shape_a, dtype):
     rng = np.random.default_rng(0)
@@ -394,10 +403,18 @@ def test_checkpoint_rejects_pickles_and_mismatches(tmp_path):
     save_file(
         {k: v.contiguous() for k, v in wide.state_dict().items()},
         tmp_path / "bad.safetensors",
-        metadata={"format": "maugif", "format_version": FORMAT_VERSION, "config": model.config.model_dump_json()},
+        metadata={
+            "format": "maugif",
+            "format_version": FORMAT_VERSION,
+            "config": model.config.model_dump_json(),
+        },
     )
     with pytest.raises(maugif_core.CheckpointError, match="do not match"):
         maugif_core.load_checkpoint(tmp_path / "bad.safetensors")
-    save_file({"x": torch.zeros(1)}, tmp_path / "v9.safetensors", metadata={"format": "maugif", "format_version": "9"})
+    save_file(
+        {"x": torch.zeros(1)},
+        tmp_path / "v9.safetensors",
+        metadata={"format": "maugif", "format_version": "9"},
+    )
     with pytest.raises(maugif_core.CheckpointError, match="format version"):
         maugif_core.load_checkpoint(tmp_path / "v9.safetensors")

@@ -1,13 +1,15 @@
-"""The cluster launcher's whole lifecycle on one machine, with the local-provider variant of ``ray_cluster.yaml``.
+"""The cluster launcher's whole lifecycle on one machine, with the local-provider variant of
+``ray_cluster.yaml``.
 
 ``ray up`` → ``ray exec`` → ``ray dashboard`` (SSH port forward) → ``ray submit … jobs/train.py`` →
-``ray job submit … jobs/batch_fuse.py`` (token auth) → ``ray down``, and the cluster is really gone. Real SSH (an
-``sshd -i`` ProxyCommand), real rsync, the real Ray CLI; see ops/local_cluster.py for the isolation that keeps the
-launcher's ``ray stop`` away from other Ray instances on the host.
+``ray job submit … jobs/batch_fuse.py`` (token auth) → ``ray down``, and the cluster is really gone. Real SSH
+(an ``sshd -i`` ProxyCommand), real rsync, the real Ray CLI; see ops/local_cluster.py for the isolation that
+keeps the launcher's ``ray stop`` away from other Ray instances on the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -37,10 +39,8 @@ def cluster():
             yield cluster
         finally:
             if cluster.ray_processes():  # a failed test still tears the cluster down, as a user would
-                try:
+                with contextlib.suppress(RuntimeError):
                     cluster.down()
-                except RuntimeError:
-                    pass
             print("\n".join(cluster.log)[-20000:])
 
 

@@ -167,7 +167,8 @@ def _read_vrt(path: Path) -> tuple[np.ndarray, dict]:
 
 def test_rasters_keep_georeferencing_and_tiling_is_invisible(ray_session, tmp_path, checkpoint):
     manifest = tmp_path / "pairs.csv"
-    rows = [r for r in csv.DictReader(open(SAMPLES / "manifest.csv")) if r["task"] == "pansharpen"]
+    with open(SAMPLES / "manifest.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["task"] == "pansharpen"]
     for r in rows:
         r["uri_a"], r["uri_b"] = str(SAMPLES / r["uri_a"]), str(SAMPLES / r["uri_b"])
     # An additive raster pair too: the georeferenced MS as A, its synthetic-PAN-derived grey at MS size as B.

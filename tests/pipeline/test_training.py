@@ -283,6 +283,24 @@ def test_loss_decreases_on_real_pairs(ray_session, tmp_path):
     )
 
 
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("amp", ["off", "auto"])
+def test_gpu_training_with_and_without_amp(ray_session, tmp_path, amp):
+    import torch
+
+    from pipeline.training import run_training
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    config = make_config(
+        str(tmp_path), f"gpu-{amp}", num_workers=1, use_gpu=True, amp=amp, crop_size=64, batch_size=4
+    )
+    summary = run_training(config)
+    assert [(r["stage"], r["epoch"]) for r in summary.history] == [(1, 1), (2, 1)]
+    assert all(np.isfinite(r["loss"]) for r in summary.history)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A worker node killed mid-training (own cluster, in a subprocess: the session's Ray stays untouched)
 # ---------------------------------------------------------------------------------------------------------
