@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
-    ray.init(address=address, log_to_driver=False) if address else ray.init(log_to_driver=False)
+    ray.init(address=address or "local", log_to_driver=False)
     print(
         f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})"
     )

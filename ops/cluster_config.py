@@ -149,9 +149,7 @@ def _quote(token: str) -> str:
     return token if _SAFE_SHELL.match(token) else shlex.quote(token)
 
 
-def rewrite_ray_start(
-    command: str, flags: dict[str, str | None], env: dict[str, str | None] | None = None
-) -> str:
+def rewrite_ray_start(command: str, flags: dict[str, str | None], env: dict[str, str | None] | None = None) -> str:
     """Rewrite the ``ray start`` part of a shell command line.
 
     Args:

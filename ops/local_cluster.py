@@ -160,9 +160,7 @@ class LocalSshHost:
         os.chmod(self.home, 0o700)
         shutil.copy(self.workdir / "client_key.pub", ssh_dir / "authorized_keys")
         os.chmod(ssh_dir / "authorized_keys", 0o600)
-        shutil.copy("/etc/skel/.bashrc", self.home / ".bashrc") if os.path.exists(
-            "/etc/skel/.bashrc"
-        ) else None
+        shutil.copy("/etc/skel/.bashrc", self.home / ".bashrc") if os.path.exists("/etc/skel/.bashrc") else None
         passwd = [
             f"root:x:0:0:root:{self.home}:/bin/bash" if line.startswith("root:") else line
             for line in Path("/etc/passwd").read_text().splitlines()
@@ -357,9 +355,7 @@ class LocalProviderCluster:
         """Environment of a client on the launcher machine: token mode with the cluster's token."""
         return self.launcher_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
 
-    def ray(
-        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess:
+    def ray(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run the ray CLI from the repository root; raise with its output on failure."""
         started = time.monotonic()
         result = subprocess.run(
@@ -371,9 +367,7 @@ class LocalProviderCluster:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-        self.log.append(
-            f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, rc={result.returncode})"
-        )
+        self.log.append(f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, rc={result.returncode})")
         self.log.append((result.stdout + result.stderr)[-6000:])
         if result.returncode != 0:
             raise RuntimeError(

@@ -51,9 +51,7 @@ def metrics_endpoints(dashboard_url: str, token: str | None = None) -> list[str]
     for node in body["data"]["summary"]:
         raylet = node.get("raylet", {})
         if raylet.get("state", "ALIVE") == "ALIVE" and raylet.get("metricsExportPort"):
-            urls.append(
-                f"http://{node.get('ip') or raylet.get('nodeManagerAddress')}:{raylet['metricsExportPort']}"
-            )
+            urls.append(f"http://{node.get('ip') or raylet.get('nodeManagerAddress')}:{raylet['metricsExportPort']}")
     return [f"{u}/metrics" for u in urls]
 
 

@@ -40,9 +40,7 @@ def write_crop_pairs(folder: Path, n: int, *, size: int = 64, seed: int = 0) -> 
         left = int(rng.integers(0, image_a.shape[1] - size))
         pair_id = f"pair{i:04d}"
         for suffix, image in (("a", image_a), ("b", image_b)):
-            Image.fromarray(image[top : top + size, left : left + size]).save(
-                folder / f"{pair_id}_{suffix}.png"
-            )
+            Image.fromarray(image[top : top + size, left : left + size]).save(folder / f"{pair_id}_{suffix}.png")
         rows.append(
             {
                 "pair_id": pair_id,

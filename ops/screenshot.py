@@ -63,18 +63,14 @@ async def _capture(
         if token:
             await send("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {token}"}})
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(pages[0][0]))
-            await send(
-                "Network.setCookie", {"name": "ray-authentication-token", "value": token, "url": origin}
-            )
+            await send("Network.setCookie", {"name": "ray-authentication-token", "value": token, "url": origin})
         for url, out in pages:
             await send("Page.navigate", {"url": url})
             await asyncio.sleep(settle_s)  # the dashboard is a single-page app: let it fetch and render
             shot = await send("Page.captureScreenshot", {"format": "png"})
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(base64.b64decode(shot["data"]))
-            text = await send(
-                "Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True}
-            )
+            text = await send("Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True})
             texts.append(str(text.get("result", {}).get("value", "")))
         return texts
 

@@ -70,6 +70,8 @@ class TokenCluster:
             env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}, num_cpus=self.num_cpus
         )
         self.head.start()
+        # The job API needs the node's dashboard agent: wait until the node (and its metrics port) is listed.
+        wait_for(lambda: metrics_endpoints(self.dashboard_url, self.token), 120, what="the head node's agent")
         return self
 
     def client_env(self, **extra: str) -> dict[str, str]:
@@ -79,9 +81,7 @@ class TokenCluster:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.token_path, **extra)
         return env
 
-    def ray(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
-    ) -> subprocess.CompletedProcess:
+    def ray(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
             [RAY_CLI, *args],
             cwd=REPO_ROOT,
@@ -93,11 +93,19 @@ class TokenCluster:
         )
 
     def submit(self, entrypoint: list[str], submission_id: str) -> subprocess.CompletedProcess:
-        """``ray job submit --no-wait --working-dir .`` with the token; raises on a CLI error."""
-        result = self.ray(
-            "job", "submit", "--address", self.dashboard_url, "--submission-id", submission_id,
-            "--working-dir", ".", "--no-wait", "--", *entrypoint,
-        )  # fmt: skip
+        """``ray job submit --no-wait --working-dir .`` with the token; raises on a CLI error.
+
+        Retries while the dashboard answers "No available agent" (the node's agent registers a little after the
+        dashboard is up), as an operator would.
+        """
+        for _ in range(30):
+            result = self.ray(
+                "job", "submit", "--address", self.dashboard_url, "--submission-id", submission_id,
+                "--working-dir", ".", "--no-wait", "--", *entrypoint,
+            )  # fmt: skip
+            if result.returncode == 0 or "No available agent" not in result.stderr + result.stdout:
+                break
+            time.sleep(2)
         if result.returncode != 0:
             raise RuntimeError(f"ray job submit failed:\n{result.stdout}\n{result.stderr}")
         return result

@@ -45,7 +45,8 @@ def mark_done(batch: pa.Table, done: Any) -> pa.Table:
         done = _cached_get(ray, done)
     if not done or batch.num_rows == 0:
         return batch
-    hit = pc.is_in(batch.column(S.PAIR_ID), value_set=pa.array(list(done), type=pa.string()))
+    # Python set membership per row: O(rows), independent of how many pairs are already done.
+    hit = pa.array([pid in done for pid in batch.column(S.PAIR_ID).to_pylist()], type=pa.bool_())
     status = pc.if_else(hit, pa.scalar(S.STATUS_SKIPPED), batch.column(S.STATUS))
     return batch.set_column(batch.schema.get_field_index(S.STATUS), S.STATUS, status)
 
@@ -54,6 +55,7 @@ _DONE_CACHE: dict[Any, set] = {}
 
 
 def _cached_get(ray: Any, ref: Any) -> set:
+    """The done set behind ``ref``, fetched once per worker process."""
     key = ref.hex() if hasattr(ref, "hex") else id(ref)
     if key not in _DONE_CACHE:
         _DONE_CACHE.clear()

@@ -76,6 +76,7 @@ def ray_session(s3_server: str) -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # never attach to a `ray start` cluster that happens to run on this machine
         num_cpus=2,
         object_store_memory=256 * 1024**2,
         include_dashboard=False,

@@ -158,9 +158,7 @@ def test_cli_validates_a_file_and_rejects_a_broken_one(config, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "gpu_spot: resources={'CPU': 8, 'GPU': 1} workers=0..8" in ok.stdout
     broken = tmp_path / "broken.yaml"
-    broken.write_text(
-        yaml.safe_dump(_break(config, ["available_node_types", "gpu_spot", "resource"], {"GPU": 1}))
-    )
+    broken.write_text(yaml.safe_dump(_break(config, ["available_node_types", "gpu_spot", "resource"], {"GPU": 1})))
     bad = subprocess.run(
         [sys.executable, "-m", "ops.cluster_config", "validate", str(broken)],
         cwd=REPO_ROOT,
@@ -224,9 +222,7 @@ def test_local_variant_is_derived_from_the_aws_file_and_valid(config):
 
 
 def test_fake_multinode_config_keeps_the_worker_types(config):
-    fake = make_fake_multinode_config(
-        config, gcs_address="127.0.0.1:1", cpus_per_node=2, max_workers_per_type=1
-    )
+    fake = make_fake_multinode_config(config, gcs_address="127.0.0.1:1", cpus_per_node=2, max_workers_per_type=1)
     types = fake["available_node_types"]
     assert fake["provider"]["type"] == "fake_multinode" and fake["provider"]["gcs_address"] == "127.0.0.1:1"
     assert types["ray.head.default"]["resources"] == {"CPU": 0}

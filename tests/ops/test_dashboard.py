@@ -48,9 +48,7 @@ def test_grafana_dashboard_charts_every_job_metric():
     for title, expr in _exprs(dashboard):
         names = set(re.findall(r"ray_(maugif_[a-z_]+?)(?:_total|_bucket|_sum|_count)?\b", expr))
         assert names, f"panel {title!r} queries no job metric: {expr}"
-        assert names <= _metric_families(), (
-            f"panel {title!r} queries unknown metrics {names - _metric_families()}"
-        )
+        assert names <= _metric_families(), f"panel {title!r} queries unknown metrics {names - _metric_families()}"
         assert 'job=~"$job"' in expr, f"panel {title!r} ignores the job variable"
         used |= names
     assert used == _metric_families(), f"metrics without a panel: {_metric_families() - used}"
@@ -142,9 +140,7 @@ def test_custom_metrics_on_the_metrics_agent_endpoint(token_cluster):
     assert totals["ray_maugif_pairs_read"] == 12
     assert totals["ray_maugif_pairs_fused"] == 12
     assert totals["ray_maugif_pairs_failed"] == 1
-    failed = [
-        s for s in samples if s.name.startswith("ray_maugif_pairs_failed") and s.labels.get("job") == JOB_TAG
-    ]
+    failed = [s for s in samples if s.name.startswith("ray_maugif_pairs_failed") and s.labels.get("job") == JOB_TAG]
     assert {s.labels["stage"] for s in failed} == {"read"}
     assert totals["ray_maugif_bytes_read"] > 0
     assert totals["ray_maugif_bytes_written"] == summary["bytes_out"]
@@ -176,9 +172,7 @@ def test_grafana_panels_query_a_real_prometheus(token_cluster):
         result = prometheus.query(expr.replace("$job", ".*").replace("$__rate_interval", "5m"))
         return sum(float(r["value"][1]) for r in result) if result else None
 
-    wait_for(
-        lambda: value('sum(ray_maugif_pairs_written_total{job=~"$job"})') == 12, 60, what="prometheus scrape"
-    )
+    wait_for(lambda: value('sum(ray_maugif_pairs_written_total{job=~"$job"})') == 12, 60, what="prometheus scrape")
     for title, expr in _exprs(dashboard):
         result = value(expr)
         assert result is not None, f"panel {title!r} returns no data: {expr}"
