@@ -78,7 +78,7 @@ class TokenCluster:
         """A CLI client of this cluster: token mode, the token's file, no other cluster's address."""
         assert self.head is not None
         env = self.head.process_env()
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.token_path, **extra)
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path, **extra})
         return env
 
     def ray(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

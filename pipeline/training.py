@@ -1,11 +1,11 @@
 """Distributed MAUGIF training on Ray Train (SPEC §2 "Training").
 
-Data path: :func:`pipeline.pairs.read_pairs` → decode both images to unit-float luma planes on CPU tasks
-(:func:`decode_training_pair`, a ``flat_map`` that drops bad pairs with a logged reason) → Ray Train shards
-the rows over the workers (``streaming_split``, equal row counts). Each worker draws its crops: the same
-random-resized crop and flip for both images, seeded by ``(seed, stage, epoch, pair_id, k)`` so that a
-sample does not depend on which worker got it, and steps the model through a ``DistributedDataParallel``
-wrapper (Gloo on CPU, NCCL on GPU; bf16/fp16 autocast on GPU).
+Data path: pair discovery (:func:`pipeline.pairs.iter_pairs`, what ``read_pairs`` streams) → decode both
+images to unit-float luma planes on CPU tasks (:func:`decode_training_pair`, a ``flat_map`` that drops bad
+pairs with a logged reason) → Ray Train shards the rows over the workers (``streaming_split``, equal row
+counts). Each worker draws its crops: the same random-resized crop and flip for both images, seeded by
+``(seed, stage, epoch, pair_id, k)`` so that a sample does not depend on which worker got it, and steps the
+model through a ``DistributedDataParallel`` wrapper (Gloo on CPU, NCCL on GPU; bf16/fp16 autocast on GPU).
 
 Schedule: stage 1 trains the two encoders, stage 2 both injector decoders with the encoders frozen; a fresh
 Adam per stage (SPEC §1.1). A checkpoint is committed after every epoch (:data:`MODEL_FILE` in the
@@ -128,25 +128,32 @@ def build_dataset(config: TrainJobConfig) -> tuple[Any, dict[str, int]]:
     Raises:
         PipelineError: no usable pair in ``data.input``.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import ray
 
-    from pipeline.pairs import read_pairs
+    from pipeline.pairs import iter_pairs
 
     data = config.data
-    pairs = read_pairs(data.input or "", task=config.model.task, config=data.pairs, storage=config.storage.s3)
-    pairs = pairs.materialize()
-    ok = pairs.filter(lambda r: r[S.STATUS] == S.STATUS_OK).materialize()
-    counts = {"discovery_failures": pairs.count() - ok.count()}
-    if counts["discovery_failures"]:
-        logger.warning(
-            "%d pairs failed discovery in %s (missing partners etc.)",
-            counts["discovery_failures"],
-            data.input,
-        )
     tasks = _trainable_tasks(config.model.task)
-    usable = ok.filter(lambda r: r[S.TASK] in tasks).materialize()
-    counts["pairs"] = usable.count()
-    counts["other_task"] = ok.count() - counts["pairs"]
+    counts = {"pairs": 0, "discovery_failures": 0, "other_task": 0}
+    refs = []
+    # Discovery streams batch by batch (pipeline.pairs); the usable rows are put into the object store from the
+    # driver, so they live on the driver's node: losing a worker node never loses (and never has to rebuild)
+    # the pair list, which would need free CPUs that the training workers may be holding.
+    for batch in iter_pairs(data.input or "", task=config.model.task, config=data.pairs, storage=config.storage.s3):
+        counts["discovery_failures"] += batch.failures.num_rows
+        for row in batch.failures.to_pylist()[:20]:
+            logger.warning("pair %s skipped at discovery: %s", row[S.PAIR_ID], row[S.ERROR])
+        usable = batch.pairs.filter(pc.is_in(batch.pairs[S.TASK], value_set=pa.array(tasks)))
+        counts["other_task"] += batch.pairs.num_rows - usable.num_rows
+        if data.max_pairs is not None:
+            usable = usable.slice(0, max(0, data.max_pairs - counts["pairs"]))
+        if usable.num_rows:
+            counts["pairs"] += usable.num_rows
+            refs.append(ray.put(usable.select(list(S.PAIR_COLUMNS))))
+    if counts["discovery_failures"]:
+        logger.warning("%d pairs of %s failed discovery", counts["discovery_failures"], data.input)
     if counts["other_task"]:
         logger.warning(
             "%d pairs of %s are for tasks other than %s: not trained on",
@@ -154,12 +161,9 @@ def build_dataset(config: TrainJobConfig) -> tuple[Any, dict[str, int]]:
             data.input,
             "/".join(tasks),
         )
-    ok = usable
-    if data.max_pairs is not None and counts["pairs"] > data.max_pairs:
-        ok = ok.limit(data.max_pairs).materialize()
-        counts["pairs"] = data.max_pairs
     if counts["pairs"] == 0:
         raise PipelineError(f"data.input {data.input!r}: no usable pairs to train on")
+    ok = ray.data.from_arrow_refs(refs)
     samples = ok.flat_map(
         decode_training_pair,
         fn_kwargs={"read": data.read, "storage": config.storage.s3},
@@ -170,8 +174,7 @@ def build_dataset(config: TrainJobConfig) -> tuple[Any, dict[str, int]]:
     free = total_cpus - train.num_workers * train.cpus_per_worker
     if data.materialize == "always" or (data.materialize == "auto" and free < data.decode_cpus):
         logger.info(
-            "materializing decoded pairs before training "
-            "(cluster CPUs %.1f, workers take %.1f, decode needs %.1f)",
+            "materializing decoded pairs before training (cluster CPUs %.1f, workers take %.1f, decode needs %.1f)",
             total_cpus,
             train.num_workers * train.cpus_per_worker,
             data.decode_cpus,
@@ -180,9 +183,7 @@ def build_dataset(config: TrainJobConfig) -> tuple[Any, dict[str, int]]:
         counts["samples"] = samples.count()
         counts["decode_failures"] = counts["pairs"] - counts["samples"]
         if counts["samples"] == 0:
-            raise PipelineError(
-                f"data.input {data.input!r}: none of the {counts['pairs']} pairs could be decoded"
-            )
+            raise PipelineError(f"data.input {data.input!r}: none of the {counts['pairs']} pairs could be decoded")
     return samples, counts
 
 
@@ -383,12 +384,8 @@ class _RayMetrics:
         tags = ("run", "stage")
         self._run = run
         self.loss = Gauge("maugif_train_loss", "Mean training loss of the last epoch.", tag_keys=tags)
-        self.rate = Gauge(
-            "maugif_train_samples_per_s", "Training samples per second (all workers).", tag_keys=tags
-        )
-        self.epoch = Gauge(
-            "maugif_train_global_epoch", "Last completed epoch (stage 1 then 2).", tag_keys=tags
-        )
+        self.rate = Gauge("maugif_train_samples_per_s", "Training samples per second (all workers).", tag_keys=tags)
+        self.epoch = Gauge("maugif_train_global_epoch", "Last completed epoch (stage 1 then 2).", tag_keys=tags)
 
     def set(self, row: Mapping[str, float]) -> None:
         tags = {"run": self._run, "stage": str(int(row["stage"]))}
@@ -420,9 +417,7 @@ def _run_epoch(
     steps = samples = 0
     trace: list[list[tuple[str, int]]] = []
     started = time.perf_counter()
-    batches = iter_batches(
-        _shard_rows(shard, config, global_epoch, ctx.get_world_rank()), config, stage, epoch
-    )
+    batches = iter_batches(_shard_rows(shard, config, global_epoch, ctx.get_world_rank()), config, stage, epoch)
     while True:
         batch = next(batches, None)
         if world > 1:
@@ -535,16 +530,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             trace += [{"stage": stage, "epoch": epoch, "step": i, "samples": s} for i, s in enumerate(steps)]
             name = f"checkpoint_s{stage}_e{epoch:04d}"
             if rank == 0:
-                _write_bytes(
-                    f"{config.run_uri}/{METRICS_FILE}", _metrics_csv(state.history), config.storage.s3
-                )
+                _write_bytes(f"{config.run_uri}/{METRICS_FILE}", _metrics_csv(state.history), config.storage.s3)
                 metrics.set(row)
                 logger.info("stage %d epoch %d: %s", stage, epoch, json.dumps(row))
                 with tempfile.TemporaryDirectory() as folder:
                     _save_checkpoint_dir(folder, model, optimizer, amp[1], state, config)
-                    ray.train.report(
-                        row, checkpoint=Checkpoint.from_directory(folder), checkpoint_dir_name=name
-                    )
+                    ray.train.report(row, checkpoint=Checkpoint.from_directory(folder), checkpoint_dir_name=name)
             else:
                 ray.train.report(row, checkpoint=None, checkpoint_dir_name=name)
     if train.trace:
@@ -554,9 +545,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "steps": trace,
             "param_digest": _param_digest(model),
         }
-        _write_bytes(
-            f"{config.run_uri}/{TRACE_DIR}/rank{rank}.json", json.dumps(record).encode(), config.storage.s3
-        )
+        _write_bytes(f"{config.run_uri}/{TRACE_DIR}/rank{rank}.json", json.dumps(record).encode(), config.storage.s3)
 
 
 # ------------------------------------------------------------------------------------------------------------

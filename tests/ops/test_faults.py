@@ -1,0 +1,381 @@
+"""Faults an operator meets, each injected for real and each checked against a clean run.
+
+* a worker node removed while ``batch_fuse`` runs (``ray.cluster_utils.Cluster`` in a subprocess);
+* the S3 endpoint gone for ~10 s mid-job (a loopback proxy in front of moto stops listening);
+* the driver killed mid-job (SIGKILL), then the same command rerun, outputs on S3;
+* S3 answering ``503 SlowDown`` for a while (the proxy throttles before forwarding).
+
+"Exactly once" means: every pair's output exists once under its final name, with the bytes of a clean run (the
+pipeline is deterministic on CPU), and no other object is visible under the output prefix but the manifest, the
+saved config and the summary. Training node loss is covered by
+tests/pipeline/test_training.py::test_worker_node_killed_mid_training_resumes_and_finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ops.local_ray import kill_processes_mentioning, short_temp_dir
+from ops.s3_proxy import S3FaultProxy
+from ops.sample_pairs import write_crop_pairs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JOB = str(REPO_ROOT / "jobs" / "batch_fuse.py")
+N_PAIRS = 48
+# Small batches and write groups: progress is visible pair by pair, so faults land mid-job.
+SMALL_STEPS = ["--set", "fusion.batch_size=2", "--set", "resources.rows_per_write=2"]
+META = ("_manifest/", "_summary.json")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _env(ray_tmpdir: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "RAY_TMPDIR": ray_tmpdir, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def _private_ray():
+    """A RAY_TMPDIR for the job subprocesses' own Ray instances; leftovers (a killed driver's) are killed after."""
+    path = short_temp_dir("mgt-")
+    try:
+        yield path
+    finally:
+        kill_processes_mentioning(path)
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    return write_crop_pairs(tmp_path_factory.mktemp("fault-pairs"), N_PAIRS, size=64, seed=7)
+
+
+@pytest.fixture(scope="module")
+def reference(pairs, tmp_path_factory) -> dict[str, str]:
+    """pair_id → sha256 of its output in a clean, fault-free run."""
+    out = tmp_path_factory.mktemp("reference") / "fused"
+    with _private_ray() as ray_tmp:
+        run = subprocess.run(
+            [sys.executable, JOB, "--input", str(pairs), "--output", str(out), *SMALL_STEPS],
+            env=_env(ray_tmp),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    outputs = {p.stem: _sha(p.read_bytes()) for p in out.glob("*.png")}
+    assert len(outputs) == N_PAIRS
+    return outputs
+
+
+# ------------------------------------------------------------------------------------------- S3 plumbing
+
+
+@pytest.fixture
+def s3_pairs(s3_server, s3_bucket, pairs) -> tuple[str, str]:
+    """The pairs uploaded to a fresh bucket (directly to moto); returns (manifest URI, bucket)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    lines = pairs.read_text().splitlines()
+    rows = [lines[0]]
+    for line in lines[1:]:
+        pair_id, uri_a, uri_b, task = line.split(",")
+        for uri in (uri_a, uri_b):
+            s3.put_object(Bucket=s3_bucket, Key=f"in/{Path(uri).name}", Body=Path(uri).read_bytes())
+        rows.append(f"{pair_id},{Path(uri_a).name},{Path(uri_b).name},{task}")
+    s3.put_object(Bucket=s3_bucket, Key="in/pairs.csv", Body=("\n".join(rows) + "\n").encode())
+    return f"s3://{s3_bucket}/in/pairs.csv", s3_bucket
+
+
+@pytest.fixture
+def proxy(s3_server):
+    with S3FaultProxy(s3_server) as proxy:
+        yield proxy
+
+
+def _objects(s3_server: str, bucket: str, prefix: str) -> dict[str, bytes]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    keys = [
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    ]
+    return {k[len(prefix) :]: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def _assert_exactly_once(objects: dict[str, bytes], reference: dict[str, str]) -> None:
+    outputs = {name: data for name, data in objects.items() if not name.startswith(META)}
+    assert sorted(outputs) == sorted(f"{pair_id}.png" for pair_id in reference), "missing or extra objects"
+    assert {name[: -len(".png")]: _sha(data) for name, data in outputs.items()} == reference
+
+
+def _start_job(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, JOB, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_outputs(count_fn, at_least: int, job: subprocess.Popen, timeout: float = 400) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and job.poll() is None:
+        n = count_fn()
+        if n >= at_least:
+            return n
+        time.sleep(0.2)
+    raise AssertionError(f"job ended or stalled before {at_least} outputs:\n{job.stdout.read()[-4000:]}")
+
+
+def _s3_outputs(s3_server: str, bucket: str, prefix: str) -> int:
+    import boto3
+
+    page = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sum(1 for obj in page.get("Contents", []) if obj["Key"].endswith(".png"))
+
+
+# ----------------------------------------------------------------------------------------- the proxy itself
+
+
+def test_fault_proxy_throttles_then_forwards_and_goes_down(s3_server, s3_bucket):
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    with S3FaultProxy(s3_server) as proxy:
+        client = boto3.client(
+            "s3", endpoint_url=proxy.url, config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 6})
+        )
+        proxy.slowdown(requests=3)
+        client.put_object(Bucket=s3_bucket, Key="k", Body=b"x" * 70_000)  # 3 x 503 SlowDown, then forwarded
+        assert proxy.count("slowdown") == 3
+        assert [r.outcome for r in proxy.records if r.method == "PUT"] == ["slowdown"] * 3 + ["forwarded"]
+        assert client.get_object(Bucket=s3_bucket, Key="k")["Body"].read() == b"x" * 70_000
+        no_retry = boto3.client(
+            "s3", endpoint_url=proxy.url, config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 1})
+        )
+        proxy.slowdown(requests=1)
+        with pytest.raises(botocore.exceptions.ClientError, match="SlowDown"):
+            no_retry.head_object(Bucket=s3_bucket, Key="k")
+        with proxy.outage(), pytest.raises(botocore.exceptions.EndpointConnectionError):
+            no_retry.head_object(Bucket=s3_bucket, Key="k")
+        assert no_retry.head_object(Bucket=s3_bucket, Key="k")["ContentLength"] == 70_000  # back, same port
+
+
+# ------------------------------------------------------------------------------------------------ S3 faults
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_s3_slowdown_is_retried_with_jitter_and_the_job_completes(s3_server, s3_pairs, proxy, reference):
+    manifest, bucket = s3_pairs
+    out = f"s3://{bucket}/slowdown"
+    with _private_ray() as ray_tmp:
+        job = _start_job(
+            ["--input", manifest, "--output", out, *SMALL_STEPS], _env(ray_tmp, AWS_ENDPOINT_URL=proxy.url)
+        )
+        _wait_outputs(lambda: _s3_outputs(s3_server, bucket, "slowdown/"), 4, job)
+        proxy.slowdown(seconds=8)  # every request for 8 s: reads, writes and manifest parts all throttled
+        output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, output[-4000:]
+    throttled = [r for r in proxy.records if r.outcome == "slowdown"]
+    assert len(throttled) >= 5, "the throttle window saw too little traffic to prove anything"
+    # Throttled requests were retried and then served...
+    served = {(r.method, r.path) for r in proxy.records if r.outcome == "forwarded" and r.at > throttled[-1].at}
+    assert {(r.method, r.path) for r in throttled} & served
+    # ... after jittered backoff: the gaps between retries of the same request are not one fixed delay.
+    by_request: dict[tuple[str, str], list[float]] = {}
+    for r in proxy.records:
+        by_request.setdefault((r.method, r.path), []).append(r.at)
+    gaps = [round(b - a, 2) for times in by_request.values() if len(times) > 2 for a, b in zip(times, times[1:])]
+    assert len(set(gaps)) > 1
+    _assert_exactly_once(_objects(s3_server, bucket, "slowdown/"), reference)
+    summary = json.loads(_objects(s3_server, bucket, "slowdown/")["_summary.json"])
+    assert (summary["pairs_ok"], summary["pairs_failed"]) == (N_PAIRS, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_s3_outage_mid_job_then_everything_exactly_once(s3_server, s3_pairs, proxy, reference):
+    manifest, bucket = s3_pairs
+    out = f"s3://{bucket}/outage"
+    args = ["--input", manifest, "--output", out, *SMALL_STEPS, "--set", "failures.max_fraction=1.0"]
+    with _private_ray() as ray_tmp:
+        env = _env(ray_tmp, AWS_ENDPOINT_URL=proxy.url)
+        job = _start_job(args, env)
+        before = _wait_outputs(lambda: _s3_outputs(s3_server, bucket, "outage/"), 4, job)
+        with proxy.outage():
+            time.sleep(10)
+            assert _s3_outputs(s3_server, bucket, "outage/") < N_PAIRS
+        output, _ = job.communicate(timeout=600)
+        first = json.loads(_objects(s3_server, bucket, "outage/").get("_summary.json", b"{}") or b"{}")
+        reruns = 0
+        # Either retries rode out the outage, or the job reported failed pairs and a rerun completes the rest.
+        while job.returncode != 0 or first.get("pairs_failed", 0) > 0:
+            assert "Traceback" not in output or "failed" in output.lower(), output[-4000:]
+            reruns += 1
+            assert reruns <= 2, output[-4000:]
+            rerun = subprocess.run([sys.executable, JOB, *args], env=env, capture_output=True, text=True, timeout=600)
+            output = rerun.stdout + rerun.stderr
+            job.returncode = rerun.returncode
+            first = json.loads(_objects(s3_server, bucket, "outage/")["_summary.json"])
+    assert before < N_PAIRS
+    _assert_exactly_once(_objects(s3_server, bucket, "outage/"), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_driver_killed_mid_job_rerun_fuses_only_the_rest(s3_server, s3_pairs, proxy, reference):
+    from pipeline import schema as S
+    from pipeline.manifest import read_manifest
+
+    manifest, bucket = s3_pairs
+    out = f"s3://{bucket}/killed"
+    args = ["--input", manifest, "--output", out, *SMALL_STEPS]
+    with _private_ray() as ray_tmp:
+        env = _env(ray_tmp, AWS_ENDPOINT_URL=proxy.url)
+        job = _start_job(args, env)
+        _wait_outputs(lambda: _s3_outputs(s3_server, bucket, "killed/"), 8, job)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        kill_processes_mentioning(ray_tmp)  # the killed driver's own Ray instance
+        first = {name[: -len(".png")] for name in _objects(s3_server, bucket, "killed/") if name.endswith(".png")}
+        assert 8 <= len(first) < N_PAIRS, "the driver should have been killed mid-job"
+        rerun = subprocess.run([sys.executable, JOB, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
+    _assert_exactly_once(_objects(s3_server, bucket, "killed/"), reference)
+    records = read_manifest(out).to_pylist()
+    last_run = max(r["run_id"] for r in records)
+    second = [r[S.PAIR_ID] for r in records if r["run_id"] == last_run and r[S.STATUS] == S.STATUS_OK]
+    assert len(second) == len(set(second))
+    assert set(second) == set(reference) - first  # nothing fused twice: the rerun did exactly the rest
+
+
+# -------------------------------------------------------------------------------------------- node loss
+
+_NODE_LOSS = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from pathlib import Path
+    import ray
+    from ray.cluster_utils import Cluster
+    from pipeline.batch import run_batch_fuse
+    from pipeline.fuse_config import FuseJobConfig
+
+    config = FuseJobConfig.model_validate_json(sys.argv[1])
+    out, kill_after = Path(config.output.uri), int(sys.argv[2])
+    store = 150 * 1024**2
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False},
+    )
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=store) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    result = {}
+
+    def run():
+        try:
+            result["summary"] = run_batch_fuse(config)
+        except BaseException as e:
+            result["error"] = repr(e)
+
+    thread = threading.Thread(target=run)
+    started = time.monotonic()
+    thread.start()
+    while thread.is_alive() and len(list(out.glob("*.png"))) < kill_after:
+        time.sleep(0.1)
+    victim, removed_at, first_after = None, None, None
+    if thread.is_alive():
+        # The node running the fusion actor, so the actor itself has to move.
+        from ray._private.state import state
+        hosts = {a["Address"]["NodeID"] for a in state.actor_table(None).values()
+                 if "FusionPredictor" in a.get("ActorClassName", "") and a.get("State") == "ALIVE"}
+        victim = next((w for w in workers if w.node_id in hosts), workers[0])
+        done_before = len(list(out.glob("*.png")))
+        cluster.remove_node(victim)
+        removed_at = time.monotonic()
+        cluster.add_node(num_cpus=1, object_store_memory=store)
+        while thread.is_alive() and len(list(out.glob("*.png"))) <= done_before:
+            time.sleep(0.1)
+        first_after = time.monotonic()
+    thread.join(600)
+    summary = result.get("summary") or {}
+    print("RESULT " + json.dumps({
+        "removed": removed_at is not None,
+        "victim_ran_the_actor": victim is not None and victim is not workers[0] or False,
+        "outputs_at_removal": kill_after,
+        "recovery_s": (first_after - removed_at) if removed_at else None,
+        "elapsed_s": time.monotonic() - started,
+        "error": result.get("error"),
+        "ok": summary.get("pairs_ok"), "failed": summary.get("pairs_failed"),
+    }), flush=True)
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+def run_node_loss(pairs: Path, out: Path, kill_after: int, timeout: float = 800) -> dict:
+    """batch_fuse on a 3-node ``Cluster`` (CPU-0 head, two 1-CPU workers) in a subprocess; the worker running the
+    fusion actor is removed once ``kill_after`` outputs exist, and a fresh node joins. Returns the RESULT dict."""
+    from pipeline.fuse_config import FuseJobConfig
+
+    config = FuseJobConfig(
+        input=str(pairs),
+        output={"uri": str(out)},
+        fusion={"batch_size": 2},
+        resources={"rows_per_write": 2},
+        failures={"max_fraction": 0.0},
+    )
+    with _private_ray() as ray_tmp:
+        script = Path(ray_tmp) / f"node_loss_{uuid.uuid4().hex[:6]}.py"
+        script.write_text(_NODE_LOSS)
+        run = subprocess.run(
+            [sys.executable, str(script), config.model_dump_json(), str(kill_after)],
+            env=_env(ray_tmp, RAY_DEDUP_LOGS="0"),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, run.stdout[-3000:] + run.stderr[-6000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_worker_node_removed_during_batch_fuse_every_output_exactly_once(pairs, reference, tmp_path):
+    out = tmp_path / "fused"
+    result = run_node_loss(pairs, out, kill_after=6)
+    assert result["removed"], "the job finished before the node could be removed"
+    assert result["error"] is None, result["error"]
+    assert (result["ok"], result["failed"]) == (N_PAIRS, 0)
+    assert {p.stem: _sha(p.read_bytes()) for p in out.glob("*.png")} == reference
+    assert not [p for p in out.iterdir() if p.suffix != ".png" and p.name not in ("_manifest", "_summary.json")]
+    print(f"node loss: first output {result['recovery_s']:.1f} s after the removal; job {result['elapsed_s']:.1f} s")
