@@ -73,6 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         proxy._track(self.connection)
         if proxy._take_slowdown():
+            proxy._record(self.command, self.path, "slowdown", 503)  # before answering: no race with the client
             self.send_response(503, "Slow Down")
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(_SLOWDOWN_BODY)))
@@ -80,7 +81,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(_SLOWDOWN_BODY)
-            proxy._record(self.command, self.path, "slowdown", 503)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         if body or "Content-Length" in self.headers or "chunked" in self.headers.get("Transfer-Encoding", ""):
@@ -90,6 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
             payload = response.read()
+            proxy._record(self.command, self.path, "forwarded", response.status)
             self.send_response(response.status, response.reason)
             for key, value in response.getheaders():
                 if key.lower() not in _HOP_BY_HOP and not (key.lower() == "content-length" and self.command != "HEAD"):
@@ -99,7 +100,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)
-            proxy._record(self.command, self.path, "forwarded", response.status)
         except (OSError, http.client.HTTPException):
             proxy._record(self.command, self.path, "upstream-error", 502)
             self.close_connection = True

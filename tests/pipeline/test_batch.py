@@ -98,6 +98,13 @@ def _latest(output: str) -> dict[str, dict]:
     return latest
 
 
+def _assert_same_up_to_rounding(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Batched and single-image forward passes differ only by float rounding: at most one level on a few pixels."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    diff = np.abs(actual.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+
+
 # ------------------------------------------------------------------------------------------------- local
 
 
@@ -152,7 +159,7 @@ def test_batch_output_matches_direct_fusion(ray_session, tmp_path, checkpoint):
     model = maugif_core.load_checkpoint(checkpoint)
     for row in rows:
         a, b = np.asarray(Image.open(data / row["uri_a"])), np.asarray(Image.open(data / row["uri_b"]))
-        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{row['pair_id']}.png")), model.fuse(a, b))
+        _assert_same_up_to_rounding(np.asarray(Image.open(out / f"{row['pair_id']}.png")), model.fuse(a, b))
 
 
 def _read_vrt(path: Path) -> tuple[np.ndarray, dict]:
@@ -241,7 +248,7 @@ def test_end_to_end_over_s3(ray_session, s3_server, s3_bucket, tmp_path, checkpo
     for row in rows:
         fused = np.asarray(Image.open(io.BytesIO(fs.cat(f"{s3_bucket}/out/{row['pair_id']}.png"))))
         a, b = np.asarray(Image.open(data / row["uri_a"])), np.asarray(Image.open(data / row["uri_b"]))
-        np.testing.assert_array_equal(fused, model.fuse(a, b))
+        _assert_same_up_to_rounding(fused, model.fuse(a, b))
     names = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/out")}
     assert not any(".tmp" in n for n in names)
     assert _latest(out)["gone"][S.STATUS] == S.STATUS_FAILED
