@@ -166,9 +166,7 @@ def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
         fs, _ = get_filesystem("s3://bench/x", StorageConfig())
         filesystems = {
             "s3fs via FSSpecHandler": pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
-            "pyarrow S3FileSystem": pafs.S3FileSystem(
-                endpoint_override=endpoint, scheme="http", region="us-east-1"
-            ),
+            "pyarrow S3FileSystem": pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1"),
         }
         for label, filesystem in filesystems.items():
             save, upload, restore = [], [], []
@@ -181,9 +179,7 @@ def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
                 target = f"bench/{label.split()[0]}/checkpoint_{i:04d}"
                 pafs.copy_files(str(local), target, destination_filesystem=filesystem)
                 uploaded = time.perf_counter()
-                restored_dir = Checkpoint(path=target, filesystem=filesystem).to_directory(
-                    str(workdir / f"r-{i}")
-                )
+                restored_dir = Checkpoint(path=target, filesystem=filesystem).to_directory(str(workdir / f"r-{i}"))
                 _load_checkpoint_dir(restored_dir)
                 done = time.perf_counter()
                 save.append(saved - started)
@@ -255,12 +251,8 @@ def bench_gpu(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--parts", default="scaling,checkpoint", help="comma list of scaling, checkpoint, gpu"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="scaling,checkpoint", help="comma list of scaling, checkpoint, gpu")
     parser.add_argument("--pairs", type=int, default=20, help="MFI-WHU pairs to train on")
     parser.add_argument("--crops", type=int, default=2, help="crops per pair per epoch")
     parser.add_argument("--crop", type=int, default=128, help="crop size (scaling part)")

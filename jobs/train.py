@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output", help="output root, local or s3:// (storage.path); the final model goes to <output>/final"
     )
     parser.add_argument(
-        "--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray instance)"
+        "--address",
+        help="Ray cluster to attach to: host:port, or 'auto' for the cluster started on this node by `ray start` "
+        "(default: RAY_ADDRESS, else a new local Ray instance)",
     )
     return parser.parse_args(argv)
 
@@ -68,9 +70,7 @@ def load_config(args: argparse.Namespace):
     if "://" not in source and not os.path.exists(source):
         from pipeline.errors import ConfigError
 
-        raise ConfigError(
-            f"data.input: {source!r} does not exist (expected a manifest file or a folder of pairs)"
-        )
+        raise ConfigError(f"data.input: {source!r} does not exist (expected a manifest file or a folder of pairs)")
     return config
 
 
@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.training import run_training
 
     started = time.perf_counter()
-    ray.init(address=args.address, log_to_driver=True)
+    # Attach only when asked to (--address, RAY_ADDRESS): never to whatever cluster this machine ran last.
+    address = args.address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, log_to_driver=True)
     try:
         summary = run_training(config)
     except (ConfigError, OSError) as e:
@@ -111,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     train = config.train
     failed = counts.get("discovery_failures", 0)
     print(f"  pairs            {counts.get('pairs', 0)} ({failed} failed discovery)")
-    print(
-        f"  epochs           {len(summary.history)} "
-        f"(stage 1: {train.epochs_stage1}, stage 2: {train.epochs_stage2})"
-    )
+    print(f"  epochs           {len(summary.history)} (stage 1: {train.epochs_stage1}, stage 2: {train.epochs_stage2})")
     if last:
         print(
             f"  last epoch       stage {int(last['stage'])} epoch {int(last['epoch'])}: "

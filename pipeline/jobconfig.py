@@ -69,9 +69,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path!r}: expected a mapping at the top level, got {type(data).__name__}"
-        )
+        raise ConfigError(f"config file {path!r}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
@@ -127,9 +125,7 @@ def _parse_value(model_cls: type[BaseModel], key: str, raw: str) -> Any:
             t
             for t in members
             if t is str
-            or (
-                typing.get_origin(t) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(t))
-            )
+            or (typing.get_origin(t) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(t)))
         ]
         if stringy and all(t is type(None) or t in stringy for t in members):
             return raw
@@ -147,9 +143,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         if child is None:
             child = node[part] = {}
         elif not isinstance(child, dict):
-            raise ConfigError(
-                f"override {key}: {'.'.join(parts[: i + 1])} is {child!r}, not a section with keys"
-            )
+            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is {child!r}, not a section with keys")
         node = child
     node[parts[-1]] = value
 
@@ -246,9 +240,7 @@ def load_job_config(
         return model_cls.model_validate(merged)
     except ValidationError as e:
         source = f" (from {config_path})" if config_path else ""
-        raise ConfigError(
-            f"invalid {model_cls.__name__}{source}:\n{format_validation_error(e, model_cls)}"
-        ) from e
+        raise ConfigError(f"invalid {model_cls.__name__}{source}:\n{format_validation_error(e, model_cls)}") from e
 
 
 def config_to_yaml(config: BaseModel) -> str:

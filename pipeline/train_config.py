@@ -154,9 +154,7 @@ class TrainSection(_Frozen):
         None, description="torch intra-op threads per worker; None: max(1, floor(cpus_per_worker))."
     )
     batch_size: PositiveInt = Field(8, description="Samples per step on each worker (SPEC: 8).")
-    crop_size: int = Field(
-        480, ge=8, description="Side of the square random-resized crops, pixels (SPEC: 480)."
-    )
+    crop_size: int = Field(480, ge=8, description="Side of the square random-resized crops, pixels (SPEC: 480).")
     crop_scale: tuple[float, float] = Field(
         (0.08, 1.0), description="Area fraction range of the random-resized crop (SPEC: 0.08-1)."
     )
@@ -210,9 +208,7 @@ class TrainSection(_Frozen):
     @model_validator(mode="after")
     def _check_gpu_options(self) -> TrainSection:
         if not self.use_gpu and self.amp in ("bf16", "fp16"):
-            raise ValueError(
-                f"train.amp={self.amp!r} needs train.use_gpu=true (mixed precision is GPU-only here)"
-            )
+            raise ValueError(f"train.amp={self.amp!r} needs train.use_gpu=true (mixed precision is GPU-only here)")
         if not self.use_gpu and self.backend == "nccl":
             raise ValueError("train.backend='nccl' needs train.use_gpu=true (use gloo or auto on CPU)")
         return self

@@ -65,9 +65,7 @@ def run_job_checked(*args: str) -> tuple[subprocess.CompletedProcess, float, set
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert wall < 5.0, f"{wall:.2f} s wall: something slow (Ray?) ran before the config was validated"
-    modules = {
-        line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
-    }
+    modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     message = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, message), cpu, modules
 

@@ -20,20 +20,19 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from ops.local_ray import kill_processes_mentioning, short_temp_dir
+from ops.node_loss import run_node_loss
 from ops.s3_proxy import S3FaultProxy
 from ops.sample_pairs import write_crop_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB = str(REPO_ROOT / "jobs" / "batch_fuse.py")
-N_PAIRS = 48
+N_PAIRS = 96
 # Small batches and write groups: progress is visible pair by pair, so faults land mid-job.
 SMALL_STEPS = ["--set", "fusion.batch_size=2", "--set", "resources.rows_per_write=2"]
 META = ("_manifest/", "_summary.json")
@@ -286,103 +285,15 @@ def test_driver_killed_mid_job_rerun_fuses_only_the_rest(s3_server, s3_pairs, pr
 
 # -------------------------------------------------------------------------------------------- node loss
 
-_NODE_LOSS = textwrap.dedent(
-    """
-    import json, sys, threading, time
-    from pathlib import Path
-    import ray
-    from ray.cluster_utils import Cluster
-    from pipeline.batch import run_batch_fuse
-    from pipeline.fuse_config import FuseJobConfig
-
-    config = FuseJobConfig.model_validate_json(sys.argv[1])
-    out, kill_after = Path(config.output.uri), int(sys.argv[2])
-    store = 150 * 1024**2
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False},
-    )
-    workers = [cluster.add_node(num_cpus=1, object_store_memory=store) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    result = {}
-
-    def run():
-        try:
-            result["summary"] = run_batch_fuse(config)
-        except BaseException as e:
-            result["error"] = repr(e)
-
-    thread = threading.Thread(target=run)
-    started = time.monotonic()
-    thread.start()
-    while thread.is_alive() and len(list(out.glob("*.png"))) < kill_after:
-        time.sleep(0.1)
-    victim, removed_at, first_after = None, None, None
-    if thread.is_alive():
-        # The node running the fusion actor, so the actor itself has to move.
-        from ray._private.state import state
-        hosts = {a["Address"]["NodeID"] for a in state.actor_table(None).values()
-                 if "FusionPredictor" in a.get("ActorClassName", "") and a.get("State") == "ALIVE"}
-        victim = next((w for w in workers if w.node_id in hosts), workers[0])
-        done_before = len(list(out.glob("*.png")))
-        cluster.remove_node(victim)
-        removed_at = time.monotonic()
-        cluster.add_node(num_cpus=1, object_store_memory=store)
-        while thread.is_alive() and len(list(out.glob("*.png"))) <= done_before:
-            time.sleep(0.1)
-        first_after = time.monotonic()
-    thread.join(600)
-    summary = result.get("summary") or {}
-    print("RESULT " + json.dumps({
-        "removed": removed_at is not None,
-        "victim_ran_the_actor": victim is not None and victim is not workers[0] or False,
-        "outputs_at_removal": kill_after,
-        "recovery_s": (first_after - removed_at) if removed_at else None,
-        "elapsed_s": time.monotonic() - started,
-        "error": result.get("error"),
-        "ok": summary.get("pairs_ok"), "failed": summary.get("pairs_failed"),
-    }), flush=True)
-    ray.shutdown()
-    cluster.shutdown()
-    """
-)
-
-
-def run_node_loss(pairs: Path, out: Path, kill_after: int, timeout: float = 800) -> dict:
-    """batch_fuse on a 3-node ``Cluster`` (CPU-0 head, two 1-CPU workers) in a subprocess; the worker running the
-    fusion actor is removed once ``kill_after`` outputs exist, and a fresh node joins. Returns the RESULT dict."""
-    from pipeline.fuse_config import FuseJobConfig
-
-    config = FuseJobConfig(
-        input=str(pairs),
-        output={"uri": str(out)},
-        fusion={"batch_size": 2},
-        resources={"rows_per_write": 2},
-        failures={"max_fraction": 0.0},
-    )
-    with _private_ray() as ray_tmp:
-        script = Path(ray_tmp) / f"node_loss_{uuid.uuid4().hex[:6]}.py"
-        script.write_text(_NODE_LOSS)
-        run = subprocess.run(
-            [sys.executable, str(script), config.model_dump_json(), str(kill_after)],
-            env=_env(ray_tmp, RAY_DEDUP_LOGS="0"),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, run.stdout[-3000:] + run.stderr[-6000:]
-    return json.loads(lines[-1][len("RESULT ") :])
-
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_worker_node_removed_during_batch_fuse_every_output_exactly_once(pairs, reference, tmp_path):
     out = tmp_path / "fused"
-    result = run_node_loss(pairs, out, kill_after=6)
+    result = run_node_loss(pairs, out, delay_s=3.0)
     assert result["removed"], "the job finished before the node could be removed"
+    assert result["outputs_at_removal"] < N_PAIRS
+    assert result["victim_hosted_fusion_actor"], "the removed node should be the one running the fusion actor"
     assert result["error"] is None, result["error"]
     assert (result["ok"], result["failed"]) == (N_PAIRS, 0)
     assert {p.stem: _sha(p.read_bytes()) for p in out.glob("*.png")} == reference

@@ -97,9 +97,7 @@ def test_overrides_are_coerced_and_validated():
     with pytest.raises(ConfigError, match=r"model\.overrides\.decoder_width"):
         load_job_config(TrainJobConfig, None, ["model.overrides.decoder_width=0", "data.input=x"])
     with pytest.raises(ConfigError, match=r"train\.epochs_stage1 and train\.epochs_stage2 are both 0"):
-        load_job_config(
-            TrainJobConfig, None, ["train.epochs_stage1=0", "train.epochs_stage2=0", "data.input=x"]
-        )
+        load_job_config(TrainJobConfig, None, ["train.epochs_stage1=0", "train.epochs_stage2=0", "data.input=x"])
 
 
 def test_checkpoint_score_never_compares_stages():
@@ -161,9 +159,7 @@ def test_checkpoint_folder_round_trip(tmp_path):
         assert torch.equal(p, q), name
     fresh = make_optimizer(model)
     fresh.load_state_dict(opt_state["optimizer"])
-    assert torch.equal(
-        fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
-    )
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
     assert "epochs_stage1: 1" in (tmp_path / "config.yaml").read_text()
 
 
@@ -192,9 +188,7 @@ def _reference_params(
     torch.manual_seed(train.seed)
     model = build_model_from_config(preset(config.model.task))
     steps = {
-        (r, s["stage"], s["epoch"], s["step"]): s["samples"]
-        for r, trace in enumerate(traces)
-        for s in trace["steps"]
+        (r, s["stage"], s["epoch"], s["step"]): s["samples"] for r, trace in enumerate(traces) for s in trace["steps"]
     }
     largest: dict[int, float] = {}
     for stage, epochs in ((1, train.epochs_stage1), (2, train.epochs_stage2)):
@@ -293,9 +287,7 @@ def test_gpu_training_with_and_without_amp(ray_session, tmp_path, amp):
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    config = make_config(
-        str(tmp_path), f"gpu-{amp}", num_workers=1, use_gpu=True, amp=amp, crop_size=64, batch_size=4
-    )
+    config = make_config(str(tmp_path), f"gpu-{amp}", num_workers=1, use_gpu=True, amp=amp, crop_size=64, batch_size=4)
     summary = run_training(config)
     assert [(r["stage"], r["epoch"]) for r in summary.history] == [(1, 1), (2, 1)]
     assert all(np.isfinite(r["loss"]) for r in summary.history)
@@ -316,6 +308,9 @@ _NODE_LOSS_SCRIPT = textwrap.dedent(
 
     config = TrainJobConfig.model_validate_json(sys.argv[1])
     bucket, committed = sys.argv[2], sys.argv[3]  # kill the node once this checkpoint is committed
+    # Cluster() advertises itself in /tmp/ray/ray_current_cluster, where any other ray.init() on this machine
+    # would find and join it: keep this test cluster private.
+    ray._private.utils.write_ray_address = lambda *args, **kwargs: None
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "object_store_memory": 150 * 1024**2, "include_dashboard": False},
@@ -341,7 +336,8 @@ _NODE_LOSS_SCRIPT = textwrap.dedent(
         time.sleep(0.2)
     killed = seen and thread.is_alive()
     if killed:
-        cluster.remove_node(train_node)
+        cluster.remove_node(train_node, allow_graceful=False)  # a crash: SIGKILL, no draining
+        killed = thread.is_alive()  # the run was still going when its node went
         time.sleep(2)
         cluster.add_node(**node_args)
     thread.join(400)
