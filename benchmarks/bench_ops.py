@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="Crop side in pixels.")
     parser.add_argument("--repeats", type=int, default=1, help="Runs per measurement.")
     parser.add_argument(
-        "--kill-delay", type=float, default=3.0, help="Seconds after the fusion actor is up until its node is removed."
+        "--kill-delay", type=float, default=0.0, help="Seconds after the fusion actor is up until its node is removed."
     )
     parser.add_argument("--only", choices=["up_to_first_pair", "node_loss"], help="Run one measurement only.")
     args = parser.parse_args(argv)

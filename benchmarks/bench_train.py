@@ -83,7 +83,9 @@ def bench_scaling(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any
     from pipeline.training import run_training
 
     manifest = write_manifest(workdir, args.pairs)
-    ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False
+    )
     results = []
     try:
         for workers, threads in ((1, 2), (2, 1)):
@@ -219,7 +221,7 @@ def bench_gpu(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         print("  no CUDA: skipped")
         return []
     manifest = write_manifest(workdir, args.pairs)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     results = []
     try:
         for amp in ("off", "auto"):

@@ -10,7 +10,7 @@ report.
 
 Writes ``<output>/metrics_per_image.csv`` (pair_id,method,metric,value), ``metrics_mean.csv``
 (method,metric,mean), ``metrics_table.md``, ``plots/``, ``grid.png``, ``failures.csv`` and ``report.html``.
-Attaches to ``--address`` or ``RAY_ADDRESS`` when given, else starts a local Ray instance.
+Attaches to ``--address`` or ``RAY_ADDRESS`` when given, else starts its own local Ray instance.
 Exit code: 0 when every method scored every pair (or failures stay within ``max_failed_fraction``), 1
 otherwise, 2 for a bad config or arguments.
 """
@@ -40,15 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="Override a config key, e.g. multiplicative.steps=300 (repeatable).",
     )
-    parser.add_argument(
-        "--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI)."
-    )
+    parser.add_argument("--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).")
     parser.add_argument("--task", help="Task: vif, medical, mff, mef, general, pansharpen or hsi_msi.")
     parser.add_argument("--output", help="Output folder (local path or s3:// prefix).")
     parser.add_argument("--methods", help="Comma-separated methods, e.g. maugif,maugif:running,average,dwt.")
-    parser.add_argument(
-        "--checkpoint", help="MAUGIF checkpoint (file, folder or training output) for --task."
-    )
+    parser.add_argument("--checkpoint", help="MAUGIF checkpoint (file, folder or training output) for --task.")
     parser.add_argument("--convention", help="Additive metric convention: standard, cddfuse or vifb.")
     parser.add_argument("--protocol", help="pansharpen / hsi_msi: wald (reduced resolution) or full.")
     parser.add_argument("--fused-dir", dest="fused_dirs", action="append", default=[], metavar="[NAME=]DIR",
@@ -121,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False) if address else ray.init(log_to_driver=False)
+        # Without an address, start a private local instance: a bare ray.init() attaches to whichever cluster
+        # was started last on this machine (another user's, on a shared host) and dies with it.
+        ray.init(address=address or "local", log_to_driver=False)
         started_here = True
     else:
         started_here = False
-    print(
-        f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})"
-    )
+    print(f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})")
     try:
         result = run_evaluation(config)
         summary = write_report(config, result, config_to_yaml(config))

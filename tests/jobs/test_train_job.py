@@ -189,10 +189,13 @@ def test_rerun_after_driver_crash_continues_where_it_stopped(ray_session, s3_ser
     )
     try:
         deadline = time.time() + 300
-        committed = "crash/maugif-train/checkpoint_s1_e0001/state.json"
+        snapshot = "crash/maugif-train/checkpoint_manager_snapshot.json"
         while time.time() < deadline and driver.poll() is None:
-            if s3.list_objects_v2(Bucket=s3_bucket, Prefix=committed).get("KeyCount", 0):
-                break
+            try:  # wait until Ray Train has committed the first checkpoint (not merely uploaded it)
+                if b"checkpoint_s1_e0001" in s3.get_object(Bucket=s3_bucket, Key=snapshot)["Body"].read():
+                    break
+            except s3.exceptions.NoSuchKey:
+                pass
             time.sleep(0.2)
         assert driver.poll() is None, "the first run ended before it could be killed"
         os.kill(driver.pid, 9)  # a driver crash: no cleanup, no final export

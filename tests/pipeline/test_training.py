@@ -332,7 +332,10 @@ _NODE_LOSS_SCRIPT = textwrap.dedent(
     deadline = time.time() + 300
     seen = False
     while not seen and thread.is_alive() and time.time() < deadline:
-        seen = s3.list_objects_v2(Bucket=bucket, Prefix=committed).get("KeyCount", 0) > 0
+        try:  # committed = listed in Ray Train's checkpoint snapshot, not merely uploaded
+            seen = b"checkpoint_s1_e0001" in s3.get_object(Bucket=bucket, Key=committed)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            pass
         time.sleep(0.2)
     killed = seen and thread.is_alive()
     if killed:
@@ -371,7 +374,7 @@ def test_worker_node_killed_mid_training_resumes_and_finishes(s3_server, s3_buck
     config = config.model_copy(update={"data": config.data.model_copy(update={"crops_per_pair": 4})})
     script = tmp_path / "node_loss.py"
     script.write_text(_NODE_LOSS_SCRIPT)
-    committed = "nodeloss/nodeloss/checkpoint_s1_e0001/state.json"
+    committed = "nodeloss/nodeloss/checkpoint_manager_snapshot.json"
     run = subprocess.run(
         [sys.executable, str(script), config.model_dump_json(), s3_bucket, committed],
         env={**os.environ, "RAY_DEDUP_LOGS": "0"},
