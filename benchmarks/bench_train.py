@@ -3,8 +3,8 @@
 1. ``scaling``: samples/s of the real training loop (:func:`pipeline.training.run_training`) with
    1 worker x 2 torch threads vs 2 DDP workers x 1 thread each, on a 2-CPU local Ray instance, at the same
    global batch (8 = 1 x 8 = 2 x 4). The decoded pairs are materialized first in both, so decoding is off the
-   critical path; the first epoch of each stage (warm-up) is left out. The ratio (2 x 1) / (1 x 2) is the DDP
-   overhead.
+   critical path; the first epoch of each stage (warm-up) is left out. The two set-ups alternate ``--rounds``
+   times and medians are compared: the ratio (2 x 1) / (1 x 2) is the DDP overhead.
 2. ``checkpoint``: save and restore time of one training checkpoint (model.safetensors + optimizer.pt +
    state.json + config.yaml) to a real S3 API server (moto, in a child process): serialising it, uploading it
    the way Ray Train does (``pyarrow.fs.copy_files`` to the run's storage filesystem), and restoring it
@@ -17,7 +17,7 @@ Training data: the 20 MFI-WHU pairs, read in place from ``../shared/datasets/MFI
 ~500-900 px).
 
 Run:
-    .venv/bin/python benchmarks/bench_train.py --parts scaling,checkpoint
+    .venv/bin/python benchmarks/bench_train.py --parts scaling,checkpoint --crop 192 --epochs 3 --crops 2
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def start_s3() -> tuple[subprocess.Popen, str]:
         "import time; from moto.server import ThreadedMotoServer; "
         f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={port}); s.start(); time.sleep(10**6)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **S3_ENV})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, **S3_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -88,7 +90,8 @@ def bench_scaling(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any
     )
     results = []
     try:
-        for workers, threads in ((1, 2), (2, 1)):
+        # Alternate the two set-ups, so that a change in machine load hits both alike.
+        for run, (workers, threads) in enumerate(((1, 2), (2, 1)) * args.rounds):
             config = TrainJobConfig.model_validate(
                 {
                     "model": {"task": "mff"},
@@ -103,42 +106,41 @@ def bench_scaling(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any
                         "epochs_stage2": args.epochs,
                         "max_failures": 0,
                     },
-                    "storage": {"path": str(workdir / "runs"), "name": f"w{workers}x{threads}"},
+                    "storage": {"path": str(workdir / "runs"), "name": f"run{run}-w{workers}x{threads}"},
                 }
             )
             summary = run_training(config)
+            load = os.getloadavg()[0]
             for stage in (1, 2):
                 rows = [r for r in summary.history if r["stage"] == stage][1:]  # drop the warm-up epoch
                 rate = sum(r["samples"] for r in rows) / sum(r["seconds"] for r in rows)
                 results.append(
-                    {
-                        "workers": workers,
-                        "threads": threads,
-                        "stage": stage,
-                        "samples_per_s": rate,
-                        "epochs": len(rows),
-                    }
+                    {"workers": workers, "threads": threads, "stage": stage, "samples_per_s": rate, "load": load}
                 )
                 print(
-                    f"  {workers} worker(s) x {threads} thread(s), stage {stage}: {rate:.2f} samples/s",
+                    f"  {workers} worker(s) x {threads} thread(s), stage {stage}: {rate:.2f} samples/s "
+                    f"(load average {load:.1f})",
                     flush=True,
                 )
     finally:
         ray.shutdown()
     for stage in (1, 2):
-        one, two = (r["samples_per_s"] for r in results if r["stage"] == stage)
-        print(f"  stage {stage}: DDP ratio (2 x 1) / (1 x 2) = {two / one:.3f}")
+        one, two = (
+            statistics.median(r["samples_per_s"] for r in results if r["stage"] == stage and r["workers"] == w)
+            for w in (1, 2)
+        )
+        print(f"  stage {stage}: medians {one:.2f} (1 x 2) vs {two:.2f} (2 x 1) samples/s, ratio {two / one:.3f}")
     return results
 
 
-def _checkpoint_folder(folder: Path) -> int:
-    """One real training checkpoint of the reference-size model, with Adam state after one step."""
+def _checkpoint_state() -> tuple[Any, Any, Any, Any]:
+    """A reference-size model with Adam state after one step, a state and a config: what a checkpoint holds."""
     import torch
 
     from maugif_core import build_model
     from maugif_core.training import make_optimizer, train_step
     from pipeline.train_config import TrainJobConfig
-    from pipeline.training import TrainState, _save_checkpoint_dir
+    from pipeline.training import TrainState
 
     model = build_model("mff")
     model.set_stage(2)
@@ -146,8 +148,7 @@ def _checkpoint_folder(folder: Path) -> int:
     train_step(model, optimizer, torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32), 2)
     config = TrainJobConfig.model_validate({"data": {"input": "x"}})
     history = [{"stage": 1, "epoch": e, "loss": 1.0} for e in range(100)]
-    _save_checkpoint_dir(str(folder), model, optimizer, None, TrainState(2, 1, history), config)
-    return sum(p.stat().st_size for p in folder.iterdir())
+    return model, optimizer, TrainState(2, 1, history), config
 
 
 def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
@@ -157,12 +158,13 @@ def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
 
     from pipeline.io_config import StorageConfig
     from pipeline.storage import get_filesystem
-    from pipeline.training import _load_checkpoint_dir
+    from pipeline.training import _load_checkpoint_dir, _save_checkpoint_dir
 
     proc, endpoint = start_s3()
     os.environ.update(S3_ENV)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     results = []
+    model, optimizer, state, config = _checkpoint_state()
     try:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
         fs, _ = get_filesystem("s3://bench/x", StorageConfig())
@@ -176,8 +178,9 @@ def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
                 local = workdir / f"ckpt-{i}"
                 local.mkdir()
                 started = time.perf_counter()
-                size = _checkpoint_folder(local)
+                _save_checkpoint_dir(str(local), model, optimizer, None, state, config)
                 saved = time.perf_counter()
+                size = sum(p.stat().st_size for p in local.iterdir())
                 target = f"bench/{label.split()[0]}/checkpoint_{i:04d}"
                 pafs.copy_files(str(local), target, destination_filesystem=filesystem)
                 uploaded = time.perf_counter()
@@ -261,6 +264,7 @@ def main() -> None:
     parser.add_argument("--global-batch", type=int, default=8, help="samples per step over all workers")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per stage (the first is warm-up)")
     parser.add_argument("--repeats", type=int, default=20, help="checkpoint save/restore repetitions")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the two scaling set-ups")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")

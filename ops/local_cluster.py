@@ -324,7 +324,8 @@ class LocalProviderCluster:
             ssh_proxy_command=self.host.proxy_command,
             ports=ports,
             token_file=str(self.token_file),
-            remote_env={"RAY_TMPDIR": self.ray_tmpdir, "RAY_ADDRESS": f"127.0.0.1:{ports.gcs}"},
+            # Ray's files (and the address `ray start` records, which RAY_ADDRESS=auto finds) under a private dir.
+            remote_env={"RAY_TMPDIR": self.ray_tmpdir},
         )
         validate_cluster_config(self.config)
         self.yaml_path = work / "cluster.yaml"

@@ -120,6 +120,8 @@ def test_token_auth_and_a_private_dashboard_everywhere(config):
     # token.
     assert any("maugif-venv/bin:$PATH" in c and ".bashrc" in c for c in config["setup_commands"])
     assert any("RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in config["setup_commands"])
+    # `ray submit` scripts attach to the cluster (our jobs start a private Ray unless given an address).
+    assert any("RAY_ADDRESS=auto" in c and ".bashrc" in c for c in config["setup_commands"])
 
 
 def _break(config: dict, path: list, value) -> dict:

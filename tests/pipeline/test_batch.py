@@ -302,3 +302,17 @@ def test_killed_job_resumes_exactly_the_missing_pairs(tmp_path, checkpoint):
     run_ids = sorted({m["run_id"] for m in manifest})
     second = {m[S.PAIR_ID] for m in manifest if m["run_id"] == run_ids[-1] and m[S.STATUS] == S.STATUS_OK}
     assert second == {r["pair_id"] for r in rows} - first  # exactly the missing ones, nothing fused twice
+
+
+def test_dry_run_projects_cost_and_writes_nothing(ray_session, tmp_path, checkpoint):
+    data = tmp_path / "in"
+    rows = _write_pairs(data, 5, seed=4)
+    _write_manifest(data / "pairs.csv", rows)
+    out = tmp_path / "out"
+    summary = run_batch_fuse(_config(str(data / "pairs.csv"), str(out), checkpoint, dry_run=2))
+    assert summary["pairs_ok"] == 2 and summary["pairs_total"] == 5
+    assert summary["pairs_per_s"] > 0 and summary["projected_node_hours_total"] > 0
+    # The projection is the whole input at the measured rate.
+    expected = 5 / summary["pairs_per_s"] / 3600 * summary["nodes"]
+    assert summary["projected_node_hours_total"] == pytest.approx(expected)
+    assert not out.exists() or not any(out.iterdir())
