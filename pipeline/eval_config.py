@@ -80,15 +80,9 @@ class FusedSourceConfig(_Frozen):
 class EvalJobConfig(_Frozen):
     """Everything ``jobs/evaluate.py`` needs; saved as ``<output>/config.yaml``."""
 
-    input: str = Field(
-        ..., description="Pair source: manifest (.csv/.parquet/.jsonl) or folder; local or s3://."
-    )
-    task: Task = Field(
-        ..., description="Task of the pairs (pairs whose source names another task are refused)."
-    )
-    output: str = Field(
-        ..., description="Output folder (local or s3://) for the CSVs, plots and report.html."
-    )
+    input: str = Field(..., description="Pair source: manifest (.csv/.parquet/.jsonl) or folder; local or s3://.")
+    task: Task = Field(..., description="Task of the pairs (pairs whose source names another task are refused).")
+    output: str = Field(..., description="Output folder (local or s3://) for the CSVs, plots and report.html.")
     methods: tuple[str, ...] | None = Field(
         None,
         description=(
@@ -169,9 +163,7 @@ class EvalJobConfig(_Frozen):
         0.5, description="CPUs reserved per actor; fractional so decode tasks still run on a 2-CPU machine."
     )
     torch_threads: PositiveInt = Field(1, description="torch intra-op threads per actor.")
-    address: str | None = Field(
-        None, description="Ray cluster address; None: RAY_ADDRESS, else a local instance."
-    )
+    address: str | None = Field(None, description="Ray cluster address; None: RAY_ADDRESS, else a local instance.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
     pairs: PairsConfig = Field(default_factory=PairsConfig, description="Pair discovery.")
     read: ReadConfig = Field(default_factory=ReadConfig, description="Decoding.")
@@ -205,12 +197,8 @@ class EvalJobConfig(_Frozen):
                 continue
             if base == MAUGIF:
                 if variant is not None and (self.mechanism != "additive" or variant not in BN_MODES):
-                    allowed = (
-                        ", ".join(f"maugif:{m}" for m in BN_MODES) if self.mechanism == "additive" else "none"
-                    )
-                    raise ValueError(
-                        f"methods: {name!r} has an unknown variant (allowed for {self.task}: {allowed})"
-                    )
+                    allowed = ", ".join(f"maugif:{m}" for m in BN_MODES) if self.mechanism == "additive" else "none"
+                    raise ValueError(f"methods: {name!r} has an unknown variant (allowed for {self.task}: {allowed})")
             elif variant is not None or base not in known:
                 raise ValueError(
                     f"methods: unknown method {name!r} for task {self.task}: expected maugif, "

@@ -185,9 +185,7 @@ def _integer_ratio(low: np.ndarray, high: np.ndarray) -> int:
     return H // h
 
 
-def crop_to_ratio(
-    image_a: np.ndarray, image_b: np.ndarray, ratio: int, factor: int
-) -> tuple[np.ndarray, np.ndarray]:
+def crop_to_ratio(image_a: np.ndarray, image_b: np.ndarray, ratio: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop A (low-res) so that its sides are multiples of ``factor``, and B (``ratio`` × A) to match.
 
     Raises:
@@ -264,9 +262,7 @@ def _rgb_indices(meta: dict[str, Any], bands: int) -> list[int]:
     return [0, 1, 2]
 
 
-def fuse_rio_brovey(
-    low: np.ndarray, high: np.ndarray, ratio: int, rgb: list[int], weight: float = 0.2
-) -> np.ndarray:
+def fuse_rio_brovey(low: np.ndarray, high: np.ndarray, ratio: int, rgb: list[int], weight: float = 0.2) -> np.ndarray:
     """rio-pansharpen's Brovey (its ``pansharpen`` function: bilinear ``reproject`` upsampling, nodata mask,
     ``Brovey`` with the CLI's default weight 0.2) on unit-float data.
 
@@ -352,9 +348,7 @@ class PairEvaluator:
         grid_ids: pair ids whose sources and results are written as thumbnails for the visual grid.
     """
 
-    def __init__(
-        self, config: dict[str, Any], fused_index: dict[str, dict[str, str]], grid_ids: list[str]
-    ) -> None:
+    def __init__(self, config: dict[str, Any], fused_index: dict[str, dict[str, str]], grid_ids: list[str]) -> None:
         import torch
 
         self.config = EvalJobConfig.model_validate(config)
@@ -362,7 +356,6 @@ class PairEvaluator:
         self.fused_index = fused_index
         self.grid_ids = set(grid_ids)
         self._models: dict[str | None, Any] = {}
-        self.metrics = metric_order(self.config.task, self.config.protocol)
 
     # ------------------------------------------------------------------ models
     def additive_model(self, bn_mode: str | None) -> Any:
@@ -397,8 +390,11 @@ class PairEvaluator:
 
     # ------------------------------------------------------------------ methods
     def fuse(self, method: str, scene: Scene, pair_id: str, meta_a: dict[str, Any], task: str) -> np.ndarray:
-        """Run one method on a scene of ``task`` (the pair's own task; the job's task picks the additive
-        model); the fused image (additive: A's dtype; spectral: unit float32)."""
+        """Run one method on a scene; the fused image (additive: A's dtype; spectral: unit float32).
+
+        ``task`` is the pair's own task (it picks the multiplicative preset); the job's task picks the additive
+        model and the additive baselines' colour rule.
+        """
         from maugif_core import baselines
 
         base, variant = split_method(method)
@@ -467,11 +463,7 @@ class PairEvaluator:
         pair_id = str(row[S.PAIR_ID])
         cfg = self.config
         if row.get(S.STATUS) == S.STATUS_FAILED:
-            return [
-                _failure_row(
-                    pair_id, "", row.get(S.ERROR_STAGE) or S.STAGE_READ, row.get(S.ERROR) or "failed"
-                )
-            ]
+            return [_failure_row(pair_id, "", row.get(S.ERROR_STAGE) or S.STAGE_READ, row.get(S.ERROR) or "failed")]
         pair_task = row.get(S.TASK) or cfg.task
         if (pair_task in MULTIPLICATIVE_TASKS) != (cfg.mechanism == "multiplicative"):
             return [_failure_row(pair_id, "", STAGE_PREPARE,
@@ -519,9 +511,7 @@ class PairEvaluator:
         from pipeline.fsutil import atomic_write_bytes, join_key
 
         data, suffix = encode_image(fused)
-        atomic_write_bytes(
-            join_key(self.config.output, "fused", file_safe(method), f"{pair_id}{suffix}"), data
-        )
+        atomic_write_bytes(join_key(self.config.output, "fused", file_safe(method), f"{pair_id}{suffix}"), data)
 
     def _save_thumbnails(
         self, pair_id: str, scene: Scene, fused: dict[str, np.ndarray], meta_a: dict[str, Any]
@@ -590,9 +580,7 @@ def check_methods_available(config: EvalJobConfig) -> None:
     for method, module, package in (("rio_brovey", "rio_pansharpen", "rio-pansharpen"),
                                     ("mertens", "cv2", "opencv-python-headless")):  # fmt: skip
         if method in names and importlib.util.find_spec(module) is None:
-            raise ConfigError(
-                f"methods: {method!r} needs the optional package {package} (pip install {package})"
-            )
+            raise ConfigError(f"methods: {method!r} needs the optional package {package} (pip install {package})")
     for name in names:
         _, variant = split_method(name)
         if variant is not None and variant not in BN_MODES:

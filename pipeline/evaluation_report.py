@@ -179,9 +179,7 @@ def _format(value: float) -> str:
     return f"{value:.3f}" if magnitude >= 0.01 or value == 0 else f"{value:.2e}"
 
 
-def _wide(
-    means: Any, methods: Sequence[str], metrics: Sequence[str]
-) -> tuple[list[str], list[str], np.ndarray]:
+def _wide(means: Any, methods: Sequence[str], metrics: Sequence[str]) -> tuple[list[str], list[str], np.ndarray]:
     present_methods = [m for m in methods if m in set(means[COL_METHOD])]
     present_metrics = [k for k in metrics if k in set(means[COL_METRIC])]
     values = np.full((len(present_methods), len(present_metrics)), np.nan)
@@ -209,9 +207,7 @@ def markdown_table(means: Any, counts: dict[str, int], methods: Sequence[str], m
     lower-is-better)."""
     rows, columns, values = _wide(means, methods, metrics)
     best = _best(values, columns)
-    header = (
-        "| method | n | " + " | ".join(f"{c}{' ↓' if c in LOWER_IS_BETTER else ''}" for c in columns) + " |"
-    )
+    header = "| method | n | " + " | ".join(f"{c}{' ↓' if c in LOWER_IS_BETTER else ''}" for c in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for i, method in enumerate(rows):
         cells = [f"**{_format(v)}**" if best[i, j] else _format(v) for j, v in enumerate(values[i])]
@@ -298,9 +294,7 @@ def grid_png(thumbnails: dict[str, dict[str, bytes]], columns: Sequence[str]) ->
     return _figure_png(fig)
 
 
-def _read_thumbnails(
-    output: str, grid_ids: Sequence[str], columns: Sequence[str]
-) -> dict[str, dict[str, bytes]]:
+def _read_thumbnails(output: str, grid_ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict[str, bytes]]:
     from pipeline.fsutil import filesystem_for, join_key
 
     fs, _ = filesystem_for(output)
@@ -424,9 +418,7 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
     if has_grid:
         write_bytes(join_key(out, "grid.png"), grid_png(thumbnails, columns))
 
-    page = _html_page(
-        config, notes, _html_table(means, counts, methods, metrics), has_grid, plot_names, result
-    )
+    page = _html_page(config, notes, _html_table(means, counts, methods, metrics), has_grid, plot_names, result)
     write_bytes(join_key(out, "report.html"), page.encode("utf-8"))
     summary = {
         "pairs": len(result.pairs),

@@ -92,9 +92,7 @@ def write_tif(path: Path, image: np.ndarray, descriptions: list[str] | tuple[str
                 dataset.set_band_description(i, name)
 
 
-def crop_centre(
-    low: np.ndarray, high: np.ndarray, ratio: int, size: int | None
-) -> tuple[np.ndarray, np.ndarray]:
+def crop_centre(low: np.ndarray, high: np.ndarray, ratio: int, size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Centre crop of at most ``size``² low-resolution pixels and the matching high-resolution window."""
     if size is None:
         return low, high
@@ -160,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     output = args.output.resolve()
     if output == REPO or REPO in output.parents:
-        print(
-            f"refusing to write into the repository ({output}): choose a folder outside it", file=sys.stderr
-        )
+        print(f"refusing to write into the repository ({output}): choose a folder outside it", file=sys.stderr)
         return 2
     output.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
@@ -185,14 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(fh)
         writer.writerow(["pair_id", "uri_a", "uri_b", "task"])
         writer.writerows(manifest_rows)
-    crop = (
-        f"centre {args.crop_ms}×{args.crop_ms} low-resolution pixels"
-        if args.crop_ms
-        else "none (whole scenes)"
-    )
-    (output / "README.md").write_text(
-        README.format(datasets=args.datasets, crop=crop, rows="\n".join(table_rows))
-    )
+    crop = f"centre {args.crop_ms}×{args.crop_ms} low-resolution pixels" if args.crop_ms else "none (whole scenes)"
+    (output / "README.md").write_text(README.format(datasets=args.datasets, crop=crop, rows="\n".join(table_rows)))
     print(f"{len(manifest_rows)} pairs -> {output / 'manifest.csv'}")
     return 0
 

@@ -75,6 +75,10 @@ def test_up_submit_job_submit_down(cluster, crop_pairs, tmp_path):
             ],
         )  # fmt: skip
         assert (train_out / "final" / "model.safetensors").stat().st_size > 0
+        # It ran on this cluster (RAY_ADDRESS=auto in the head's shell), not on a private Ray it started itself.
+        status, jobs = dashboard_get(f"{url}/api/jobs/", cluster.token)
+        assert status == 200
+        assert any(j["type"] == "DRIVER" and "train.py" in (j.get("entrypoint") or "") for j in jobs), jobs
 
         # `ray job submit --working-dir .` through the forwarded dashboard, with the token.
         fused = out / "fused"

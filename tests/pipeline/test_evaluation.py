@@ -126,9 +126,7 @@ def test_index_fused_dir_matches_pair_ids_case_insensitively_and_ignores_other_f
     index = index_fused_dir(FusedSourceConfig(name="tool", uri=str(tmp_path / "fused")))
     assert set(index) == {"p1", "p2", "p3_tool"}
     assert index["p2"].endswith("P2.PNG")
-    index = index_fused_dir(
-        FusedSourceConfig(name="tool", uri=str(tmp_path / "fused"), pattern="{pair_id}_TOOL.*")
-    )
+    index = index_fused_dir(FusedSourceConfig(name="tool", uri=str(tmp_path / "fused"), pattern="{pair_id}_TOOL.*"))
     assert set(index) == {"p3"}
 
 
@@ -226,9 +224,7 @@ def test_evaluator_scores_every_method_and_reports_failures_per_method(tmp_path)
 def test_evaluator_passes_read_failures_through_and_refuses_a_mechanism_mismatch(tmp_path):
     config = _config(tmp_path, task="vif", methods=("average",))
     evaluator = PairEvaluator(config.model_dump(mode="json"), {}, [])
-    (row,) = evaluator(
-        {S.PAIR_ID: "bad", S.STATUS: S.STATUS_FAILED, S.ERROR_STAGE: "read", S.ERROR: "truncated PNG"}
-    )
+    (row,) = evaluator({S.PAIR_ID: "bad", S.STATUS: S.STATUS_FAILED, S.ERROR_STAGE: "read", S.ERROR: "truncated PNG"})
     assert row["stage"] == "read" and row["error"] == "truncated PNG"
     image = np.zeros((8, 8, 3), np.uint8)
     (row,) = evaluator(_row("rs", image, image, "pansharpen"))
