@@ -33,9 +33,7 @@ def find_chromium() -> str | None:
     return None
 
 
-async def _capture(
-    ws_url: str, pages: list[tuple[str, Path]], token: str | None, settle_s: float, size: tuple
-) -> list[str]:
+async def _capture(ws_url: str, pages: list[tuple], token: str | None, settle_s: float, size: tuple) -> list[str]:
     import aiohttp  # comes with ray[default]
 
     async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
@@ -64,7 +62,12 @@ async def _capture(
             await send("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {token}"}})
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(pages[0][0]))
             await send("Network.setCookie", {"name": "ray-authentication-token", "value": token, "url": origin})
-        for url, out in pages:
+        for url, out, *height in pages:
+            if height:
+                await send(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": height[0], "deviceScaleFactor": 1, "mobile": False},
+                )
             await send("Page.navigate", {"url": url})
             await asyncio.sleep(settle_s)  # the dashboard is a single-page app: let it fetch and render
             shot = await send("Page.captureScreenshot", {"format": "png"})
@@ -76,7 +79,7 @@ async def _capture(
 
 
 def capture_pages(
-    pages: list[tuple[str, Path]],
+    pages: list[tuple],
     *,
     token: str | None = None,
     settle_s: float = 8.0,
@@ -84,7 +87,7 @@ def capture_pages(
     chromium: str | None = None,
     timeout: float = 60.0,
 ) -> list[tuple[Path, str]]:
-    """Screenshot each ``(url, png_path)`` in one headless Chromium session.
+    """Screenshot each ``(url, png_path)`` (or ``(url, png_path, height)``) in one headless Chromium session.
 
     Returns ``(png_path, visible text of the page)`` per page, so callers can check what was rendered (a job
     table, not a token prompt).
@@ -122,7 +125,7 @@ def capture_pages(
         texts = asyncio.run(
             asyncio.wait_for(_capture(ws_url, pages, token, settle_s, size), timeout + settle_s * len(pages))
         )
-        return [(out, text) for (_, out), text in zip(pages, texts, strict=True)]
+        return [(page[1], text) for page, text in zip(pages, texts, strict=True)]
     finally:
         kill_processes_mentioning(profile, also=[process.pid])
         with contextlib.suppress(subprocess.TimeoutExpired):

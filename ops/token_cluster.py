@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
@@ -213,7 +214,7 @@ def _capture_docs(out_dir: Path, pairs: int) -> None:
 
     with TokenCluster() as cluster:
         data = Path(cluster.workdir) / "pairs"
-        manifest = write_crop_pairs(data, pairs, size=96, seed=1)
+        manifest = write_crop_pairs(data, pairs, size=128, seed=1)
         prometheus = PrometheusServer(metrics_endpoints(cluster.dashboard_url, cluster.token)).start()
         try:
             cluster.submit(
@@ -224,16 +225,19 @@ def _capture_docs(out_dir: Path, pairs: int) -> None:
             print(f"job {record['submission_id']}: {record['status']}")
             time.sleep(3 * prometheus.interval_s)
             base = cluster.dashboard_url
-            graph = (
-                f"{prometheus.url}/graph?g0.expr=sum%20by%20(task)(ray_maugif_pairs_fused_total)&g0.tab=0"
-                "&g0.range_input=5m&g1.expr=sum%20by%20(stage)(ray_maugif_stage_seconds_count)&g1.tab=0"
-                "&g1.range_input=5m"
-            )
+            query = {
+                "g0.expr": "sum by (task) (ray_maugif_pairs_fused_total)",
+                "g0.tab": "0",
+                "g0.range_input": "2m",
+                "g1.expr": "sum by (stage) (ray_maugif_stage_seconds_sum) / sum by (stage) (ray_maugif_stage_seconds_count)",
+                "g1.tab": "0",
+                "g1.range_input": "2m",
+            }
             shots = capture_pages(
                 [
                     (f"{base}/#/jobs", out_dir / "dashboard_jobs.png"),
                     (f"{base}/#/jobs/maugif-batch-fuse-demo", out_dir / "dashboard_job.png"),
-                    (graph, out_dir / "prometheus_job_metrics.png"),
+                    (f"{prometheus.url}/graph?{urlencode(query)}", out_dir / "prometheus_job_metrics.png", 1500),
                 ],
                 token=cluster.token,
             )
@@ -246,7 +250,7 @@ def _capture_docs(out_dir: Path, pairs: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Refresh the dashboard screenshots of docs/OPERATIONS.md.")
     parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "img"), help="Folder for the PNGs.")
-    parser.add_argument("--pairs", type=int, default=48, help="Pairs the demo job fuses.")
+    parser.add_argument("--pairs", type=int, default=400, help="Pairs the demo job fuses.")
     args = parser.parse_args(argv)
     if not PrometheusServer.available():
         print("needs Debian's prometheus and chromium: apt-get install prometheus chromium", file=sys.stderr)

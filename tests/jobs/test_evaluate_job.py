@@ -67,7 +67,8 @@ def test_evaluate_job_writes_consistent_tables_and_a_report(ray_session, tiny_pa
     out = tmp_path / "eval"
     code = _load_job().main(
         ["--input", str(tiny_pairs), "--task", "mff", "--output", str(out), "--checkpoint", str(checkpoint),
-         "--methods", "maugif,average", "--convention", "vifb", "--grid-pairs", "2"]
+         "--methods", "maugif,average", "--convention", "vifb", "--grid-pairs", "2",
+         "--set", "num_actors=1"]
     )  # fmt: skip
     assert code == 0
 
