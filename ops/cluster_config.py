@@ -368,17 +368,26 @@ def make_fake_multinode_config(
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) < 1 or argv[0] != "validate":
-        print("usage: python -m ops.cluster_config validate [CLUSTER_YAML]", file=sys.stderr)
-        return 2
-    path = Path(argv[1]) if len(argv) > 1 else CLUSTER_YAML
-    text = path.read_text()
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ops.cluster_config", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("validate", help="validate a cluster YAML offline, as `ray up` would")
+    check.add_argument("file", nargs="?", default=str(CLUSTER_YAML))
+    fake = sub.add_parser("fake", help="print the fake_multinode autoscaling config derived from a cluster YAML")
+    fake.add_argument("file", nargs="?", default=str(CLUSTER_YAML))
+    fake.add_argument("--gcs-address", default="127.0.0.1:6379", help="the `ray start --head --port` address")
+    args = parser.parse_args(argv)
+    path = Path(args.file)
+    if args.command == "fake":
+        print(yaml.safe_dump(make_fake_multinode_config(load_cluster_config(path), gcs_address=args.gcs_address)))
+        return 0
     try:
         prepared = validate_cluster_config(load_cluster_config(path))
     except ClusterConfigError as e:
         print(f"{path}: INVALID: {e}", file=sys.stderr)
         return 1
-    for line, key in uncommented_keys(text):
+    for line, key in uncommented_keys(path.read_text()):
         print(f"{path}:{line}: key {key!r} has no comment", file=sys.stderr)
     print(f"{path}: valid (Ray schema + prepare_config/validate_config)")
     for name, spec in prepared["available_node_types"].items():

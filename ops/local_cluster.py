@@ -22,7 +22,6 @@ import contextlib
 import getpass
 import hashlib
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -58,8 +57,7 @@ def missing_system_packages(packages: dict[str, str] | None = None) -> list[str]
 
 
 def ensure_system_packages(packages: dict[str, str] | None = None) -> None:
-    """apt-get install the missing packages (CI runs as root); raise RuntimeError saying what is missing
-    otherwise."""
+    """apt-get install the missing packages (CI runs as root); raise RuntimeError saying what is missing otherwise."""
     missing = missing_system_packages(packages)
     if not missing:
         return
@@ -217,37 +215,6 @@ class LocalSshHost:
         with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as f:
             self.init_pid = int(f.read().split()[0])
 
-    def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run one command on the "remote" side in an interactive login shell, as the cluster launcher
-        does."""
-        return subprocess.run(
-            [
-                "ssh",
-                "-i",
-                str(self.client_key),
-                "-o",
-                f"ProxyCommand={self.proxy_command}",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                f"UserKnownHostsFile={os.devnull}",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "root@127.0.0.1",
-                "bash",
-                "--login",
-                "-i",
-                "-c",
-                shlex.quote(command),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-
     def namespace_processes(self) -> list[int]:
         """Host pids of every process in the private namespace except its init."""
         ns = _pid_namespace(self.init_pid)
@@ -273,8 +240,7 @@ class LocalSshHost:
 
 @dataclass
 class LocalProviderCluster:
-    """``ray_cluster.yaml``'s local-provider variant on a :class:`LocalSshHost`, driven through the real
-    CLI."""
+    """``ray_cluster.yaml``'s local-provider variant on a :class:`LocalSshHost`, driven through the real CLI."""
 
     host: LocalSshHost
     yaml_path: Path = field(init=False)
@@ -287,12 +253,11 @@ class LocalProviderCluster:
 
     @classmethod
     def create(cls, source: Path | None = None) -> LocalProviderCluster:
-        host = LocalSshHost.create()
+        cluster = cls(host=LocalSshHost.create())
         try:
-            cluster = cls(host=host)
             cluster._prepare(source)
         except BaseException:
-            host.teardown()
+            cluster.close()
             raise
         return cluster
 
@@ -397,8 +362,7 @@ class LocalProviderCluster:
 
     @contextlib.contextmanager
     def dashboard_forward(self, timeout: float = 60):
-        """``ray dashboard <yaml>``: forward the head's dashboard to a local port over SSH; yields the local
-        URL."""
+        """``ray dashboard <yaml>``: forward the head's dashboard to a local port over SSH; yields the local URL."""
         (local,) = free_ports(1)
         process = subprocess.Popen(
             [
@@ -432,8 +396,7 @@ class LocalProviderCluster:
         return self.ray("down", "-y", str(self.yaml_path), timeout=timeout)
 
     def ray_processes(self) -> list[int]:
-        """Host pids of the Ray processes on the "remote" side (everything in its namespace but SSH
-        sessions)."""
+        """Host pids of the Ray processes on the "remote" side (everything in its namespace but SSH sessions)."""
         pids = set(processes_mentioning(self.ray_tmpdir))
         for pid in self.host.namespace_processes():
             with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -459,13 +422,17 @@ class LocalProviderCluster:
 
     def close(self) -> None:
         """Kill whatever is left (only this cluster's processes); remove the namespace, keys and temp dirs."""
-        kill_processes_mentioning(self.ray_tmpdir)
+        ray_tmpdir = getattr(self, "ray_tmpdir", None)
+        if ray_tmpdir:
+            kill_processes_mentioning(ray_tmpdir)
         self.host.teardown()
-        shutil.rmtree(self.ray_tmpdir, ignore_errors=True)
-        # The SSH ControlPath folder of this cluster (Ray hard-codes it under /tmp; named like Ray names it).
-        user = hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]
-        name = hashlib.sha256(self.config["cluster_name"].encode()).hexdigest()[:10]
-        shutil.rmtree(f"/tmp/ray_ssh_{user}/{name}", ignore_errors=True)
+        if ray_tmpdir:
+            shutil.rmtree(ray_tmpdir, ignore_errors=True)
+        if hasattr(self, "config"):
+            # The SSH ControlPath folder of this cluster (Ray hard-codes it under /tmp; named as Ray names it).
+            user = hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]
+            name = hashlib.sha256(self.config["cluster_name"].encode()).hexdigest()[:10]
+            shutil.rmtree(f"/tmp/ray_ssh_{user}/{name}", ignore_errors=True)
 
     def __enter__(self) -> LocalProviderCluster:
         return self

@@ -42,8 +42,7 @@ def parse_prometheus(text: str) -> list[Sample]:
 
 
 def metrics_endpoints(dashboard_url: str, token: str | None = None) -> list[str]:
-    """``http://<ip>:<metrics_export_port>/metrics`` of every alive node, from the dashboard's node
-    summary."""
+    """``http://<ip>:<metrics_export_port>/metrics`` of every alive node, from the dashboard's node summary."""
     status, body = dashboard_get(f"{dashboard_url}/nodes?view=summary", token)
     if status != 200:
         raise RuntimeError(f"node summary: HTTP {status}: {body}")

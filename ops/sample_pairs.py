@@ -1,5 +1,4 @@
-"""Small real image pairs for operations tests and benchmarks: crops of the bundled MFI-WHU multi-focus
-samples."""
+"""Small real image pairs for operations tests and benchmarks: crops of the bundled MFI-WHU multi-focus samples."""
 
 from __future__ import annotations
 

@@ -143,8 +143,7 @@ class TokenCluster:
 
 @dataclass
 class PrometheusServer:
-    """Debian's ``prometheus`` scraping the given metrics endpoints every ``interval_s`` (private port and
-    data)."""
+    """Debian's ``prometheus`` scraping the given metrics endpoints every ``interval_s`` (private port and data)."""
 
     targets: list[str]
     interval_s: int = 2
@@ -229,7 +228,8 @@ def _capture_docs(out_dir: Path, pairs: int) -> None:
                 "g0.expr": "sum by (task) (ray_maugif_pairs_fused_total)",
                 "g0.tab": "0",
                 "g0.range_input": "2m",
-                "g1.expr": "sum by (stage) (ray_maugif_stage_seconds_sum) / sum by (stage) (ray_maugif_stage_seconds_count)",
+                "g1.expr": "sum by (stage) (ray_maugif_stage_seconds_sum)"
+                " / sum by (stage) (ray_maugif_stage_seconds_count)",
                 "g1.tab": "0",
                 "g1.range_input": "2m",
             }

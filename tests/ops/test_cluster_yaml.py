@@ -1,5 +1,4 @@
-"""``ray_cluster.yaml`` validated offline as ``ray up`` would, and its single-machine variants derived from
-it."""
+"""``ray_cluster.yaml`` validated offline as ``ray up`` would, and its single-machine variants derived from it."""
 
 from __future__ import annotations
 
