@@ -368,6 +368,10 @@ def cmd_evaluate(
             + extra,
             force,
         )
+        if test_set.task == "mef":  # OpenCV's Mertens: the multi-exposure peer of SPEC §1.3 (needs no model)
+            _run_evaluate(
+                common + _flags(task="mef", output=work / "eval_peers" / key, methods="mertens", grid_pairs=0), force
+            )
         if key in GENERAL_SETS:
             general = ckpts / "general" / "mixed" / "final" / "model.safetensors"
             if not general.is_file():
@@ -602,6 +606,7 @@ def _toolbox_section(
     if not frames:
         lines.append(f"### {title}\n\nNot evaluated yet.\n")
         return
+    frames += [f for f in (_read_rows(work / "eval_peers" / k) for k in keys) if f is not None]
     rows = pd.concat(frames, ignore_index=True)
     means = _means(rows)
     images = set(rows["pair_id"].astype(str))
@@ -612,6 +617,7 @@ def _toolbox_section(
         ("MAUGIF, running BN", means.get("maugif:running", {})),
     ]
     ours_rows += [(b, means[b]) for b in ADDITIVE_BASELINES if b in means]
+    ours_rows += [(f"{p} (peer)", means[p]) for p in ("mertens",) if p in means]
     median = {m: float(np.median([v[m] for v in published.values() if m in v])) for m in metrics}
     rank_rows = [("median of published methods", median)]
     if VIFB_FUSED in means and VIFB_FUSED in published:
