@@ -151,12 +151,31 @@ def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
     ).model_dump()
 
 
-def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = None):
-    """The lazy Ray Dataset of fused rows (before the sink). ``done``: set or ObjectRef of done pair ids."""
+def discover(config: FuseJobConfig):
+    """The job's pairs as a Ray Dataset (``read_pairs`` with the job's block size)."""
     from pipeline.pairs import read_pairs
+
+    return read_pairs(
+        config.input,
+        task=config.task,
+        config=config.pairs,
+        storage=config.storage,
+        block_rows=config.resources.rows_per_decode,
+    )
+
+
+def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = None, pairs: Any = None):
+    """The lazy Ray Dataset of fused rows (before the sink).
+
+    Args:
+        config: the job config.
+        done: set or ObjectRef of pair ids to mark ``skipped``.
+        limit: fuse only the first ``limit`` pairs (dry run).
+        pairs: the discovered pairs (:func:`discover`); discovered here when None.
+    """
     from pipeline.predictor import FusionPredictor
 
-    ds = read_pairs(config.input, task=config.task, config=config.pairs, storage=config.storage)
+    ds = pairs if pairs is not None else discover(config)
     if limit is not None:
         ds = ds.limit(limit)
     if done is not None:
@@ -247,11 +266,9 @@ def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
             done = done_pair_ids(output) | committed_pair_ids(output)
         logger.info("resume: %d pairs already done at %s", len(done), output)
         done_ref = ray.put(done) if done else None
-        from pipeline.pairs import read_pairs
-
-        discovered = read_pairs(config.input, task=config.task, config=config.pairs, storage=config.storage)
+        discovered = discover(config)  # listed once: the count below reads block metadata only
         total = discovered.count()
-        ds = build_dataset(config, done_ref, limit=config.dry_run)
+        ds = build_dataset(config, done_ref, limit=config.dry_run, pairs=discovered)
         sink = MeteredDatasink(
             output_config,
             run_id=run_id,

@@ -61,6 +61,11 @@ class ResourceConfig(_Frozen):
     """CPU tasks around the actors."""
 
     decode_num_cpus: PositiveFloat = Field(0.5, description="CPUs per decode task.")
+    rows_per_decode: PositiveInt = Field(
+        16,
+        description="Pairs per decode task (dataset block). Small blocks keep decode, fusion and write "
+        "overlapping and spread over the cluster; each costs one object-store entry of ~100 bytes per pair.",
+    )
     write_num_cpus: PositiveFloat = Field(0.5, description="CPUs per write task.")
     rows_per_write: PositiveInt = Field(
         16, description="Rows bundled into one write task (one manifest part)."

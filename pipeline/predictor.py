@@ -64,6 +64,12 @@ class PredictorConfig(BaseModel):
     device: str = Field("auto", description="'auto' (CUDA when the actor has a GPU), 'cpu' or 'cuda'.")
     torch_threads: NonNegativeInt = Field(0, description="torch intra-op threads per actor (0: leave as is).")
     autocast: bool = Field(False, description="bfloat16 autocast for the additive forward pass on CUDA.")
+    max_batch_pixels: PositiveInt | None = Field(
+        None,
+        description="Most pixels (batch × height × width) in one additive forward pass; same-size pairs beyond it "
+        "are fused in several passes. None: 65,536 on CPU (batching larger images is slower there: caches), "
+        "16,777,216 on CUDA.",
+    )
     job: str = Field("maugif", description="Job tag of the exported metrics.")
 
 
@@ -135,6 +141,10 @@ class FusionPredictor:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.metrics = JobMetrics(cfg.job)
+        if cfg.max_batch_pixels is not None:
+            self.max_batch_pixels = cfg.max_batch_pixels
+        else:
+            self.max_batch_pixels = 4096 * 4096 if self.device.type == "cuda" else 256 * 256
         self._additive: dict[str, torch.nn.Module] = {}
 
     # ------------------------------------------------------------------ models
@@ -198,11 +208,22 @@ class FusionPredictor:
             prepared = [
                 prepare_pair(np.asarray(rows[i][S.IMAGE_A]), np.asarray(rows[i][S.IMAGE_B])) for i in indices
             ]
-            luma_a = torch.from_numpy(np.stack([p.luma_a for p in prepared]))[:, None].to(self.device)
-            luma_b = torch.from_numpy(np.stack([p.luma_b for p in prepared]))[:, None].to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
-                fused_y, detail_b, detail_a = model.fuse_luma(luma_a, luma_b, details=self.config.details)
-            fused_y = fused_y.float().cpu().numpy()
+            height, width = prepared[0].luma_a.shape
+            per_pass = max(1, self.max_batch_pixels // (height * width))
+            fused_parts, detail_b_parts, detail_a_parts = [], [], []
+            for start in range(0, len(prepared), per_pass):
+                chunk = prepared[start : start + per_pass]
+                luma_a = torch.from_numpy(np.stack([p.luma_a for p in chunk]))[:, None].to(self.device)
+                luma_b = torch.from_numpy(np.stack([p.luma_b for p in chunk]))[:, None].to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
+                    fused_y, detail_b, detail_a = model.fuse_luma(luma_a, luma_b, details=self.config.details)
+                fused_parts.append(fused_y.float().cpu().numpy())
+                if self.config.details:
+                    detail_b_parts.append(detail_b.float().cpu().numpy())
+                    detail_a_parts.append(detail_a.float().cpu().numpy())
+            fused_y = np.concatenate(fused_parts)
+            if self.config.details:
+                detail_b, detail_a = np.concatenate(detail_b_parts), np.concatenate(detail_a_parts)
         except Exception:
             # Fall back to one pair at a time so that one bad pair cannot fail its whole size group.
             for i in indices:
@@ -222,10 +243,7 @@ class FusionPredictor:
                 fused = compose_colour(fused_y[k, 0], prep, model.config.chroma)
                 details = None
                 if self.config.details:
-                    details = {
-                        "detail_b": detail_b[k, 0].float().cpu().numpy(),
-                        "detail_a": detail_a[k, 0].float().cpu().numpy(),
-                    }
+                    details = {"detail_b": detail_b[k, 0], "detail_a": detail_a[k, 0]}
                 out[i] = _fused_row(rows[i], _to_chw(fused), details, per_pair)
             except Exception as e:
                 out[i] = _failed_row(rows[i], e)

@@ -19,6 +19,7 @@ high-resolution B for ``pansharpen`` and ``hsi_msi``.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from typing import Any
@@ -131,8 +132,11 @@ def choose_format(meta: RasterMeta, config: OutputConfig) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- PNG
+# (dtype, bands) → Pillow mode for the fast path; 16-bit colour goes through GDAL (Pillow cannot write it).
+_PIL_MODES = {("u1", 1): "L", ("u1", 2): "LA", ("u1", 3): "RGB", ("u1", 4): "RGBA", ("u2", 1): "I;16"}
+
 def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
-    """Encode ``(H, W)`` or ``(C, H, W)`` (C in 1, 3, 4), uint8 or uint16, as PNG (GDAL PNG driver).
+    """Encode ``(H, W)`` or ``(C, H, W)`` (C in 1..4), uint8 or uint16, as PNG (Pillow; GDAL for 16-bit colour).
 
     Raises:
         RasterWriteError: unsupported dtype / band count, or an encoding failure.
@@ -146,6 +150,20 @@ def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
             f"dtype {array.dtype}"
         )
     count, height, width = array.shape
+    pil_mode = _PIL_MODES.get((array.dtype.str[1:], count))
+    if pil_mode is not None:  # Pillow's encoder: same zlib stream, without GDAL's two in-memory datasets
+        from PIL import Image
+
+        try:
+            plane = array[0] if count == 1 else np.moveaxis(array, 0, -1)
+            buffer = io.BytesIO()
+            image = Image.fromarray(np.ascontiguousarray(plane, dtype=array.dtype.newbyteorder("<")))
+            if image.mode != pil_mode:
+                raise RasterWriteError(f"Pillow chose mode {image.mode}, expected {pil_mode}")
+            image.save(buffer, format="PNG", compress_level=compress_level)
+            return buffer.getvalue()
+        except Exception as e:
+            raise RasterWriteError(f"PNG encoding of a {array.shape} {array.dtype} image failed: {e}") from e
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -128,7 +128,7 @@ def _meta(profile: dict, data: np.ndarray, nodata: float | None, names: list[str
 # -------------------------------------------------------------------------------------------------------- PNG
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
-@pytest.mark.parametrize("channels", [0, 1, 3, 4])
+@pytest.mark.parametrize("channels", [0, 1, 2, 3, 4])
 def test_png_round_trip(output_uri: str, dtype: str, channels: int) -> None:
     rng = np.random.default_rng(channels)
     high = 256 if dtype == "uint8" else 65536
