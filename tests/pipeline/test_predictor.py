@@ -36,7 +36,9 @@ def _batch(images: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list]:
 
 def _pairs(n: int, shape: tuple[int, ...], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [(rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(n)]
+    return [
+        (rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("shape", [(24, 20, 3), (17, 31)])
