@@ -4,8 +4,8 @@
 
 Both sides do the same work on the same files with the same model: decode both PNGs → ``model.fuse`` → encode PNG →
 write. The pipeline figure includes Ray start-up (``ray.init``) and shutdown. Pairs are random crops of the bundled
-MFI-WHU samples (real images), written once to a scratch folder. Driver memory is the peak RSS of this process
-above its RSS just before the job starts (ru_maxrss is a high-water mark, so the scale run comes first).
+MFI-WHU samples (real images), written once to a scratch folder. Each pipeline run is its own driver process, so its
+driver memory figure is that process's peak RSS (``ru_maxrss``) minus its RSS just before the job starts.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,21 +35,15 @@ def make_pairs(folder: Path, n: int, size: int, seed: int = 0) -> Path:
     """Write n distinct PNG pairs (crops of the bundled sample pairs) and a manifest; returns the manifest."""
     rng = np.random.default_rng(seed)
     src = sorted((REPO / "samples" / "mff" / "source1").glob("*.png"))
-    sources = [
-        (np.asarray(Image.open(p)), np.asarray(Image.open(str(p).replace("source1", "source2")))) for p in src
-    ]
+    sources = [(np.asarray(Image.open(p)), np.asarray(Image.open(str(p).replace("source1", "source2")))) for p in src]
     folder.mkdir(parents=True, exist_ok=True)
     unique = min(n, 200)  # 200 distinct files, reused by many pair ids: same decode/encode work per pair
     for i in range(unique):
         a, b = sources[i % len(sources)]
         top = rng.integers(0, a.shape[0] - size + 1)
         left = rng.integers(0, a.shape[1] - size + 1)
-        Image.fromarray(a[top : top + size, left : left + size]).save(
-            folder / f"{i:04d}_a.png", compress_level=1
-        )
-        Image.fromarray(b[top : top + size, left : left + size]).save(
-            folder / f"{i:04d}_b.png", compress_level=1
-        )
+        Image.fromarray(a[top : top + size, left : left + size]).save(folder / f"{i:04d}_a.png", compress_level=1)
+        Image.fromarray(b[top : top + size, left : left + size]).save(folder / f"{i:04d}_b.png", compress_level=1)
     manifest = folder / f"pairs_{n}.csv"
     with open(manifest, "w", newline="") as f:
         writer = csv.writer(f)
@@ -107,6 +103,32 @@ def pipeline_run(manifest: Path, out: Path, actors: int, batch_size: int) -> tup
     return summary["pairs_ok"] / elapsed, summary, growth
 
 
+def pipeline_subprocess(manifest: Path, out: Path, actors: int, batch_size: int) -> tuple[float, dict, float]:
+    """:func:`pipeline_run` in a fresh driver process (clean peak-RSS figure); same return value."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--one",
+            str(manifest),
+            "--out",
+            str(out),
+            "--actors",
+            str(actors),
+            "--batch-size",
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"pipeline run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    return result["rate"], result["summary"], result["growth_mb"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=2000)
@@ -115,23 +137,27 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one pipeline run on this manifest
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if args.one:
+        rate, summary, growth = pipeline_run(Path(args.one), Path(args.out), args.actors, args.batch_size)
+        print("RESULT " + json.dumps({"rate": rate, "summary": summary, "growth_mb": growth}, default=str))
+        return
     work = Path(tempfile.mkdtemp(prefix="maugif-bench-"))
     try:
-        print(
-            f"machine: {platform.machine()}, {os.cpu_count()} CPUs; pairs {args.pairs} of {args.size}x{args.size}"
-        )
+        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; pairs {args.pairs} of {args.size}x{args.size}")
         results = {}
         if args.scale:
             manifest = make_pairs(work / "in", args.scale, args.size)
-            rate, summary, growth = pipeline_run(manifest, work / "out_scale", args.actors, args.batch_size)
+            rate, summary, growth = pipeline_subprocess(manifest, work / "out_scale", args.actors, args.batch_size)
             results["scale"] = (rate, growth)
             print(
                 f"pipeline {args.scale} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB"
             )
         manifest = make_pairs(work / "in", args.pairs, args.size)
-        rate, summary, growth = pipeline_run(manifest, work / "out_pipe", args.actors, args.batch_size)
+        rate, summary, growth = pipeline_subprocess(manifest, work / "out_pipe", args.actors, args.batch_size)
         print(
             f"pipeline {args.pairs} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB "
             f"(ok {summary['pairs_ok']}, failed {summary['pairs_failed']})"
@@ -141,6 +167,7 @@ def main() -> None:
         print(f"ratio pipeline / loop: {rate / loop:.3f}")
         if args.scale:
             print(f"per-pair cost {args.scale} vs {args.pairs}: {(1 / results['scale'][0]) / (1 / rate):.3f}")
+            print(f"driver peak growth {args.scale} vs {args.pairs}: {results['scale'][1] - growth:+.0f} MB")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

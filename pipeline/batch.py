@@ -20,7 +20,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -151,8 +151,22 @@ def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
     ).model_dump()
 
 
+def discover_windows(config: FuseJobConfig) -> Iterator[tuple[Any, int]]:
+    """The job's pairs as successive Ray Datasets of ``resources.window_pairs`` rows (see ``iter_pair_windows``)."""
+    from pipeline.pairs import iter_pair_windows
+
+    return iter_pair_windows(
+        config.input,
+        task=config.task,
+        config=config.pairs,
+        storage=config.storage,
+        block_rows=config.resources.rows_per_decode,
+        window_pairs=config.resources.window_pairs,
+    )
+
+
 def discover(config: FuseJobConfig):
-    """The job's pairs as a Ray Dataset (``read_pairs`` with the job's block size)."""
+    """All of the job's pairs as one Ray Dataset (for composing; the job itself runs window by window)."""
     from pipeline.pairs import read_pairs
 
     return read_pairs(
@@ -266,21 +280,30 @@ def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
             done = done_pair_ids(output) | committed_pair_ids(output)
         logger.info("resume: %d pairs already done at %s", len(done), output)
         done_ref = ray.put(done) if done else None
-        discovered = discover(config)  # listed once: the count below reads block metadata only
-        total = discovered.count()
-        ds = build_dataset(config, done_ref, limit=config.dry_run, pairs=discovered)
-        sink = MeteredDatasink(
-            output_config,
-            run_id=run_id,
-            min_rows_per_write=config.resources.rows_per_write,
-            job=config.job_name,
-        )
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
+        counts: dict[str, int] = {}
+        total = 0
+        limit = config.dry_run
+        for index, (pairs, rows) in enumerate(discover_windows(config)):
+            total += rows
+            if limit is not None and limit <= 0:
+                continue  # dry run: the rest is only counted
+            ds = build_dataset(config, done_ref, limit=limit, pairs=pairs)
+            sink = MeteredDatasink(
+                output_config,
+                run_id=run_id,
+                min_rows_per_write=config.resources.rows_per_write,
+                job=config.job_name,
+                part_prefix=f"w{index:05d}-",
+            )
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
+            for key, value in (sink.summary or {}).items():
+                if isinstance(value, int):
+                    counts[key] = counts.get(key, 0) + value
+            if limit is not None:
+                limit -= min(rows, limit)
+            del ds, pairs, sink  # release this window's block references before the next one
         elapsed = time.perf_counter() - started
-        counts = sink.summary or {}
-        ok, failed, skipped = (
-            int(counts.get(k, 0)) for k in (S.STATUS_OK, S.STATUS_FAILED, S.STATUS_SKIPPED)
-        )
+        ok, failed, skipped = (int(counts.get(k, 0)) for k in (S.STATUS_OK, S.STATUS_FAILED, S.STATUS_SKIPPED))
         processed = ok + failed
         rate = processed / elapsed if elapsed > 0 else 0.0
         nodes = _alive_nodes()

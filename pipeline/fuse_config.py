@@ -34,9 +34,7 @@ class FusionConfig(_Frozen):
     """The model actors."""
 
     batch_size: PositiveInt = Field(16, description="Pairs per map_batches call of a fusion actor.")
-    num_actors: PositiveInt = Field(
-        1, description="Fusion actors; the pool starts at this size (no ramp-up)."
-    )
+    num_actors: PositiveInt = Field(1, description="Fusion actors; the pool starts at this size (no ramp-up).")
     num_cpus_per_actor: NonNegativeFloat = Field(
         0.5,
         description="CPUs reserved per actor (fractional: leaves room for decode/write tasks on small nodes).",
@@ -67,9 +65,12 @@ class ResourceConfig(_Frozen):
         "overlapping and spread over the cluster; each costs one object-store entry of ~100 bytes per pair.",
     )
     write_num_cpus: PositiveFloat = Field(0.5, description="CPUs per write task.")
-    rows_per_write: PositiveInt = Field(
-        16, description="Rows bundled into one write task (one manifest part)."
+    window_pairs: PositiveInt = Field(
+        100_000,
+        description="Pairs per Dataset execution. The input is run window by window so the driver's memory is "
+        "bounded by the window, not the input (Ray Data keeps a little driver state per block).",
     )
+    rows_per_write: PositiveInt = Field(16, description="Rows bundled into one write task (one manifest part).")
 
 
 class FailureConfig(_Frozen):
@@ -83,9 +84,7 @@ class FailureConfig(_Frozen):
 class FuseJobConfig(_Frozen):
     """Everything ``jobs/batch_fuse.py`` needs."""
 
-    input: str = Field(
-        ..., description="Pair source: a manifest (.csv/.parquet/.jsonl) or a folder (fsspec URI)."
-    )
+    input: str = Field(..., description="Pair source: a manifest (.csv/.parquet/.jsonl) or a folder (fsspec URI).")
     task: str | None = Field(
         None,
         description="Task of pairs whose source names none (vif, medical, mff, mef, general, pansharpen, hsi_msi).",
@@ -98,9 +97,7 @@ class FuseJobConfig(_Frozen):
     checkpoints: dict[str, str] = Field(
         default_factory=dict, description="Per-task checkpoints, for manifests that mix tasks."
     )
-    output: OutputConfig = Field(
-        default_factory=OutputConfig, description="Where and how outputs are written."
-    )
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where and how outputs are written.")
     tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiling of large images.")
     fusion: FusionConfig = Field(default_factory=FusionConfig, description="Fusion actors.")
     resources: ResourceConfig = Field(default_factory=ResourceConfig, description="Decode / write tasks.")

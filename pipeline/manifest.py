@@ -96,11 +96,18 @@ def make_record(
     return {
         PAIR_ID: pair_id,
         STATUS: status,
-        OUTPUT_URI: output_uri,
-        ERROR_STAGE: error_stage,
-        ERROR: error,
-        SECONDS: seconds,
+        OUTPUT_URI: _text(output_uri),
+        ERROR_STAGE: _text(error_stage),
+        ERROR: _text(error),
+        SECONDS: None if seconds is None or seconds != seconds else float(seconds),
     }
+
+
+def _text(value: Any) -> str | None:
+    """A string field as text, or None for missing values (None, or NaN where a block went through pandas)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value if isinstance(value, str) else str(value)
 
 
 class ManifestWriter:

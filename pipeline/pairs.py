@@ -44,6 +44,7 @@ __all__ = [
     "PAIR_SCHEMA",
     "PairBatch",
     "failure_record",
+    "iter_pair_windows",
     "iter_pairs",
     "read_pairs",
     "sanitize_pair_id",
@@ -205,9 +206,7 @@ class _Validator:
             missing = pc.and_(pc.is_null(error), _blank(raw[column]))
             error = pc.if_else(missing, f"missing partner: {text} is empty", error)
         unknown = pc.and_(pc.is_null(error), pc.invert(pc.is_in(task, value_set=pa.array(TASKS))))
-        reason = pc.binary_join_element_wise(
-            "unknown task '", task, f"': expected one of {', '.join(TASKS)}", ""
-        )
+        reason = pc.binary_join_element_wise("unknown task '", task, f"': expected one of {', '.join(TASKS)}", "")
         error = pc.if_else(unknown, reason, error)
         ids, id_error = _sanitize_column(raw[S.PAIR_ID])
         error = pc.coalesce(error, id_error)
@@ -334,9 +333,7 @@ def _resolve_column(base: str, uris: pa.Array) -> pa.Array:
     return pc.if_else(relative, joined, uris)
 
 
-def iter_manifest_tables(
-    source: str, fs: Any, path: str, kind: str, config: PairsConfig
-) -> Iterator[pa.Table]:
+def iter_manifest_tables(source: str, fs: Any, path: str, kind: str, config: PairsConfig) -> Iterator[pa.Table]:
     """Raw tables (:data:`RAW_SCHEMA`) of a manifest, streamed batch by batch, URIs resolved."""
     base = _manifest_base(source)
     try:
@@ -369,10 +366,7 @@ def _check_columns(names: list[str], source: str) -> list[str]:
 def _to_raw(batch: pa.RecordBatch | pa.Table, columns: list[str]) -> pa.Table:
     n = batch.num_rows
     return pa.table(
-        {
-            c: batch.column(c).cast(pa.string()) if c in columns else pa.nulls(n, pa.string())
-            for c in RAW_SCHEMA.names
-        }
+        {c: batch.column(c).cast(pa.string()) if c in columns else pa.nulls(n, pa.string()) for c in RAW_SCHEMA.names}
     )
 
 
@@ -430,9 +424,7 @@ def _jsonl_batches(handle: Any, source: str, batch_size: int) -> Iterator[pa.Tab
         yield _raw_table(rows)
 
 
-def detect_folders(
-    fs: Any, path: str, config: PairsConfig, task: str | None
-) -> tuple[str, str, str | None] | None:
+def detect_folders(fs: Any, path: str, config: PairsConfig, task: str | None) -> tuple[str, str, str | None] | None:
     """The (folder A, folder B, detected task) of a two-folder layout, or None when there is none."""
     children = list_child_dirs(fs, path)
     by_lower = {name.lower(): name for name in children}
@@ -440,8 +432,7 @@ def detect_folders(
         a, b = by_lower.get(config.folder_a.lower()), by_lower.get(config.folder_b.lower())
         if a is None or b is None:
             raise PairDiscoveryError(
-                f"sub-folders {config.folder_a!r}/{config.folder_b!r} not found in {path!r}; "
-                f"found {sorted(children)}"
+                f"sub-folders {config.folder_a!r}/{config.folder_b!r} not found in {path!r}; found {sorted(children)}"
             )
         return a, b, None
     for name in [task] if task else list(TASKS):
@@ -456,9 +447,7 @@ def detect_folders(
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     before, after = pattern.split("{stem}")
     after_rx = re.escape(after).replace(r"\*", r"[^/]*")
-    return re.compile(
-        "^" + re.escape(before).replace(r"\*", r"[^/]*") + r"(?P<stem>.+?)" + after_rx + "$", re.I
-    )
+    return re.compile("^" + re.escape(before).replace(r"\*", r"[^/]*") + r"(?P<stem>.+?)" + after_rx + "$", re.I)
 
 
 class _Matcher:
@@ -475,9 +464,7 @@ class _Matcher:
     def add(self, keys: list[str], sides: list[int], names: list[str], uris: list[str]) -> None:
         if not keys:
             return
-        self._buffer.append(
-            pa.table({"key": keys, "side": pa.array(sides, pa.int8()), "name": names, "uri": uris})
-        )
+        self._buffer.append(pa.table({"key": keys, "side": pa.array(sides, pa.int8()), "name": names, "uri": uris}))
         self._buffered += len(keys)
         if self._buffered > self._threshold:
             self._flush()
@@ -490,15 +477,11 @@ class _Matcher:
             logger.info("listing exceeds %d files: spilling partitions to %s", self._threshold, self._spill)
         table = pa.concat_tables(self._buffer)
         self._buffer, self._buffered = [], 0
-        parts = np.fromiter(
-            (zlib.crc32(k.encode()) % _N_PARTITIONS for k in table["key"].to_pylist()), np.int16
-        )
+        parts = np.fromiter((zlib.crc32(k.encode()) % _N_PARTITIONS for k in table["key"].to_pylist()), np.int16)
         for part in np.unique(parts):
             folder = os.path.join(self._spill, f"p{part:02d}")
             os.makedirs(folder, exist_ok=True)
-            pq.write_table(
-                table.filter(pa.array(parts == part)), os.path.join(folder, f"{self._chunks}.parquet")
-            )
+            pq.write_table(table.filter(pa.array(parts == part)), os.path.join(folder, f"{self._chunks}.parquet"))
         self._chunks += 1
 
     def groups(self) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -626,8 +609,7 @@ def _detect_layout(source: str, fs: Any, path: str, config: PairsConfig, task: s
             return "folders", found
         if config.layout == "folders":
             raise PairDiscoveryError(
-                f"no A/B sub-folders in {source!r} for task {task or 'any'}; "
-                "set pairs.folder_a / pairs.folder_b"
+                f"no A/B sub-folders in {source!r} for task {task or 'any'}; set pairs.folder_a / pairs.folder_b"
             )
     return "suffix", None
 
@@ -680,17 +662,13 @@ def iter_pairs(
     logger.info("discovery of %s done: %d pairs, %d failures", source, validator.n_ok, validator.n_failed)
 
 
-def _tables_from_groups(
-    groups: Iterator[tuple[str, list[str], list[str]]], batch_size: int
-) -> Iterator[pa.Table]:
+def _tables_from_groups(groups: Iterator[tuple[str, list[str], list[str]]], batch_size: int) -> Iterator[pa.Table]:
     """Matched stem groups → raw tables; missing partners and ambiguous stems carry their error."""
     rows: dict[str, list] = {c: [] for c in RAW_SCHEMA.names}
     for name, uris_a, uris_b in groups:
         error = None
         if len(uris_a) > 1 or len(uris_b) > 1:
-            error = (
-                f"ambiguous stem {name!r}: {len(uris_a)} A images {uris_a}, {len(uris_b)} B images {uris_b}"
-            )
+            error = f"ambiguous stem {name!r}: {len(uris_a)} A images {uris_a}, {len(uris_b)} B images {uris_b}"
         elif not uris_a or not uris_b:
             have, lack = ("A", "B") if uris_a else ("B", "A")
             uri = (uris_a or uris_b)[0]
@@ -735,15 +713,55 @@ def read_pairs(
     Returns:
         ``ray.data.Dataset`` with columns ``pair_id, uri_a, uri_b, task, status, error_stage, error``.
     """
+    windows = iter_pair_windows(
+        source,
+        task=task,
+        config=config,
+        storage=storage,
+        include_failures=include_failures,
+        block_rows=block_rows,
+        window_pairs=None,
+    )
+    return next(iter(windows))[0]
+
+
+def iter_pair_windows(
+    source: str,
+    *,
+    task: str | None = None,
+    config: PairsConfig | None = None,
+    storage: StorageConfig | None = None,
+    include_failures: bool = True,
+    block_rows: int = 128,
+    window_pairs: int | None = 100_000,
+) -> Iterator[tuple[Any, int]]:
+    """Discover pairs as a sequence of Ray Datasets ("windows") of about ``window_pairs`` rows each.
+
+    Ray Data keeps a little driver memory per input block for the life of an execution, so one Dataset over
+    millions of pairs would make the driver grow with the input. Running the job window by window bounds the
+    driver by the window size: only the current window's block references are held. A window ends at the
+    first discovery batch boundary past ``window_pairs`` rows; ``None`` puts everything into one window.
+
+    Yields:
+        ``(dataset, rows)`` per window; a source with no pairs yields one empty dataset.
+    """
     import ray
 
-    refs = []
+    refs: list[Any] = []
+    rows = 0
+    yielded = False
     for batch in iter_pairs(source, task=task, config=config, storage=storage):
         table = pa.concat_tables([batch.pairs, batch.failures]) if include_failures else batch.pairs
         for row in batch.failures.to_pylist() if not include_failures else ():
             logger.warning("discovery failure %s: %s", row[S.PAIR_ID], row[S.ERROR])
         for offset in range(0, table.num_rows, block_rows):
             refs.append(ray.put(table.slice(offset, block_rows)))
-    if not refs:
-        return ray.data.from_arrow(PAIR_SCHEMA.empty_table())
-    return ray.data.from_arrow_refs(refs)
+        rows += table.num_rows
+        if window_pairs is not None and rows >= window_pairs:
+            yield ray.data.from_arrow_refs(refs), rows
+            yielded = True
+            refs, rows = [], 0
+    if refs:
+        yield ray.data.from_arrow_refs(refs), rows
+    elif not yielded:
+        yield ray.data.from_arrow(PAIR_SCHEMA.empty_table()), 0

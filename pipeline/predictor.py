@@ -293,8 +293,9 @@ class FusionPredictor:
 
         def fuse_fn(tile_a: np.ndarray, tile_b: np.ndarray) -> np.ndarray:
             with torch.no_grad():
+                a = torch.from_numpy(np.ascontiguousarray(tile_a, dtype=np.float32))[None].to(device)
                 b = torch.from_numpy(np.ascontiguousarray(tile_b, dtype=np.float32))[None].to(device)
-                return model.fuse_tensor(None, b)[0].float().cpu().numpy()
+                return model.fuse_tensor(a, b)[0].float().cpu().numpy()
 
         return fuse_fn
 

@@ -138,9 +138,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
                 config=config,
                 fs=fs,
             )
-            result.update(
-                window={k: int(window[k]) for k in ("row_off", "col_off", "height", "width")}, ok=True
-            )
+            result.update(window={k: int(window[k]) for k in ("row_off", "col_off", "height", "width")}, ok=True)
             if result["row"] == 0 and result["col"] == 0:
                 result.update(meta=meta.__dict__, dtype=dtype, band_count=block.shape[0])
             result["seconds"] = upstream + time.perf_counter() - start
@@ -165,9 +163,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
     except Exception as e:  # one bad pair must not stop the job: it becomes a failure record
         logger.warning("writing pair %s failed: %s", pair_id, e)
         seconds = upstream + time.perf_counter() - start
-        record = make_record(
-            pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=_error_text(e), seconds=seconds
-        )
+        record = make_record(pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=_error_text(e), seconds=seconds)
         return {**result, "record": record, "ok": False, "error": _error_text(e), "seconds": seconds}
 
 
@@ -215,14 +211,10 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
             covered = sum(t["window"]["height"] * t["window"]["width"] for t in parts)
             distinct = len({(t["row"], t["col"]) for t in parts})
             if covered != meta.height * meta.width or distinct != len(parts):
-                error = (
-                    f"tiles cover {covered} of {meta.height * meta.width} pixels (missing or duplicate tiles)"
-                )
+                error = f"tiles cover {covered} of {meta.height * meta.width} pixels (missing or duplicate tiles)"
         if error is not None:
             logger.warning("raster %s not committed: %s", pair_id, error)
-            records.append(
-                make_record(pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=error, seconds=seconds)
-            )
+            records.append(make_record(pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=error, seconds=seconds))
             continue
         refs = [
             (
@@ -251,14 +243,10 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
             )
         except Exception as e:
             records.append(
-                make_record(
-                    pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=_error_text(e), seconds=seconds
-                )
+                make_record(pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=_error_text(e), seconds=seconds)
             )
             continue
-        records.append(
-            make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds + time.perf_counter() - start)
-        )
+        records.append(make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds + time.perf_counter() - start))
     return records
 
 
@@ -273,6 +261,7 @@ class FusedImageDatasink(Datasink):
         config: output settings (``config.uri`` is the output location).
         run_id: run identifier for manifest part names; ``config.run_id`` or a new sortable id when None.
         min_rows_per_write: rows Ray Data bundles into each write task (None: Ray's choice).
+        part_prefix: prefix of this sink's manifest part names, for several executions (windows) in one run.
 
     After ``write_datasink`` returns, :attr:`summary` holds ``{"ok", "failed", "skipped", "bytes",
     "run_id"}``.
@@ -283,10 +272,16 @@ class FusedImageDatasink(Datasink):
     """
 
     def __init__(
-        self, config: OutputConfig, *, run_id: str | None = None, min_rows_per_write: int | None = 16
+        self,
+        config: OutputConfig,
+        *,
+        run_id: str | None = None,
+        min_rows_per_write: int | None = 16,
+        part_prefix: str = "",
     ) -> None:
         self.config = config
         self.run_id = run_id or config.run_id or new_run_id()
+        self.part_prefix = part_prefix  # tells apart the manifest parts of several executions in one run
         self.summary: dict[str, Any] | None = None
         self._min_rows_per_write = min_rows_per_write
 
@@ -318,7 +313,7 @@ class FusedImageDatasink(Datasink):
         with ManifestWriter(
             self.config.uri,
             self.run_id,
-            writer=f"task{task_idx:06d}",
+            writer=f"{self.part_prefix}task{task_idx:06d}",
             flush_rows=self.config.manifest_flush_rows,
         ) as manifest:
             for block in blocks:
@@ -346,7 +341,10 @@ class FusedImageDatasink(Datasink):
         if tiles:
             records = commit_tiled_rasters(tiles, self.config)
             with ManifestWriter(
-                self.config.uri, self.run_id, writer="commit", flush_rows=self.config.manifest_flush_rows
+                self.config.uri,
+                self.run_id,
+                writer=f"{self.part_prefix}commit",
+                flush_rows=self.config.manifest_flush_rows,
             ) as manifest:
                 manifest.add_many(records)
             for record in records:

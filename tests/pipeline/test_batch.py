@@ -316,3 +316,23 @@ def test_dry_run_projects_cost_and_writes_nothing(ray_session, tmp_path, checkpo
     expected = 5 / summary["pairs_per_s"] / 3600 * summary["nodes"]
     assert summary["projected_node_hours_total"] == pytest.approx(expected)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_windows_fuse_every_pair_once_and_resume(ray_session, tmp_path, checkpoint):
+    """Run window by window (bounded driver memory): every pair exactly once, resume and dry run across windows."""
+    data = tmp_path / "in"
+    rows = _write_pairs(data, 7, seed=5)
+    _write_manifest(data / "pairs.csv", rows)
+    out = tmp_path / "out"
+    windows = {"pairs": {"batch_size": 2}, "resources": {"window_pairs": 2, "rows_per_decode": 1}}
+    dry = run_batch_fuse(_config(str(data / "pairs.csv"), str(out), checkpoint, dry_run=3, **windows))
+    assert (dry["pairs_ok"], dry["pairs_total"]) == (3, 7)
+    summary = run_batch_fuse(_config(str(data / "pairs.csv"), str(out), checkpoint, **windows))
+    assert (summary["pairs_ok"], summary["pairs_failed"], summary["pairs_total"]) == (7, 0, 7)
+    assert {p.stem for p in out.glob("*.png")} == {r["pair_id"] for r in rows}
+    manifest = read_manifest(str(out)).to_pylist()
+    assert sorted(m[S.PAIR_ID] for m in manifest) == sorted(r["pair_id"] for r in rows)  # once each, all windows
+    parts = {p.name for p in (out / S.MANIFEST_DIR).glob("part-*.parquet")}
+    assert len({name.split("-task")[0].rsplit("-", 1)[-1] for name in parts}) >= 3  # parts of several windows
+    again = run_batch_fuse(_config(str(data / "pairs.csv"), str(out), checkpoint, **windows))
+    assert (again["pairs_ok"], again["pairs_skipped"]) == (0, 7)
