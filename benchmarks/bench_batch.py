@@ -78,7 +78,9 @@ def hand_loop(manifest: Path, out: Path, threads: int) -> float:
     return len(rows) / (time.perf_counter() - start)
 
 
-def pipeline_run(manifest: Path, out: Path, actors: int, batch_size: int) -> tuple[float, dict, float]:
+def pipeline_run(
+    manifest: Path, out: Path, actors: int, batch_size: int, resources: dict | None = None
+) -> tuple[float, dict, float]:
     """The Ray pipeline, ray.init included; returns (pairs/s, summary, driver RSS growth in MB)."""
     import ray
 
@@ -90,6 +92,7 @@ def pipeline_run(manifest: Path, out: Path, actors: int, batch_size: int) -> tup
         task="mff",
         output={"uri": str(out)},
         fusion={"num_actors": actors, "batch_size": batch_size},
+        resources=resources or {},
     )
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
@@ -103,7 +106,9 @@ def pipeline_run(manifest: Path, out: Path, actors: int, batch_size: int) -> tup
     return summary["pairs_ok"] / elapsed, summary, growth
 
 
-def pipeline_subprocess(manifest: Path, out: Path, actors: int, batch_size: int) -> tuple[float, dict, float]:
+def pipeline_subprocess(
+    manifest: Path, out: Path, actors: int, batch_size: int, resources: dict | None = None
+) -> tuple[float, dict, float]:
     """:func:`pipeline_run` in a fresh driver process (clean peak-RSS figure); same return value."""
     proc = subprocess.run(
         [
@@ -117,6 +122,8 @@ def pipeline_subprocess(manifest: Path, out: Path, actors: int, batch_size: int)
             str(actors),
             "--batch-size",
             str(batch_size),
+            "--resources",
+            json.dumps(resources or {}),
         ],
         capture_output=True,
         text=True,
@@ -137,12 +144,16 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--resources", default="{}", help='JSON of job "resources" settings, e.g. \'{"rows_per_decode": 64}\''
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one pipeline run on this manifest
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    resources = json.loads(args.resources)
     if args.one:
-        rate, summary, growth = pipeline_run(Path(args.one), Path(args.out), args.actors, args.batch_size)
+        rate, summary, growth = pipeline_run(Path(args.one), Path(args.out), args.actors, args.batch_size, resources)
         print("RESULT " + json.dumps({"rate": rate, "summary": summary, "growth_mb": growth}, default=str))
         return
     work = Path(tempfile.mkdtemp(prefix="maugif-bench-"))
@@ -151,13 +162,17 @@ def main() -> None:
         results = {}
         if args.scale:
             manifest = make_pairs(work / "in", args.scale, args.size)
-            rate, summary, growth = pipeline_subprocess(manifest, work / "out_scale", args.actors, args.batch_size)
+            rate, summary, growth = pipeline_subprocess(
+                manifest, work / "out_scale", args.actors, args.batch_size, resources
+            )
             results["scale"] = (rate, growth)
             print(
                 f"pipeline {args.scale} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB"
             )
         manifest = make_pairs(work / "in", args.pairs, args.size)
-        rate, summary, growth = pipeline_subprocess(manifest, work / "out_pipe", args.actors, args.batch_size)
+        rate, summary, growth = pipeline_subprocess(
+            manifest, work / "out_pipe", args.actors, args.batch_size, resources
+        )
         print(
             f"pipeline {args.pairs} pairs: {rate:.2f} pairs/s, {1000 / rate:.2f} ms/pair, driver +{growth:.0f} MB "
             f"(ok {summary['pairs_ok']}, failed {summary['pairs_failed']})"
