@@ -105,6 +105,29 @@ class MultiplicativeConfig(_Frozen):
     weight_decay: float = Field(1e-8, ge=0, description="Adam L2 weight decay of the per-scene fit.")
     loss_w_recon: float = Field(0.2, ge=0, description="Weight of ||D(E(Z)) - Z||.")
     seed: int = Field(0, description="Seed of the per-scene fit.")
+    fusion: Literal["injection", "decoder"] = Field(
+        "injection",
+        description=(
+            "Fusion rule. 'decoder': SPEC §1.2's X = Phi D(M), every coefficient predicted from M. 'injection' "
+            "(ours, the default): X = up(H) + Phi G^T (D(M) - up(D(M_low)), ...), the measured spectra for the "
+            "low frequencies and only the high-frequency detail injected, with gains G fitted per scene at "
+            "reduced scale (see maugif_core.multiplicative.injection). Needs the low-resolution image (or its "
+            "tile) at fusion time."
+        ),
+    )
+    injection_sources: Literal["decoder+image", "decoder"] = Field(
+        "decoder+image",
+        description=(
+            "Detail injected by the 'injection' rule: D's high-frequency response D(M) - up(D(M_low)) "
+            "('decoder'), plus M's own detail M - up(M_low) ('decoder+image'), weighted by the scene's "
+            "injection gains G fitted at reduced scale."
+        ),
+    )
+    injection_ridge: float = Field(
+        0.01,
+        ge=0,
+        description="Ridge weight of the least-squares fit of the injection gains, relative to mean(diag(X^T X)).",
+    )
     bands_low: Annotated[int, Field(ge=2)] | None = Field(
         None,
         description=(

@@ -62,6 +62,7 @@ def fit_many(
 ) -> list[MultiplicativeMAUGIF]:
     """Fit one model per scene, optimising scenes of the same shape together on one device.
 
+    Each model also gets its scene's injection gains G (:meth:`MultiplicativeMAUGIF.calibrate_injection`).
     Scenes are grouped by shape (``image_a`` and ``image_b`` sizes and band counts); each group — split into
     chunks of at most ``max_batch`` scenes — is fitted as one stacked optimisation in which every scene keeps
     its own weights, its own gradient and Adam state, and its own early stopping. The result equals fitting
@@ -109,8 +110,9 @@ def fit_many(
             coeffs = torch.stack([p[1] for p in prepared])
             target = torch.stack([p[2] for p in prepared])
             weights, reports = fit_stacked(init, coeffs, target, configs[batch[0]], conv_mode)
-            for i, (basis, _, _), w, report in zip(batch, prepared, weights, reports, strict=True):
+            for i, (basis, z, _), w, report in zip(batch, prepared, weights, reports, strict=True):
                 models[i].install_fit(basis, w, ratios[i], l)
+                models[i].calibrate_injection(z, to_chw(scenes[i][1]).to(device))
                 models[i].fit_report = report
     return models
 

@@ -1,10 +1,20 @@
 """The multiplicative MAUGIF model: a per-scene fitted spectral basis, encoder and decoder (SPEC §1.2).
 
-A fitted model belongs to one scene: Φ is that scene's spectral basis and E, D were fitted on it. ``fuse``
-fits on the scene it is given unless the model is already fitted (then it reuses the fitted state — pass
-``refit=True``, or call ``fit``, for a new scene). Fusion itself is ``X̂ = Φ · D(M)`` at high resolution, a
-fully convolutional map of M with receptive-field radius 1, so tiles of M fused with a one-pixel halo equal
-the whole image.
+A fitted model belongs to one scene: Φ is that scene's spectral basis and E, D were fitted on it (and, for the
+``injection`` rule, the injection gains G). ``fuse`` fits on the scene it is given unless the model is
+already fitted (then it reuses the fitted state — pass ``refit=True``, or call ``fit``, for a new scene).
+
+Fusion rules (``config.fusion``):
+
+* ``injection`` (default, ours): ``X̂ = up(H) + Φ · Gᵀ · [D(M) − up(D(M↓)), M − up(M↓)]`` — the low
+  frequencies come from the measured H, only high-frequency detail is injected, with per-scene gains G fitted
+  at reduced scale (:mod:`maugif_core.multiplicative.injection` says why and how). A local map of H and M with
+  receptive-field radius :func:`~maugif_core.multiplicative.injection.injection_radius` (12, 17, 22
+  high-resolution pixels for r = 2, 3, 4).
+* ``decoder``: SPEC §1.2's ``X̂ = Φ · D(M)``, a map of M alone with receptive-field radius 1.
+
+Either way, tiles cut on the low-resolution grid with a halo of :attr:`MultiplicativeMAUGIF.receptive_field_radius`
+(rounded up to a multiple of r) and cropped equal the whole image.
 """
 
 from __future__ import annotations
@@ -20,6 +30,12 @@ from maugif_core.config import MultiplicativeConfig
 from maugif_core.errors import BandCountError, MaugifError, RatioError, ShapeError
 from maugif_core.imaging import check_image, from_unit_float, to_unit_float
 from maugif_core.multiplicative.fitting import FitReport, fit_stacked
+from maugif_core.multiplicative.injection import (
+    detail_features,
+    fit_injection_gains,
+    injection_radius,
+    upsample,
+)
 from maugif_core.multiplicative.networks import (
     DECODER_RECEPTIVE_FIELD_RADIUS,
     SpectralDecoder,
@@ -27,7 +43,7 @@ from maugif_core.multiplicative.networks import (
     init_stacked_parameters,
     multiplicative_loss,
 )
-from maugif_core.multiplicative.spectral import decimate, spectral_basis
+from maugif_core.multiplicative.spectral import decimate, default_offset, spectral_basis
 
 __all__ = ["MultiplicativeMAUGIF", "NotFittedError", "to_chw"]
 
@@ -75,6 +91,7 @@ class MultiplicativeMAUGIF(nn.Module):
 
     basis: Tensor
     fitted: Tensor
+    gains: Tensor
 
     def __init__(self, config: MultiplicativeConfig | None = None) -> None:
         super().__init__()
@@ -84,6 +101,7 @@ class MultiplicativeMAUGIF(nn.Module):
         self.register_module("encoder", None)
         self.register_module("decoder", None)
         self.register_buffer("basis", torch.zeros(0, 0))
+        self.register_buffer("gains", torch.zeros(0))
         self.register_buffer("fitted", torch.tensor(False))
         if self.config.bands_low is not None and self.config.bands_high is not None:
             self._build(self.config.bands_low, self.config.bands_high)
@@ -97,12 +115,36 @@ class MultiplicativeMAUGIF(nn.Module):
         self.encoder = SpectralEncoder(K, bands_high).to(device)
         self.decoder = SpectralDecoder(K, bands_high).to(device)
         self.basis = torch.zeros(bands_low, K, device=device)
+        self.gains = torch.zeros(self._injection_features(K, bands_high), K, device=device)
         self.fitted = torch.tensor(False, device=device)
 
     @property
     def receptive_field_radius(self) -> int:
-        """Receptive-field radius of fusion, in high-resolution pixels (D's: a 1x1 then a 3x3 convolution)."""
-        return DECODER_RECEPTIVE_FIELD_RADIUS
+        """Receptive-field radius of fusion, in high-resolution pixels (an upper bound).
+
+        ``decoder`` rule: D's, 1 (a 1x1 then a 3x3 convolution). ``injection`` rule:
+        :func:`~maugif_core.multiplicative.injection.injection_radius` of the scene's ratio, which must be
+        known (fitted, loaded, or ``config.ratio``).
+
+        Raises:
+            NotFittedError: ``injection`` rule and no ratio known yet.
+        """
+        if self.config.fusion == "decoder":
+            return DECODER_RECEPTIVE_FIELD_RADIUS
+        if self._ratio is None:
+            raise NotFittedError(
+                "MultiplicativeMAUGIF.receptive_field_radius: the injection rule's radius depends on the ratio; "
+                "expected a fitted model or config.ratio, got neither"
+            )
+        return self._radius_for(self._ratio)
+
+    def _radius_for(self, ratio: int) -> int:
+        """Receptive-field radius of fusion at ratio r, in high-resolution pixels."""
+        return DECODER_RECEPTIVE_FIELD_RADIUS if self.config.fusion == "decoder" else injection_radius(ratio)
+
+    def _injection_features(self, rank: int, bands_high: int) -> int:
+        """F, the number of detail channels the injection gains weight (K, or K + l with M's own detail)."""
+        return rank + (bands_high if self.config.injection_sources == "decoder+image" else 0)
 
     @property
     def is_fitted(self) -> bool:
@@ -251,8 +293,43 @@ class MultiplicativeMAUGIF(nn.Module):
             self.fitted.fill_(True)
         self._ratio = ratio
 
+    def _registration_offset(self) -> int | None:
+        """Where H's pixel i sits on M's grid, as the loss decimates: ``r·i + offset``; None = footprint centre."""
+        if self.config.decimation == "blur":
+            return None
+        assert self._ratio is not None
+        return default_offset(self._ratio) if self.config.decimation_offset is None else self.config.decimation_offset
+
+    def calibrate_injection(self, coeffs: Tensor, image_b: Tensor) -> None:
+        """Fit the scene's injection gains G (the ``gains`` buffer, ``(F, K)``) on the fitted decoder.
+
+        Least squares at reduced scale (see :func:`~maugif_core.multiplicative.injection.fit_injection_gains`),
+        the simulated degradation registered like the loss' decimation (``config.decimation`` and
+        ``decimation_offset``: H's pixel i at M's ``r·i + offset`` for ``plain``, the footprint centre for
+        ``blur``). Called by :meth:`fit` and :func:`~maugif_core.multiplicative.fit_many`; cheap (D at low
+        resolution and an F×F solve).
+
+        Args:
+            coeffs: the scene's Z, ``(K, m, n)``.
+            image_b: the scene's M, ``(l, r·m, r·n)`` unit-float.
+        """
+        self._require_fitted()
+        assert self.decoder is not None and self._ratio is not None  # guaranteed by _require_fitted
+        device = self.basis.device
+        gains = fit_injection_gains(
+            self.decoder,
+            coeffs.to(device, torch.float32),
+            image_b.to(device, torch.float32),
+            self._ratio,
+            self.config.injection_sources == "decoder+image",
+            self.config.injection_ridge,
+            offset=self._registration_offset(),
+        )
+        with torch.no_grad():
+            self.gains.copy_(gains)
+
     def fit(self, image_a: np.ndarray, image_b: np.ndarray, *, warm_start: bool = False) -> FitReport:
-        """Fit Φ, E and D to one scene (always anew: a previous fit is replaced).
+        """Fit Φ, E and D to one scene (always anew: a previous fit is replaced), then the injection gains G.
 
         Runs on the model's device (move it with ``.to(device)`` first). Deterministic on CPU for a given
         ``config.seed``.
@@ -273,7 +350,8 @@ class MultiplicativeMAUGIF(nn.Module):
         """
         L, l, r = self.check_scene(image_a, image_b)
         device = self.basis.device
-        basis, coeffs, target = self.prepare_scene(to_chw(image_a).to(device), to_chw(image_b).to(device), r)
+        image_b_t = to_chw(image_b).to(device)
+        basis, coeffs, target = self.prepare_scene(to_chw(image_a).to(device), image_b_t, r)
         K = basis.shape[1]
         if warm_start and self.encoder is not None and (self.bands_high, self.rank) == (l, K):
             init = {name: p.detach()[None].clone() for name, p in self.named_parameters()}
@@ -281,53 +359,75 @@ class MultiplicativeMAUGIF(nn.Module):
             init = init_stacked_parameters(K, l, [self.config.seed], device)
         weights, reports = fit_stacked(init, coeffs[None], target[None], self.config)
         self.install_fit(basis, weights[0], r, l)
+        self.calibrate_injection(coeffs, image_b_t)
         self.fit_report = reports[0]
         logger.debug("fitted scene: %s", self.fit_report)
         return self.fit_report
 
     # ------------------------------------------------------------------ fusion
 
-    def forward(self, image_b: Tensor) -> Tensor:
-        """``Φ · D(M)`` clamped to [0, 1], ``(B, l, H, W)`` → ``(B, L, H, W)``; ``fuse_tensor(None, M)``."""
-        return self.fuse_tensor(None, image_b)
+    def forward(self, image_b: Tensor, image_a: Tensor | None = None) -> Tensor:
+        """``fuse_tensor(image_a, image_b)``: ``(B, l, H, W)`` (and ``(B, L, h, w)``) → ``(B, L, H, W)``."""
+        return self.fuse_tensor(image_a, image_b)
 
     def fuse_tensor(self, image_a: Tensor | None, image_b: Tensor) -> Tensor:
         """Fuse unit-float tensors with the fitted state (never fits: a tile must not get its own basis).
 
         Args:
-            image_a: H or a tile of it, ``(B, L, h, w)``; only checked (band count, integer ratio), may be
-                None.
+            image_a: H or a tile of it, ``(B, L, h, w)``, unit-float. Required by the ``injection`` rule (the
+                tile of H whose r×r footprints are exactly ``image_b``'s tile: cut both on the low-resolution
+                grid); only checked (band count, integer ratio) by the ``decoder`` rule, which accepts None.
             image_b: M or a tile of it, ``(B, l, H, W)``, unit-float, on the model's device.
 
         Returns:
-            ``(B, L, H, W)`` float32 in [0, 1]. Each output pixel depends on the 3x3 neighbourhood of M around
-            it (:attr:`receptive_field_radius`), so tiles cut with a halo of 1 and cropped equal the whole
-            image.
+            ``(B, L, H, W)`` float32 in [0, 1]. Each output pixel depends on the inputs within
+            :attr:`receptive_field_radius` high-resolution pixels of it, so tiles cut on the low-resolution grid
+            with that halo (rounded up to a multiple of r) and cropped equal the whole image.
 
         Raises:
             NotFittedError: the model is not fitted.
+            ShapeError: ``image_a`` is None under the ``injection`` rule, or a tensor is not 4-D.
             BandCountError: band counts differ from the fitted ones.
             RatioError: ``image_b`` is not an integer multiple ≥ 2 of ``image_a``, or not the fitted ratio.
         """
         self._require_fitted()
         if image_b.ndim != 4:
             raise ShapeError(f"image_b: expected shape (B, l, H, W), got {tuple(image_b.shape)}")
+        injection = self.config.fusion == "injection"
+        if image_a is None and injection:
+            raise ShapeError(
+                "image_a: the 'injection' fusion rule needs the low-resolution image H (or the tile of it under "
+                "image_b's tile), got None; pass it, or use fusion='decoder'"
+            )
         if image_a is not None:
             if image_a.ndim != 4:
                 raise ShapeError(f"image_a: expected shape (B, L, h, w), got {tuple(image_a.shape)}")
             r = _ratio_of(tuple(image_a.shape[-2:]), tuple(image_b.shape[-2:]), "image_a", "image_b")
             self._check_fitted(int(image_a.shape[1]), int(image_b.shape[1]), r)
+            if image_a.shape[0] != image_b.shape[0]:
+                raise ShapeError(
+                    f"image_a/image_b: expected the same batch size, got {image_a.shape[0]} and {image_b.shape[0]}"
+                )
         else:
             self._check_fitted(None, int(image_b.shape[1]), None)
         assert self.decoder is not None  # guaranteed by _require_fitted
-        coeffs = self.decoder(image_b.to(self.basis.dtype))
-        return torch.einsum("lk,bkhw->blhw", self.basis, coeffs).clamp_(0.0, 1.0)
+        dtype = self.basis.dtype
+        if not injection:
+            coeffs = self.decoder(image_b.to(dtype))
+            return torch.einsum("lk,bkhw->blhw", self.basis, coeffs).clamp_(0.0, 1.0)
+        assert image_a is not None
+        ratio = image_b.shape[-1] // image_a.shape[-1]
+        with_image = self.config.injection_sources == "decoder+image"
+        features = detail_features(self.decoder, image_b.to(dtype), ratio, with_image)
+        injected = torch.einsum("lk,fk,bfhw->blhw", self.basis, self.gains, features)
+        return (upsample(image_a.to(dtype), ratio) + injected).clamp_(0.0, 1.0)
 
     def fuse(self, image_a: np.ndarray, image_b: np.ndarray, *, refit: bool = False) -> np.ndarray:
         """Fuse one scene given as NumPy arrays, fitting first when needed.
 
         Fits when the model is not fitted or ``refit`` is True; otherwise reuses the fitted state (a fitted
-        model is per scene: pass ``refit=True`` or call :meth:`fit` for another scene).
+        model is per scene: pass ``refit=True`` or call :meth:`fit` for another scene). Runs in strips of
+        rows cut on the low-resolution grid with the receptive-field halo (memory bound, same result).
 
         Args:
             image_a: H, ``(h, w, L)``, L ≥ 2, uint8 / uint16 / float32 / float64 (floats in [0, 1]).
@@ -347,15 +447,18 @@ class MultiplicativeMAUGIF(nn.Module):
             self.fit(image_a, image_b)
         else:
             self._check_fitted(L, l, r)
-        image_b_t = to_chw(image_b).to(self.basis.device)[None]
+        device = self.basis.device
+        image_a_t = to_chw(image_a).to(device)[None]
+        image_b_t = to_chw(image_b).to(device)[None]
         H = image_b_t.shape[-2]
-        halo = self.receptive_field_radius
+        halo = -(-self._radius_for(r) // r) * r
+        rows = max(r, _FUSE_ROWS // r * r)
         strips = []
         with torch.no_grad():
-            for top in range(0, H, _FUSE_ROWS):
-                bottom = min(top + _FUSE_ROWS, H)
+            for top in range(0, H, rows):
+                bottom = min(top + rows, H)
                 lo, hi = max(0, top - halo), min(H, bottom + halo)
-                fused = self.fuse_tensor(None, image_b_t[..., lo:hi, :])
+                fused = self.fuse_tensor(image_a_t[..., lo // r : hi // r, :], image_b_t[..., lo:hi, :])
                 strips.append(fused[..., top - lo : top - lo + bottom - top, :])
         fused_np = torch.cat(strips, dim=-2)[0].permute(1, 2, 0).cpu().numpy()
         return from_unit_float(fused_np, image_a.dtype)

@@ -17,6 +17,8 @@ from maugif_core.errors import RatioError, ShapeError
 
 __all__ = [
     "BLUR_NYQUIST_GAIN",
+    "blur_padding",
+    "blur_sample",
     "blur_sigma",
     "decimate",
     "default_offset",
@@ -81,11 +83,19 @@ def blur_sigma(ratio: int, nyquist_gain: float = BLUR_NYQUIST_GAIN) -> float:
     return ratio * math.sqrt(-2.0 * math.log(nyquist_gain)) / math.pi
 
 
+def blur_padding(ratio: int) -> int:
+    """High-resolution pixels the ``blur`` decimation reads beyond each r×r footprint, on each side.
+
+    The Gaussian is truncated at 3σ around the footprint's centre, ``(r − 1)/2`` pixels inside its edge.
+    """
+    return max(0, math.ceil(3 * blur_sigma(ratio) - (ratio - 1) / 2))
+
+
 def _blur_taps(ratio: int, device: torch.device) -> tuple[Tensor, int]:
     """1-D Gaussian taps centred on a footprint's centre, and the padding they need on each side."""
     sigma = blur_sigma(ratio)
     centre = (ratio - 1) / 2
-    pad = max(0, math.ceil(3 * sigma - centre))
+    pad = blur_padding(ratio)
     positions = torch.arange(-pad, ratio + pad, dtype=torch.float64) - centre
     taps = torch.exp(-0.5 * (positions / sigma) ** 2)
     return (taps / taps.sum()).to(device=device, dtype=torch.float32), pad
@@ -133,3 +143,37 @@ def decimate(
     x = F.conv2d(x, taps.view(1, 1, n, 1), stride=(ratio, 1))
     x = F.conv2d(x, taps.view(1, 1, 1, n), stride=(1, ratio))
     return x.reshape(B, C, H // ratio, W // ratio).to(image.dtype)
+
+
+def blur_sample(image: Tensor, ratio: int, offset: int) -> Tensor:
+    """The Gaussian of ``blur`` decimation centred on the ``plain`` sample ``(r·i + offset, r·j + offset)``.
+
+    What a sensor whose low-resolution pixel ``i`` is registered at high-resolution pixel ``r·i + offset`` (the
+    geometry of ``plain`` decimation) and blurred like ``blur`` decimation records. Edge-replicated at the
+    borders; truncated at 3σ.
+
+    Args:
+        image: ``(B, C, H, W)`` with H and W multiples of ``ratio``.
+        ratio: integer r ≥ 2.
+        offset: ``0 <= offset < r``.
+
+    Returns:
+        ``(B, C, H / r, W / r)`` float32.
+    """
+    if image.ndim != 4:
+        raise ShapeError(f"image: expected shape (B, C, H, W), got {tuple(image.shape)}")
+    if not 0 <= offset < ratio:
+        raise RatioError(f"offset: expected 0 <= offset < ratio ({ratio}), got {offset}")
+    B, C, H, W = image.shape
+    if H % ratio or W % ratio:
+        raise RatioError(f"image: expected height and width divisible by ratio {ratio}, got {H}x{W}")
+    sigma = blur_sigma(ratio)
+    pad = math.ceil(3 * sigma)
+    positions = torch.arange(-pad, pad + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (positions / sigma) ** 2)
+    taps = (taps / taps.sum()).to(device=image.device, dtype=torch.float32)
+    x = F.pad(image.reshape(B * C, 1, H, W).to(torch.float32), (pad, pad, pad, pad), mode="replicate")
+    x = x[..., offset:, offset:]
+    x = F.conv2d(x, taps.view(1, 1, -1, 1), stride=(ratio, 1))
+    x = F.conv2d(x, taps.view(1, 1, 1, -1), stride=(1, ratio))
+    return x[..., : H // ratio, : W // ratio].reshape(B, C, H // ratio, W // ratio)
