@@ -49,12 +49,11 @@ def bench_up_to_first_pair(manifest: Path, pairs: int) -> dict:
             cluster.up()
             up_s = time.monotonic() - started
             submit_at = time.monotonic()
-            result = cluster.ray(
-                "job", "submit", "--address", cluster.dashboard_url, "--submission-id", "bench", "--no-wait",
-                "--working-dir", ".", "--", "python", "jobs/batch_fuse.py", "--input", str(manifest),
-                "--output", str(out), env=cluster.client_env(),
-            )  # fmt: skip
-            del result
+            cluster.job_submit(
+                ["python", "jobs/batch_fuse.py", "--input", str(manifest), "--output", str(out)],
+                submission_id="bench",
+                wait=False,
+            )
             wait_for(lambda: any(out.glob("*.png")), 600, interval=0.1, what="the first fused pair")
             first_s = time.monotonic() - submit_at
             wait_for(lambda: len(list(out.glob("*.png"))) >= pairs, 900, interval=0.5, what="all pairs")

@@ -1,19 +1,16 @@
 """``ray_cluster.yaml``: offline validation, and the single-machine variants derived from it.
 
 The AWS file is the source. The variants used by tests and benchmarks are computed from it, never written by
-hand,
-so the launch path that is exercised here and the file users run cannot drift apart:
+hand, so the launch path that is exercised here and the file users run cannot drift apart:
 
-* :func:`make_local_variant` swaps the provider for ``local`` (head 127.0.0.1, SSH through a ProxyCommand),
-keeps
-  the file mounts, the setup commands that need no network and the ``ray start`` flags, and moves every port
-  and the temp dir out of the way of other Ray instances on the machine.
-* :func:`make_fake_multinode_config` keeps the worker node types (resources, priorities, labels, scaling
-bounds)
+* :func:`make_local_variant` swaps the provider for ``local`` (head 127.0.0.1, SSH through a ProxyCommand), keeps
+  the file mounts, the setup commands that need no network and the ``ray start`` flags, and moves every port and
+  the temp dir out of the way of other Ray instances on the machine.
+* :func:`make_fake_multinode_config` keeps the worker node types (resources, priorities, labels, scaling bounds)
   for Ray's ``fake_multinode`` provider, which starts real raylets on this machine as "nodes".
 
 Command line: ``python -m ops.cluster_config validate [FILE]`` validates a cluster YAML and prints the
-resolved node types.
+resolved node types; ``fake [FILE] --gcs-address ADDR`` prints the fake multi-node autoscaling config.
 """
 
 from __future__ import annotations
@@ -307,6 +304,11 @@ def make_fake_multinode_config(
     is the ``ray start --head`` process itself (``ray.head.default``, as the provider requires) with the AWS
     head's resources. The result is complete (defaults filled): the autoscaler reads it without
     ``prepare_config``.
+
+    The fake provider runs under autoscaler v1 only (v2's config preparation looks for the provider's
+    ``example.yaml``, which the wheel does not ship). v1 ignores ``priority``: between equally good node types it
+    picks by name, so this config tests resource-driven scaling, not the spot/on-demand preference. Start the head
+    with ``RAY_FAKE_CLUSTER=1`` and without ``RAY_enable_autoscaler_v2``.
     """
     aws = copy.deepcopy(config)
     head_type = aws["head_node_type"]

@@ -38,10 +38,14 @@ from ops.local_ray import (
     VENV_BIN,
     dashboard_get,
     free_ports,
+    generate_auth_token,
     kill_processes_mentioning,
     local_ports,
     processes_mentioning,
+    ray_job_submit,
+    run_ray,
     short_temp_dir,
+    token_client_env,
     wait_for,
 )
 
@@ -266,16 +270,8 @@ class LocalProviderCluster:
         # Launcher state (cluster-<name>.state, locks) goes to a private RAY_TMPDIR, not the host's /tmp/ray.
         self.launcher_tmpdir = str(work / "launcher")
         os.makedirs(self.launcher_tmpdir)
-        # The cluster's token, made the way users make theirs (`ray get-auth-token --generate` writes
-        # $HOME/.ray/auth_token), with HOME pointed at the workdir so the host's own token is untouched.
-        subprocess.run(
-            [RAY_CLI, "get-auth-token", "--generate"],
-            env={**self.launcher_env(), "HOME": str(work)},
-            check=True,
-            capture_output=True,
-        )
-        self.token_file = work / ".ray" / "auth_token"
-        self.token = self.token_file.read_text().strip()
+        # The cluster's token, made the way users make theirs, in the workdir (the host's own token is untouched).
+        self.token_file, self.token = generate_auth_token(work, self.launcher_env())
         # The "remote" side: Ray state under its own short dir, the virtualenv at ~/maugif-venv (a link to the
         # launcher's: the local variant checks the pinned versions instead of installing them).
         self.ray_tmpdir = short_temp_dir("mgr-")
@@ -319,22 +315,23 @@ class LocalProviderCluster:
 
     def client_env(self) -> dict[str, str]:
         """Environment of a client on the launcher machine: token mode with the cluster's token."""
-        return self.launcher_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
+        return token_client_env(self.launcher_env(), self.token_file)
+
+    def _logged(self, args: list[str], run: Any) -> subprocess.CompletedProcess:
+        """Run ``run()`` (a ray CLI call), keep the command, its duration and its output tail in :attr:`log`."""
+        started = time.monotonic()
+        try:
+            result = run()
+        except RuntimeError as e:  # a failed `ray job submit`: its message holds the output
+            self.log.append(f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, failed)\n{str(e)[-6000:]}")
+            raise
+        self.log.append(f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, rc={result.returncode})")
+        self.log.append((result.stdout + result.stderr)[-6000:])
+        return result
 
     def ray(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run the ray CLI from the repository root; raise with its output on failure."""
-        started = time.monotonic()
-        result = subprocess.run(
-            [RAY_CLI, *args],
-            cwd=REPO_ROOT,
-            env=env or self.launcher_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        self.log.append(f"$ ray {' '.join(args)}  ({time.monotonic() - started:.1f} s, rc={result.returncode})")
-        self.log.append((result.stdout + result.stderr)[-6000:])
+        result = self._logged(list(args), lambda: run_ray(*args, env=env or self.launcher_env(), timeout=timeout))
         if result.returncode != 0:
             raise RuntimeError(
                 f"`ray {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -352,13 +349,16 @@ class LocalProviderCluster:
 
     def job_submit(
         self, entrypoint: list[str], *, address: str | None = None, submission_id: str | None = None,
-        timeout: float = 900,
+        wait: bool = True, timeout: float = 900,
     ) -> subprocess.CompletedProcess:  # fmt: skip
-        """``ray job submit --working-dir .`` with the cluster's token, waiting for the job to finish."""
-        args = ["job", "submit", "--address", address or self.dashboard_url, "--working-dir", "."]
-        if submission_id:
-            args += ["--submission-id", submission_id]
-        return self.ray(*args, "--", *entrypoint, timeout=timeout, env=self.client_env())
+        """``ray job submit --working-dir .`` with the cluster's token; with ``wait``, until the job has finished."""
+        address = address or self.dashboard_url
+        return self._logged(
+            ["job", "submit", "--address", address, "--", *entrypoint],
+            lambda: ray_job_submit(
+                address, entrypoint, env=self.client_env(), submission_id=submission_id, wait=wait, timeout=timeout
+            ),
+        )
 
     @contextlib.contextmanager
     def dashboard_forward(self, timeout: float = 60):

@@ -20,11 +20,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.cluster_config import LocalPorts
+from ops.cluster_config import REPO_ROOT, LocalPorts
 
 VENV_BIN = Path(sys.executable).parent
 RAY_CLI = str(VENV_BIN / "ray")
@@ -34,10 +35,16 @@ __all__ = [
     "RAY_CLI",
     "dashboard_get",
     "free_ports",
+    "generate_auth_token",
+    "isolated_ray_env",
     "kill_processes_mentioning",
     "local_ports",
+    "private_ray_tmpdir",
     "processes_mentioning",
+    "ray_job_submit",
+    "run_ray",
     "short_temp_dir",
+    "token_client_env",
     "wait_for",
 ]
 
@@ -65,6 +72,29 @@ def local_ports() -> LocalPorts:
 def short_temp_dir(prefix: str = "mgo-") -> str:
     """A fresh temp dir with a short path (Ray's Unix socket paths must stay under ~107 bytes)."""
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+@contextlib.contextmanager
+def private_ray_tmpdir(prefix: str = "mgt-") -> Iterator[str]:
+    """A short temp dir to use as ``RAY_TMPDIR`` of Ray instances started by subprocesses; on exit every process
+    whose command line names it (what such an instance leaves running, e.g. after its driver was killed) is
+    killed, and the dir removed."""
+    path = short_temp_dir(prefix)
+    try:
+        yield path
+    finally:
+        kill_processes_mentioning(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def isolated_ray_env(ray_tmpdir: str, **extra: str) -> dict[str, str]:
+    """Environment of a job subprocess that starts its own local Ray: private ``RAY_TMPDIR``, no ``RAY_ADDRESS``
+    of another cluster, token auth off (a loopback test cluster), no progress bars, the venv first on PATH."""
+    env = {**os.environ, "RAY_TMPDIR": ray_tmpdir, "RAY_AUTH_MODE": "disabled", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
@@ -166,6 +196,78 @@ def dashboard_get(url: str, token: str | None = None, timeout: float = 10.0) -> 
         return status, json.loads(body)
     except json.JSONDecodeError:
         return status, body
+
+
+def run_ray(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """The virtualenv's ``ray`` CLI run from the repository root (so ``--working-dir .`` is the checkout), stdin
+    closed, output captured as text; the caller checks the return code."""
+    return subprocess.run(
+        [RAY_CLI, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def generate_auth_token(home: str | os.PathLike[str], env: dict[str, str] | None = None) -> tuple[Path, str]:
+    """Make a cluster token the way users make theirs: ``ray get-auth-token --generate`` writes
+    ``$HOME/.ray/auth_token``. Here HOME is ``home``, so the host's own token (which other Ray instances on this
+    machine use) is never touched. Returns the token file and the token."""
+    subprocess.run(
+        [RAY_CLI, "get-auth-token", "--generate"],
+        env={**(env or os.environ), "HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
+    path = Path(home) / ".ray" / "auth_token"
+    return path, path.read_text().strip()
+
+
+def token_client_env(base: dict[str, str], token_path: str | os.PathLike[str], **extra: str) -> dict[str, str]:
+    """``base`` made a Ray CLI client of a token-auth cluster: token mode, the token read from ``token_path``, no
+    other cluster's address or token."""
+    env = {k: v for k, v in base.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path), **extra})
+    return env
+
+
+def ray_job_submit(
+    address: str,
+    entrypoint: list[str],
+    *,
+    env: dict[str, str],
+    submission_id: str | None = None,
+    wait: bool = True,
+    timeout: float = 900,
+    agent_wait_s: float = 90,
+) -> subprocess.CompletedProcess:
+    """``ray job submit --address ADDRESS --working-dir . [--submission-id ID] [--no-wait] -- ENTRYPOINT``.
+
+    Retries for up to ``agent_wait_s`` while the dashboard answers "No available agent" (a node's agent registers
+    a little after the dashboard is up), as an operator would.
+
+    Raises:
+        RuntimeError: with the CLI's output, when the submission (or, with ``wait``, the job) failed.
+    """
+    args = ["job", "submit", "--address", address, "--working-dir", "."]
+    if submission_id:
+        args += ["--submission-id", submission_id]
+    if not wait:
+        args.append("--no-wait")
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        result = run_ray(*args, "--", *entrypoint, env=env, timeout=timeout)
+        if result.returncode == 0 or "No available agent" not in result.stdout + result.stderr:
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if result.returncode != 0:
+        raise RuntimeError(f"`ray {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 @dataclass

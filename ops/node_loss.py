@@ -11,8 +11,6 @@ tests/ops/test_faults.py and benchmarks/bench_ops.py (recovery time).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.cluster_config import REPO_ROOT
-from ops.local_ray import kill_processes_mentioning, short_temp_dir
+from ops.local_ray import isolated_ray_env, private_ray_tmpdir
 
 __all__ = ["run_node_loss"]
 
@@ -120,23 +118,17 @@ def run_node_loss(pairs: Path, out: Path, delay_s: float = 0.0, timeout: float =
         resources={"rows_per_write": 2},
         failures={"max_fraction": 0.0},
     )
-    ray_tmp = short_temp_dir("mgn-")
-    try:
+    with private_ray_tmpdir("mgn-") as ray_tmp:
         script = Path(ray_tmp) / "node_loss.py"
         script.write_text(_SCRIPT)
-        env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-        env.pop("RAY_ADDRESS", None)
         run = subprocess.run(
             [sys.executable, str(script), config.model_dump_json(), str(delay_s)],
-            env=env,
+            env=isolated_ray_env(ray_tmp),
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
-    finally:
-        kill_processes_mentioning(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise RuntimeError(f"node-loss run reported nothing:\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}")

@@ -23,12 +23,15 @@ import yaml
 
 from ops.cluster_config import REPO_ROOT
 from ops.local_ray import (
-    RAY_CLI,
     HeadNode,
     dashboard_get,
     free_ports,
+    generate_auth_token,
     kill_processes_mentioning,
+    ray_job_submit,
+    run_ray,
     short_temp_dir,
+    token_client_env,
     wait_for,
 )
 from ops.metrics import metrics_endpoints
@@ -58,18 +61,9 @@ class TokenCluster:
         return self.head.dashboard_url
 
     def start(self) -> TokenCluster:
-        # `ray get-auth-token --generate` writes $HOME/.ray/auth_token: HOME is the workdir, so the host's own
-        # token (used by other Ray instances on this machine) is never touched.
-        subprocess.run(
-            [RAY_CLI, "get-auth-token", "--generate"],
-            env={**os.environ, "HOME": self.workdir},
-            check=True,
-            capture_output=True,
-        )
-        self.token = Path(self.token_path).read_text().strip()
-        self.head = HeadNode(
-            env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}, num_cpus=self.num_cpus
-        )
+        _, self.token = generate_auth_token(self.workdir)
+        head_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}
+        self.head = HeadNode(env=head_env, num_cpus=self.num_cpus)
         self.head.start()
         # The job API needs the node's dashboard agent: wait until the node (and its metrics port) is listed.
         wait_for(lambda: metrics_endpoints(self.dashboard_url, self.token), 120, what="the head node's agent")
@@ -78,38 +72,16 @@ class TokenCluster:
     def client_env(self, **extra: str) -> dict[str, str]:
         """A CLI client of this cluster: token mode, the token's file, no other cluster's address."""
         assert self.head is not None
-        env = self.head.process_env()
-        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path, **extra})
-        return env
+        return token_client_env(self.head.process_env(), self.token_path, **extra)
 
     def ray(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [RAY_CLI, *args],
-            cwd=REPO_ROOT,
-            env=env or self.client_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_ray(*args, env=env or self.client_env(), timeout=timeout)
 
     def submit(self, entrypoint: list[str], submission_id: str) -> subprocess.CompletedProcess:
-        """``ray job submit --no-wait --working-dir .`` with the token; raises on a CLI error.
-
-        Retries while the dashboard answers "No available agent" (the node's agent registers a little after the
-        dashboard is up), as an operator would.
-        """
-        for _ in range(30):
-            result = self.ray(
-                "job", "submit", "--address", self.dashboard_url, "--submission-id", submission_id,
-                "--working-dir", ".", "--no-wait", "--", *entrypoint,
-            )  # fmt: skip
-            if result.returncode == 0 or "No available agent" not in result.stderr + result.stdout:
-                break
-            time.sleep(2)
-        if result.returncode != 0:
-            raise RuntimeError(f"ray job submit failed:\n{result.stdout}\n{result.stderr}")
-        return result
+        """``ray job submit --no-wait --working-dir .`` with the token; raises on a CLI error."""
+        return ray_job_submit(
+            self.dashboard_url, entrypoint, env=self.client_env(), submission_id=submission_id, wait=False
+        )
 
     def job(self, submission_id: str) -> dict[str, Any]:
         """The job's record from the dashboard REST API (``GET /api/jobs/<id>`` with the bearer token)."""

@@ -101,12 +101,15 @@ class MeteredDatasink(FusedImageDatasink):
 
         blocks = list(blocks)
         bytes_in = 0
+        upstream_failed = 0  # rows that failed at read or fuse were counted there, not again here
         tasks: dict[str, int] = {}
         for block in blocks:
             accessor = BlockAccessor.for_block(block)
             table = accessor.to_arrow()
             if S.BYTES_IN in table.column_names:
                 bytes_in += int(pc.sum(table.column(S.BYTES_IN)).as_py() or 0)
+            if S.STATUS in table.column_names:
+                upstream_failed += int(pc.sum(pc.equal(table.column(S.STATUS), S.STATUS_FAILED)).as_py() or 0)
             if S.TASK in table.column_names and S.STATUS in table.column_names:
                 ok = table.filter(pc.equal(table.column(S.STATUS), S.STATUS_OK))
                 for task in ok.column(S.TASK).to_pylist():
@@ -121,7 +124,7 @@ class MeteredDatasink(FusedImageDatasink):
         metrics.bytes("written", int(result["bytes"]))
         if written:
             metrics.seconds(S.STAGE_WRITE, elapsed / max(written, 1))
-        failed_here = result["counts"].get(S.STATUS_FAILED, 0)
+        failed_here = result["counts"].get(S.STATUS_FAILED, 0) - upstream_failed
         if failed_here:
             metrics.pairs("failed", failed_here, stage=S.STAGE_WRITE)
         return {**result, "bytes_in": bytes_in}
