@@ -1,12 +1,13 @@
 """Evaluation job: run MAUGIF and its baselines on every pair, score each result, write tables, plots and a
 report.
 
-    python jobs/evaluate.py --input pairs.csv --task vif --output eval/tno --checkpoint ckpt/ --convention
-    cddfuse python jobs/evaluate.py --input pairs.csv --task mff --output eval/ --methods
-        maugif,maugif:running,dwt \\ --fused-dir mytool=outputs/fused/                       # score another
-    tool's fused images too python jobs/evaluate.py --input /tmp/rs_pairs/manifest.csv --task pansharpen
-        --protocol wald --output eval/rs \\ --methods maugif,bicubic,brovey,gihs,gsa,rio_brovey --set
-        multiplicative.steps=300
+    python jobs/evaluate.py --input pairs.csv --task vif --output eval/tno --checkpoint ckpt/ --convention cddfuse
+    python jobs/evaluate.py --input pairs.csv --task mff --output eval/ --methods maugif,maugif:running,dwt \\
+        --fused-dir mytool=outputs/fused/            # score another tool's fused images too
+    python jobs/evaluate.py --input /tmp/rs_pairs/manifest.csv --task pansharpen --protocol wald \\
+        --output eval/rs --methods maugif,bicubic,brovey,gihs,gsa,rio_brovey --set multiplicative.steps=1000
+
+Without ``--checkpoint`` the task's bundled pretrained model is used (``maugif_core.pretrained``).
 
 Writes ``<output>/metrics_per_image.csv`` (pair_id,method,metric,value), ``metrics_mean.csv``
 (method,metric,mean), ``metrics_table.md``, ``plots/``, ``grid.png``, ``failures.csv`` and ``report.html``.

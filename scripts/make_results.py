@@ -1,14 +1,16 @@
-"""Regenerate docs/RESULTS.md: test-set manifests, held-out training, evaluation runs and the result tables.
+"""Regenerate docs/RESULTS.md and the bundled checkpoints: test-set manifests, held-out training, evaluation runs,
+the bundled models with their cards, and the result tables.
 
-Every number in docs/RESULTS.md comes out of this script, in four steps that can be run one at a time::
+Every number in docs/RESULTS.md and in the model cards comes out of this script, in five steps that can be run
+one at a time::
 
     python scripts/make_results.py manifests --work /tmp/maugif_eval
     python scripts/make_results.py train     --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts
-    python scripts/make_results.py evaluate  --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts --rs-dir
-    /tmp/rs_pairs python scripts/make_results.py report    --work /tmp/maugif_eval            # writes
-    docs/RESULTS.md
+    python scripts/make_results.py evaluate  --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts --rs-dir /tmp/rs_pairs
+    python scripts/make_results.py bundle    --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts  # maugif_core/pretrained
+    python scripts/make_results.py report    --work /tmp/maugif_eval --ckpts /tmp/maugif_ckpts  # docs/RESULTS.md
 
-(``all`` runs the four in order.) The datasets are read in place from ``../shared/datasets``; manifests,
+(``all`` runs the five in order.) The datasets are read in place from ``../shared/datasets``; manifests,
 checkpoints and evaluation outputs live in the work/checkpoint folders, outside the repository. Remote-sensing
 pairs come from ``scripts/convert_remote_sensing.py`` (``--rs-dir``).
 
@@ -154,14 +156,18 @@ MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Test set -> the task model that scores it.
 TASK_MODEL = {key: f"{s.task}/heldout-{key}" for key, s in ADDITIVE_SETS.items()}
 GENERAL_SETS = tuple(k for k in ADDITIVE_SETS if k not in MODELS["general/mixed"][1])
-# The checkpoint proposed for bundling per task (the held-out model trained on the most data).
+# The checkpoint bundled per task (``bundle`` step): a held-out model, so that its own held-out set stays a clean
+# test set of the bundled weights. vif, medical: the fold trained on the most pairs. mff: the model trained on
+# Lytro, so that the bundled MFI-WHU sample pairs (samples/mff, the embedded default's input) stay unseen too.
+# mef: either fold (25 pairs each); the one that leaves the even fold out.
 BUNDLE = {
     "vif": "vif/heldout-vifb",
     "medical": "medical/heldout-mri_ct",
-    "mff": "mff/heldout-lytro",
+    "mff": "mff/heldout-mfiwhu",
     "mef": "mef/heldout-mefb_even",
     "general": "general/mixed",
 }
+PRETRAINED = REPO / "maugif_core" / "pretrained"
 
 # Remote-sensing sets: pair ids of the manifest written by scripts/convert_remote_sensing.py.
 RS_SETS = {
@@ -253,55 +259,96 @@ def _last_losses(metrics_csv: Path) -> dict:
     return out
 
 
+# Ablations: a held-out model retrained with model-config overrides, scored on the same held-out set.
+# name -> (base model key, AdditiveConfig overrides). vif-t0: SPEC §1.1's vif threshold t = -0.5 vs t = 0 (the
+# preset of every other task), prompted by the general model (t = 0) beating the vif models on TNO.
+ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {
+    "vif-t0/heldout-tno": ("vif/heldout-tno", {"threshold": 0.0}),
+}
+
+
+def _training_jobs() -> list[tuple[str, str, tuple[str, ...], str, dict]]:
+    """(model key, task, training sets, manifest key, model overrides) of every model and ablation."""
+    jobs = [(key, task, sets, key, {}) for key, (task, sets) in MODELS.items()]
+    for key, (base, overrides) in ABLATIONS.items():
+        task, sets = MODELS[base]
+        jobs.append((key, task, sets, base, overrides))
+    return jobs
+
+
+def train_command(work: Path, ckpts: Path, job: tuple, schedule: Schedule) -> tuple[list[str], dict]:
+    """The jobs/train.py arguments of one training job, and the facts its record keeps."""
+    model_key, task, train_sets, manifest_key, model_overrides = job
+    manifest = work / "manifests" / "train" / f"{manifest_key.replace('/', '__')}.csv"
+    pairs = _count_rows(manifest)
+    epochs1, epochs2 = schedule.epochs(pairs)
+    overrides = {
+        "train.num_workers": 1,
+        "train.cpus_per_worker": 1,
+        "train.batch_size": schedule.batch,
+        "train.crop_size": schedule.crop,
+        "data.crops_per_pair": schedule.crops_per_pair,
+        "train.seed": schedule.seed,
+        "train.epochs_stage1": epochs1,
+        "train.epochs_stage2": epochs2,
+    }
+    if model_overrides:
+        overrides["model.overrides"] = "{" + ", ".join(f"{k}: {v}" for k, v in model_overrides.items()) + "}"
+    command = [
+        *("jobs/train.py", "--config", "configs/train_default.yaml", "--input", str(manifest)),
+        *("--task", task, "--output", str(ckpts / model_key), "--address", "local"),
+        *(x for key, value in overrides.items() for x in ("--set", f"{key}={value}")),
+    ]
+    facts = {
+        "model": model_key,
+        "task": task,
+        "train_sets": list(train_sets),
+        "model_overrides": model_overrides,
+        "pairs": pairs,
+        "epochs_stage1": epochs1,
+        "epochs_stage2": epochs2,
+        "samples_stage1": epochs1 * pairs * schedule.crops_per_pair,
+        "samples_stage2": epochs2 * pairs * schedule.crops_per_pair,
+        "crop": schedule.crop,
+        "batch": schedule.batch,
+    }
+    return command, facts
+
+
+def write_train_record(out_dir: Path, command: list[str], facts: dict, seconds: float) -> dict:
+    """``<out_dir>/train_record.json``: the command, schedule, wall time and first/last epoch losses."""
+    import shlex
+
+    record = {
+        **facts,
+        "seconds": round(seconds, 1),
+        "command": "python " + shlex.join(command),
+        "loss": _last_losses(out_dir / "maugif-train" / "metrics.csv"),
+    }
+    (out_dir / "train_record.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedule, force: bool) -> None:
-    """Train every held-out model with jobs/train.py (one local Ray Train worker; see docs/EVALUATION.md)."""
-    for model_key, (task, train_sets) in MODELS.items():
+    """Train every held-out model and ablation with jobs/train.py (one local Ray Train worker; see
+    docs/EVALUATION.md)."""
+    for job in _training_jobs():
+        model_key = job[0]
         if only and not any(model_key.startswith(o) for o in only):
             continue
         out_dir = ckpts / model_key
         if (out_dir / "final" / "model.safetensors").is_file() and not force:
             print(f"{model_key}: exists, skipped")
             continue
-        manifest = work / "manifests" / "train" / f"{model_key.replace('/', '__')}.csv"
-        pairs = _count_rows(manifest)
-        epochs1, epochs2 = schedule.epochs(pairs)
-        overrides = {
-            "train.num_workers": 1,
-            "train.cpus_per_worker": 1,
-            "train.batch_size": schedule.batch,
-            "train.crop_size": schedule.crop,
-            "data.crops_per_pair": schedule.crops_per_pair,
-            "train.seed": schedule.seed,
-            "train.epochs_stage1": epochs1,
-            "train.epochs_stage2": epochs2,
-        }
-        command = [
-            *("jobs/train.py", "--config", "configs/train_default.yaml", "--input", str(manifest)),
-            *("--task", task, "--output", str(out_dir), "--address", "local"),
-            *(x for key, value in overrides.items() for x in ("--set", f"{key}={value}")),
-        ]
+        command, facts = train_command(work, ckpts, job, schedule)
         print(
-            f"training {model_key} on {', '.join(train_sets)} ({pairs} pairs):\n$ python " + " ".join(command),
+            f"training {model_key} on {', '.join(facts['train_sets'])} ({facts['pairs']} pairs):\n$ python "
+            + " ".join(command),
             flush=True,
         )
         t0 = time.perf_counter()
         subprocess.run([sys.executable, *command], cwd=REPO, check=True)
-        record = {
-            "model": model_key,
-            "task": task,
-            "train_sets": list(train_sets),
-            "pairs": pairs,
-            "epochs_stage1": epochs1,
-            "epochs_stage2": epochs2,
-            "samples_stage1": epochs1 * pairs * schedule.crops_per_pair,
-            "samples_stage2": epochs2 * pairs * schedule.crops_per_pair,
-            "crop": schedule.crop,
-            "batch": schedule.batch,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "command": "python " + " ".join(command),
-            "loss": _last_losses(out_dir / "maugif-train" / "metrics.csv"),
-        }
-        (out_dir / "train_record.json").write_text(json.dumps(record, indent=2))
+        record = write_train_record(out_dir, command, facts, time.perf_counter() - t0)
         print(f"{model_key}: {record['seconds']} s, {record['loss']}", flush=True)
 
 
@@ -310,17 +357,38 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _run_evaluate(argv: list[str], force: bool = False) -> None:
+def ablation_dir(work: Path, name: str) -> Path:
+    return work / "eval_ablation" / name.replace("/", "__")
+
+
+def _run_evaluate(argv: list[str], force: bool = False) -> bool:
+    """Run jobs/evaluate.py unless its output is complete (or ``force``); True if it ran."""
     output = Path(argv[argv.index("--output") + 1])
     if (output / "summary.json").is_file() and not force:
         print(f"{output}: done already, skipped (--force reruns)")
-        return
+        return False
     print("$ python jobs/evaluate.py " + " ".join(argv), flush=True)
     done = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), *argv], check=False)
     if done.returncode == 2:
         raise SystemExit(f"jobs/evaluate.py rejected its arguments: {argv}")
     if done.returncode:
         print(f"warning: jobs/evaluate.py exited {done.returncode} (some runs failed: see failures.csv)")
+    return True
+
+
+MULTIPLICATIVE_CODE = ("maugif_core/multiplicative/*.py", "maugif_core/config.py")
+
+
+def multiplicative_fingerprint() -> str:
+    """A hash of the multiplicative model's source, stored with each remote-sensing evaluation so that the report
+    can tell whether its MAUGIF rows still describe the current code."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for pattern in MULTIPLICATIVE_CODE:
+        for path in sorted(REPO.glob(pattern)):
+            digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _flags(**options: object) -> list[str]:
@@ -383,6 +451,21 @@ def cmd_evaluate(
                 + _flags(methods="maugif,maugif:running"),
                 force,
             )
+    for name, (base, _overrides) in ABLATIONS.items():
+        key = _heldout_set(base)
+        if only and key not in only and not any(name.startswith(o) for o in only):
+            continue
+        checkpoint = ckpts / name / "final" / "model.safetensors"
+        if not checkpoint.is_file():
+            print(f"ablation {name}: skipped, {checkpoint} not trained yet (make_results.py train --only {name})")
+            continue
+        test_set = ADDITIVE_SETS[key]
+        _run_evaluate(
+            _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
+            + _flags(task=test_set.task, output=ablation_dir(work, name) / key, checkpoint=checkpoint)
+            + _flags(methods="maugif,maugif:running", grid_pairs=0),
+            force,
+        )
     if rs_dir is None:
         return
     with (rs_dir / "manifest.csv").open(newline="") as fh:
@@ -395,12 +478,15 @@ def cmd_evaluate(
         for protocol in ("wald", "full"):
             if protocol == "full" and key == "paris_hs_ms":
                 continue  # one grid: no full-resolution protocol
-            _run_evaluate(
-                _flags(input=manifest, task=task, protocol=protocol, output=work / "eval" / f"{key}_{protocol}")
+            output = work / "eval" / f"{key}_{protocol}"
+            code = multiplicative_fingerprint()
+            if _run_evaluate(
+                _flags(input=manifest, task=task, protocol=protocol, output=output)
                 + _flags(methods=",".join(["maugif", *SPECTRAL_BASELINES]), limit=limit)
                 + ["--set", f"multiplicative.steps={rs_steps}", "--set", "same_grid_ratio=3"],
                 force,
-            )
+            ):
+                (output / "code.json").write_text(json.dumps({"multiplicative_fingerprint": code}))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -649,6 +735,23 @@ def _toolbox_section(
         bn_rows.append((title, per, run))
 
 
+def _code_note(work: Path, key: str) -> str:
+    """Which multiplicative code the MAUGIF rows of one remote-sensing set were fitted with."""
+    current = multiplicative_fingerprint()
+    stored = []
+    for protocol in ("wald", "full"):
+        path = work / "eval" / f"{key}_{protocol}" / "code.json"
+        if (work / "eval" / f"{key}_{protocol}" / "summary.json").is_file():
+            stored.append(json.loads(path.read_text())["multiplicative_fingerprint"] if path.is_file() else None)
+    if stored and all(s == current for s in stored):
+        return f"MAUGIF rows fitted with the current multiplicative code (source fingerprint `{current}`)."
+    return (
+        f"**Stale:** the MAUGIF rows were fitted with other multiplicative code than the current one (`{current}`; "
+        f"stored: {', '.join(f'`{s}`' if s else 'unrecorded' for s in stored)}); rerun "
+        f"`make_results.py evaluate --only {key} --force`."
+    )
+
+
 def _spectral_section(work: Path, lines: list[str], verdicts: list) -> None:
     for key, (title, _task, _ids) in RS_SETS.items():
         wald = _read_rows(work / "eval" / f"{key}_wald")
@@ -667,6 +770,7 @@ def _spectral_section(work: Path, lines: list[str], verdicts: list) -> None:
         metrics = ("sam", "ergas", "q2n", "psnr", "qnr", "d_lambda", "d_s", "seconds")
         lines.append(f"### {title} ({wald['pair_id'].nunique()} scene(s))\n")
         lines.append(_table(rows, metrics) + "\n")
+        lines.append(_code_note(work, key) + "\n")
         ours = means.get("maugif", {})
         parts, ok = [], True
         for base in ("bicubic", "brovey", "gihs", "gsa"):
@@ -710,9 +814,28 @@ def _bn_section(bn_rows: list, lines: list[str]) -> None:
     choice = "per_image" if total_per >= total_run else "running"
     lines.append(
         f"Over all sets: per-image statistics better on {total_per} set-metric cells, running statistics on "
-        f"{total_run}. **Recommendation from these numbers: `bn_mode={choice}`**"
-        + (" (the current default)." if choice == "per_image" else " (a change of the default).")
-        + " Either mode makes a fused result independent of batch size, batch composition and tiling.\n"
+        f"{total_run}. **Decision from these numbers: `bn_mode={choice}`.** Either mode makes a fused result "
+        "independent of batch size, batch composition and tiling.\n"
+    )
+    import maugif_core
+
+    bundled = {}
+    for task in BUNDLE:
+        path = PRETRAINED / f"{task}.safetensors"
+        if path.is_file():
+            bundled[task] = maugif_core.read_checkpoint_config(path).bn_mode
+    preset_mode = maugif_core.preset("vif").bn_mode
+    stored = ", ".join(f"`{t}` {m}" for t, m in bundled.items()) or "none bundled yet"
+    lines.append(
+        f"Applied: the bundled checkpoints store `bn_mode` ({stored}); `maugif_core.pretrained(task)` and every "
+        "job that uses the bundled weights fuse in that mode. A model built from a preset "
+        f"(`maugif_core.build_model(task)`, the training job's export) has `bn_mode={preset_mode}` "
+        + (
+            "(the library default)."
+            if preset_mode == choice
+            else f"(the library default in `maugif_core/config.py`, which these numbers say should become `{choice}`)."
+        )
+        + "\n"
     )
 
 
@@ -738,38 +861,81 @@ def _training_section(ckpts: Path, lines: list[str]) -> None:
         )
     lines.append("")
     lines.append(
-        "Proposed for bundling in `maugif_core/pretrained/` (per task, the held-out model trained on the most "
-        "data; its own held-out set stays a clean test set): "
-        + ", ".join(f"`{task}` ← `{ckpts / key / 'final' / 'model.safetensors'}`" for task, key in BUNDLE.items())
-        + "."
+        "Bundled in `maugif_core/pretrained/` (`make_results.py bundle`; per task a held-out model, so that its "
+        "held-out set stays a clean test set of the bundled weights; model card `<task>.md` beside each):\n"
     )
+    lines.append("| task | source | bytes | sha256 (first 12) | bn_mode | test sets these weights never saw |")
+    lines.append("|---|---|---|---|---|---|")
+    import maugif_core
+
+    for task, key in BUNDLE.items():
+        path = PRETRAINED / f"{task}.safetensors"
+        if not path.is_file():
+            lines.append(f"| {task} | not bundled yet | | | | |")
+            continue
+        record_path = ckpts / key / "train_record.json"
+        seen = set(json.loads(record_path.read_text())["train_sets"]) if record_path.is_file() else set()
+        clean = [s.title for k, s in ADDITIVE_SETS.items() if k not in seen and (task == "general" or s.task == task)]
+        config = maugif_core.read_checkpoint_config(path)
+        lines.append(
+            f"| {task} | `{key}` | {path.stat().st_size:,} | `{_sha256(path)[:12]}` | {config.bn_mode} | "
+            f"{', '.join(clean) or 'none'} |"
+        )
     lines.append("")
 
 
-CAVEATS = (
-    "**Read these numbers with the schedule in mind.** Every additive model here was trained on this 2-core machine "
-    "with a short schedule (crop 128 instead of 480, about 1,200 + 2,400 samples, i.e. 3 to 30 epochs per "
-    "stage depending on the training-set size, instead of 100 + 100 epochs: see *Trained checkpoints* below), and "
-    "on small training sets (the shared datasets are test sets; each model only sees the other sets of its task). "
-    "The multiplicative model is fitted per scene with 1,000 steps (reference: 6,000) on centre crops of 200 x 200 "
-    "low-resolution pixels (`convert_remote_sensing.py --crop-ms 200`); every method sees the same crops. A missed "
-    "target below is a measured fact about these checkpoints, not about the method at its reference schedule.",
-)
+def _rs_steps(work: Path) -> str:
+    """The per-scene fitting steps the remote-sensing evaluations ran with (from their saved configs)."""
+    import yaml
+
+    steps = set()
+    for key in RS_SETS:
+        for protocol in ("wald", "full"):
+            path = work / "eval" / f"{key}_{protocol}" / "config.yaml"
+            if path.is_file():
+                cfg = yaml.safe_load(path.read_text()) or {}
+                steps.add(str((cfg.get("multiplicative") or {}).get("steps", "the config default")))
+    return " / ".join(sorted(steps)) or "(not evaluated yet)"
+
+
+def _caveats(work: Path) -> str:
+    return (
+        "**Read these numbers with the schedule in mind.** Every additive model here was trained on this 2-core "
+        "machine with a short schedule (crop 128 instead of 480, about 1,200 + 2,400 samples, i.e. 3 to 30 epochs "
+        "per stage depending on the training-set size, instead of 100 + 100 epochs: see *Trained checkpoints* "
+        "below), and on small training sets (the shared datasets are test sets; each model only sees the other "
+        "sets of its task). The multiplicative model is fitted per scene with "
+        f"{_rs_steps(work)} steps (reference: 6,000) on centre crops of 200 x 200 low-resolution pixels "
+        "(`convert_remote_sensing.py --crop-ms 200`); every method sees the same crops. A missed target below is "
+        "a measured fact about these checkpoints, not about the method at its reference schedule."
+    )
 
 
 def _background_lift(ckpts: Path, ours: str, pairs_per_set: int = 5) -> list[str]:
     """Diagnostic of the medical SSIM gap: how much the injected detail lifts the black background.
 
     For the first pairs of each Harvard set: the mean fused grey level where both sources are black (< 3 on
-    0-255), and the CDDFuse-convention SSIM before and after setting that background to 0.
+    0-255), the CDDFuse-convention SSIM before and after setting that background to 0, and, as a check of our
+    convention, the same SSIM from ``skimage.metrics.structural_similarity`` run the way CDDFuse runs it (float32
+    grey images on 0-255 from OpenCV's BGR2GRAY, ``data_range=2``, the float default of skimage < 0.19).
     """
     from PIL import Image
 
     import maugif_core
     from maugif_core import metrics
 
-    out = ["| set | pairs | background share | fused level there (0-255) | SSIM | SSIM, background zeroed |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+    try:
+        import cv2
+        from skimage.metrics import structural_similarity
+    except ImportError:  # the oracle column is optional
+        cv2 = structural_similarity = None
+
+    def grey(image: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(np.ascontiguousarray(image[..., ::-1], dtype=np.float32), cv2.COLOR_BGR2GRAY)
+
+    out = ["| set | pairs | background share | fused level there (0-255) | SSIM | SSIM, background zeroed "
+           "| SSIM by skimage (oracle) |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
     for key in ("mri_ct", "mri_pet", "mri_spect"):
         path = ckpts / TASK_MODEL[key] / "final" / "model.safetensors"
         if not path.is_file():
@@ -779,7 +945,7 @@ def _background_lift(ckpts: Path, ours: str, pairs_per_set: int = 5) -> list[str
             running = maugif_core.build_model_from_config(model.config.model_copy(update={"bn_mode": "running"}))
             running.load_state_dict(model.state_dict())
             model = running
-        share, level, before, after = [], [], [], []
+        share, level, before, after, oracle = [], [], [], [], []
         for _, uri_a, uri_b in ADDITIVE_SETS[key].list_pairs()[:pairs_per_set]:
             a, b = (np.asarray(Image.open(u).convert("RGB")) for u in (uri_a, uri_b))
             fused = model.fuse(a, b)
@@ -788,29 +954,336 @@ def _background_lift(ckpts: Path, ours: str, pairs_per_set: int = 5) -> list[str
             zeroed[black] = 0
             share.append(black.mean())
             level.append(fused[black].mean() if black.any() else 0.0)
-            before.append(metrics.evaluate(fused, a, b, "cddfuse")["ssim"])
-            after.append(metrics.evaluate(zeroed, a, b, "cddfuse")["ssim"])
+            before.append(metrics.ssim(fused, a, b, "cddfuse"))
+            after.append(metrics.ssim(zeroed, a, b, "cddfuse"))
+            if structural_similarity is not None:
+                f = grey(fused)
+                oracle.append(sum(structural_similarity(f, grey(x), data_range=2) for x in (a, b)))
         out.append(
             f"| {ADDITIVE_SETS[key].title} | {len(share)} | {np.mean(share):.0%} | {np.mean(level):.1f} | "
-            f"{np.mean(before):.3f} | {np.mean(after):.3f} |"
+            f"{np.mean(before):.3f} | {np.mean(after):.3f} | {f'{np.mean(oracle):.3f}' if oracle else '–'} |"
         )
+    return out
+
+
+def _task_vs_general(work: Path, ckpts: Path, ours: str) -> list[str]:
+    """On every set held out from both its task model and the general model: on how many of the 8 target
+    metrics each is ahead, with the two models' thresholds and training-set sizes (the presets differ in t)."""
+    import maugif_core
+
+    out = [
+        "Same BatchNorm mode (`" + ours + "`), same set, both models held out from it. The `general` preset uses "
+        "t = 0; the task presets use SPEC §1.1's t (vif: -0.5).\n",
+        "| set | task model (t, pairs) | general (t, pairs) | task model ahead on | general ahead on |",
+        "|---|---|---|---|---|",
+    ]
+    general_path = ckpts / "general" / "mixed" / "final" / "model.safetensors"
+    if not general_path.is_file():
+        return ["Not trained yet."]
+    general_t = maugif_core.read_checkpoint_config(general_path).threshold
+    general_pairs = json.loads((ckpts / "general" / "mixed" / "train_record.json").read_text())["pairs"]
+    for key in GENERAL_SETS:
+        task_rows, general_rows = _read_rows(work / "eval" / key), _read_rows(work / "eval_general" / key)
+        if task_rows is None or general_rows is None:
+            continue
+        task, general = _means(task_rows).get(ours, {}), _means(general_rows).get(ours, {})
+        model_dir = ckpts / TASK_MODEL[key]
+        task_t = maugif_core.read_checkpoint_config(model_dir / "final" / "model.safetensors").threshold
+        task_pairs = json.loads((model_dir / "train_record.json").read_text())["pairs"]
+        task_wins, general_wins = _wins(task, general, TARGET_METRICS), _wins(general, task, TARGET_METRICS)
+        out.append(
+            f"| {SET_TITLES[key]} | `{TASK_MODEL[key]}` ({task_t:g}, {task_pairs}) | {general_t:g}, "
+            f"{general_pairs} | {len(task_wins)}/8 ({', '.join(task_wins)}) | "
+            f"{len(general_wins)}/8 ({', '.join(general_wins)}) |"
+        )
+    return out
+
+
+def _ablation_section(work: Path, ckpts: Path, ours: str) -> list[str]:
+    """Each ablation next to its base model on the base model's held-out set (same training data, same
+    schedule, same BatchNorm mode), with the baselines and the published rows, and the two targets' verdicts."""
+    out: list[str] = []
+    for name, (base, overrides) in ABLATIONS.items():
+        key = _heldout_set(base)
+        test_set = ADDITIVE_SETS[key]
+        ablation, base_rows = _read_rows(ablation_dir(work, name) / key), _read_rows(work / "eval" / key)
+        change = ", ".join(f"{k} = {v:g}" for k, v in overrides.items())
+        if ablation is None or base_rows is None:
+            out.append(f"`{name}` ({change}): not evaluated yet (`make_results.py train/evaluate --only {name}`).\n")
+            continue
+        means = _means(base_rows)
+        ablated = _means(ablation).get(ours, {})
+        record = json.loads((ckpts / name / "train_record.json").read_text())
+        out.append(
+            f"**`{name}`**: `{base}` retrained with {change} (same {record['pairs']} training pairs, schedule and "
+            f"seed; {record['seconds']:.0f} s), scored on {test_set.title} ({ablation['pair_id'].nunique()} pairs, "
+            f"{test_set.convention} convention), both with `{ours}`. Command: `{record['command']}`.\n"
+        )
+        rows = [(f"{base} (preset)", means.get(ours, {})), (f"{name} ({change})", ablated)]
+        rows += [(b, means[b]) for b in ADDITIVE_BASELINES if b in means]
+        bold = len(rows)
+        if test_set.published == "metrics_md":
+            rows += [
+                (f"{m} (published)", dict(zip(TARGET_METRICS, v, strict=True))) for m, v in PUBLISHED_MD[key].items()
+            ]
+        out.append(_table(rows, TARGET_METRICS, bold_over=bold) + "\n")
+        ok, text = _baseline_verdict({**means, ours: ablated}, ADDITIVE_BASELINES, ours)
+        wins = _wins(ablated, means.get(ours, {}), TARGET_METRICS)
+        out.append(f"- Ahead of the preset model on {len(wins)}/8 ({', '.join(wins)}).")
+        out.append(f"- Beats every classical baseline on >= 5 of 8: {'yes' if ok else 'no'} ({text}).")
+        if test_set.published == "metrics_md":
+            ok2, text2 = _defusion_verdict(ablated, PUBLISHED_MD[key]["DeFusion"])
+            out.append(f"- DeFusion's published level: {'yes' if ok2 else 'no'} ({text2}).")
+        out.append(
+            f"- One held-out set only: the presets (`maugif_core/config.py`), the other `{test_set.task}` folds and "
+            "the bundled checkpoint keep the preset value until the change is confirmed on the other sets."
+        )
+        out.append("")
     return out
 
 
 def bn_choice(work: Path) -> tuple[str, int, int]:
     """The BatchNorm mode the measurements favour: ``(method key, cells won by per-image, cells won by
-    running)`` over every additive set's means of TARGET_METRICS + ag + psnr."""
+    running)`` over every additive set's means of TARGET_METRICS + ag + psnr. The two MEFB folds count as one
+    set (their pairs pooled), as in the tables and the BatchNorm section of the report."""
+    import pandas as pd
+
     metrics = (*TARGET_METRICS, "ag", "psnr")
     per_wins = run_wins = 0
-    for key in ADDITIVE_SETS:
-        rows = _read_rows(work / "eval" / key)
-        if rows is None:
+    folds = ("mefb_even", "mefb_odd")
+    groups = [(k,) for k in ADDITIVE_SETS if k not in folds] + [tuple(k for k in folds if k in ADDITIVE_SETS)]
+    for group in groups:
+        frames = [f for f in (_read_rows(work / "eval" / key) for key in group) if f is not None]
+        if not frames:
             continue
-        means = _means(rows)
+        means = _means(pd.concat(frames, ignore_index=True))
         per, run = means.get("maugif", {}), means.get("maugif:running", {})
         per_wins += len(_wins(per, run, metrics))
         run_wins += len(_wins(run, per, metrics))
     return ("maugif" if per_wins >= run_wins else "maugif:running"), per_wins, run_wins
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bundle
+# ------------------------------------------------------------------------------------------------------------
+
+TASK_TITLES = {
+    "vif": "visible-infrared",
+    "medical": "medical (CT / PET / SPECT + MRI)",
+    "mff": "multi-focus",
+    "mef": "multi-exposure",
+    "general": "one model for every additive task",
+}
+SET_TITLES = {key: s.title for key, s in ADDITIVE_SETS.items()}
+
+
+def _bundle_mode(work: Path) -> str:
+    """The BatchNorm inference mode the bundled checkpoints store: the one the evaluations favour."""
+    return "running" if bn_choice(work)[0] == "maugif:running" else "per_image"
+
+
+def _eval_means(work: Path, folder: str, key: str) -> dict[str, dict[str, float]]:
+    rows = _read_rows(work / folder / key)
+    return _means(rows) if rows is not None else {}
+
+
+def _heldout_set(model_key: str) -> str | None:
+    return model_key.split("heldout-", 1)[1] if "heldout-" in model_key else None
+
+
+def _card_evaluation(work: Path, model_key: str, mode_key: str) -> tuple[list[str], list[str]]:
+    """The card's evaluation section (held-out scores of exactly these weights) and the targets it misses."""
+    lines: list[str] = []
+    missed: list[str] = []
+    other_key = "maugif" if mode_key == "maugif:running" else "maugif:running"
+    mode_name = "running" if mode_key == "maugif:running" else "per-image"
+    other_name = "per-image" if mode_name == "running" else "running"
+    held = _heldout_set(model_key)
+    if held is not None:
+        test_set = ADDITIVE_SETS[held]
+        means = _eval_means(work, "eval", held)
+        means.update(_eval_means(work, "eval_peers", held))
+        if not means:
+            return [f"Not evaluated yet (`make_results.py evaluate --only {held}`).", ""], missed
+        n = len(_read_rows(work / "eval" / held)["pair_id"].unique())
+        rows = [
+            (f"this model ({mode_name} BN, as bundled)", means.get(mode_key, {})),
+            (f"same weights, {other_name} BN", means.get(other_key, {})),
+            *[(b, means[b]) for b in (*ADDITIVE_BASELINES, "mertens") if b in means],
+        ]
+        bold = len(rows)
+        if test_set.published == "metrics_md":
+            rows += [
+                (f"{m} (published)", dict(zip(TARGET_METRICS, v, strict=True))) for m, v in PUBLISHED_MD[held].items()
+            ]
+        metrics = (*TARGET_METRICS, "ag", "psnr") if test_set.published != "metrics_md" else TARGET_METRICS
+        lines += [
+            f"Held-out set **{test_set.title}** ({n} pairs, never seen in training), `{test_set.convention}` "
+            "metric convention (docs/EVALUATION.md), means over the pairs; bold = best among our rows and the "
+            "classical baselines:",
+            "",
+            _table(rows, metrics, bold_over=bold),
+            "",
+        ]
+        ok, text = _baseline_verdict(means, ADDITIVE_BASELINES, mode_key)
+        lines.append(
+            f"- Target *beats every classical baseline on >= 5 of 8*: {'met' if ok else '**missed**'} ({text})."
+        )
+        if not ok:
+            missed.append(f"does not beat every classical baseline on {test_set.title} ({text})")
+        if test_set.published == "metrics_md":
+            ok2, text2 = _defusion_verdict(means.get(mode_key, {}), PUBLISHED_MD[held]["DeFusion"])
+            lines.append(f"- Target *DeFusion's published level*: {'met' if ok2 else '**missed**'} ({text2}).")
+            if not ok2:
+                missed.append(f"below DeFusion's published level on {test_set.title} ({text2})")
+        lines.append("")
+        return lines, missed
+    # The general model: every set it did not see, next to that set's baselines.
+    lines += [
+        "Held-out sets (the sets of every task it did not see), means over the pairs, each in its set's metric "
+        f"convention; this model with {mode_name} BatchNorm statistics, as bundled:",
+        "",
+        "| set | pairs | " + " | ".join(TARGET_METRICS) + " | beats every classical baseline on >= 5 of 8 |",
+        "|---|---|" + "---|" * len(TARGET_METRICS) + "---|",
+    ]
+    for key in GENERAL_SETS:
+        rows = _read_rows(work / "eval_general" / key)
+        if rows is None:
+            lines.append(f"| {SET_TITLES[key]} | not evaluated yet | " + "| " * len(TARGET_METRICS) + "|")
+            continue
+        ours = _means(rows).get(mode_key, {})
+        means = {**_eval_means(work, "eval", key), mode_key: ours}
+        ok, text = _baseline_verdict(means, ADDITIVE_BASELINES, mode_key)
+        if not ok:
+            missed.append(f"does not beat every classical baseline on {SET_TITLES[key]}")
+        lines.append(
+            f"| {SET_TITLES[key]} ({ADDITIVE_SETS[key].convention}) | {rows['pair_id'].nunique()} | "
+            + " | ".join(_fmt(ours.get(m)) for m in TARGET_METRICS)
+            + f" | {'yes' if ok else 'no'}: {text} |"
+        )
+    lines += ["", "The baselines' own numbers on these sets are in docs/RESULTS.md.", ""]
+    return lines, missed
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts: Path, mode: str) -> str:
+    """The Markdown model card of one bundled checkpoint; every number from the records and evaluations."""
+    import maugif_core
+
+    record = json.loads((ckpts / model_key / "train_record.json").read_text())
+    config = maugif_core.read_checkpoint_config(target)
+    mode_key = "maugif:running" if mode == "running" else "maugif"
+    evaluation, missed = _card_evaluation(work, model_key, mode_key)
+    held = _heldout_set(model_key)
+    train_pairs = ", ".join(
+        f"{SET_TITLES[s]} ({len(ADDITIVE_SETS[s].list_pairs())} pairs)" for s in record["train_sets"]
+    )
+    loss = record.get("loss", {})
+    losses = "; ".join(
+        f"stage {i}: {loss[f'stage{i}']['first_epoch_loss']} → {loss[f'stage{i}']['last_epoch_loss']}"
+        for i in (1, 2)
+        if f"stage{i}" in loss
+    )
+    if held is not None:
+        held_text = f"{SET_TITLES[held]} was held out (the test set below)"
+    else:
+        held_text = "held out: " + ", ".join(SET_TITLES[k] for k in GENERAL_SETS) + " (the test sets below)"
+    untouched = [SET_TITLES[k] for k in ADDITIVE_SETS if k not in record["train_sets"]]
+    lines = [
+        "<!-- Generated by scripts/make_results.py bundle; do not edit by hand. -->",
+        f"# Model card: `{task}` ({TASK_TITLES[task]}), bundled",
+        "",
+        f"- **File**: `maugif_core/pretrained/{task}.safetensors`, {target.stat().st_size:,} bytes, sha256 "
+        f'`{_sha256(target)}`. Load with `maugif_core.pretrained("{task}")`.',
+        f"- **Source**: `{model_key}` of `scripts/make_results.py` (trained with `jobs/train.py`), weights unchanged; "
+        f"the stored config's `bn_mode` is set to `{mode}`, the BatchNorm inference mode the evaluations favour "
+        "(docs/RESULTS.md, *BatchNorm at inference*).",
+        f"- **Model**: additive MAUGIF (SPEC §1.1), reference widths (encoders {config.encoder_channels} channels, "
+        f"decoders {config.decoder_width} / {config.decoder_width2}); threshold t = {config.threshold}, "
+        f"λ_Y = {config.lambda_y}, chroma `{config.chroma}`, direction `{config.direction}`, "
+        f"bn_mode `{config.bn_mode}`. Stored config: `{config.model_dump_json()}`.",
+        f"- **Training data**: {train_pairs}, from `../shared/datasets` (read in place); {held_text}. Sets never "
+        f"used in this model's training: {', '.join(untouched)}.",
+        f"- **Schedule**: {record['epochs_stage1']} + {record['epochs_stage2']} epochs "
+        f"({record['samples_stage1']:,} + {record['samples_stage2']:,} random crops), crop {record['crop']}, "
+        f"batch {record['batch']}, Adam lr 5e-4, weight decay 1e-8, seed 0, one Ray Train worker on CPU, "
+        f"{record['seconds']:.0f} s. SPEC reference: 100 + 100 epochs at crop 480. Epoch losses (first → last): "
+        f"{losses}.",
+        "- **Commands**:",
+        "",
+        "  ```bash",
+        f"  {record['command'].replace('python ', '.venv/bin/python ', 1)}",
+        f"  .venv/bin/python scripts/make_results.py bundle --work {work} --ckpts {ckpts}",
+        "  ```",
+        "",
+        "## Evaluation",
+        "",
+        *evaluation,
+        "## Limitations",
+        "",
+        "- A short schedule on a 2-core machine (about 1/10 to 1/30 of the reference's epochs, crop 128 instead of "
+        "480) and small training sets: the shared datasets are test sets, so each model only saw the other sets "
+        "of its task. These numbers describe these weights, not the method at its reference schedule.",
+    ]
+    lines += [f"- Measured gap: {m}." for m in missed]
+    if held == "mfiwhu":
+        lines.append(
+            "- The bundled sample pairs (`samples/mff`, the embedded default's input) are MFI-WHU crops: this "
+            "model never saw them."
+        )
+    if task in ("medical", "general"):
+        lines.append(
+            "- Where both sources are black, the injected detail can lift the background a few grey levels; the "
+            "CDDFuse-lineage SSIM (C1, C2 practically 0) scores that as a structural mismatch over the whole "
+            "background (docs/RESULTS.md, *Diagnostic*)."
+        )
+    lines.append(
+        "- BatchNorm: with `running` statistics a result depends on nothing but the image itself (batch-, "
+        "composition- and tiling-independent); `build_model_from_config(config.model_copy(update={'bn_mode': "
+        "'per_image'}))` plus `load_state_dict` gives the reference's per-image behaviour."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _same_checkpoint(path: Path, model) -> bool:
+    """Whether ``path`` already holds ``model``: the same config and bit-identical tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    import maugif_core
+
+    if not path.is_file() or maugif_core.read_checkpoint_config(path) != model.config:
+        return False
+    stored, state = load_file(path), model.state_dict()
+    return set(stored) == set(state) and all(torch.equal(stored[k], state[k]) for k in state)
+
+
+def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
+    """Copy each task's designated checkpoint (:data:`BUNDLE`) into ``maugif_core/pretrained/<task>.safetensors``
+    with the BatchNorm mode the evaluations favour, and write its model card ``<task>.md``."""
+    import maugif_core
+
+    mode = _bundle_mode(work)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for task, model_key in BUNDLE.items():
+        source = ckpts / model_key / "final" / "model.safetensors"
+        if not source.is_file():
+            print(f"{task}: {source} not trained yet, not bundled")
+            continue
+        trained = maugif_core.load_checkpoint(source, expect_task=task)
+        bundled = maugif_core.build_model_from_config(trained.config.model_copy(update={"bn_mode": mode}))
+        bundled.load_state_dict(trained.state_dict())
+        target = out_dir / f"{task}.safetensors"
+        if not _same_checkpoint(target, bundled):  # safetensors orders its metadata at random: no needless churn
+            maugif_core.save_checkpoint(bundled, target)
+        card = write_model_card(task, model_key, target, work, ckpts, mode)
+        (out_dir / f"{task}.md").write_text(card)
+        print(f"{task}: {target} ({target.stat().st_size:,} bytes) from {model_key}, bn_mode={mode}")
 
 
 def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
@@ -870,7 +1343,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         "Fusion quality of MAUGIF next to the classical baselines and the published methods. How the numbers "
         "are made (splits, training, protocols, conventions): docs/EVALUATION.md. Regenerate with "
         "`python scripts/make_results.py all --rs-dir /tmp/rs_pairs` (manifests, training, evaluation, "
-        "this file).",
+        "the bundled checkpoints and their cards, this file).",
         "",
         f"## Targets ({met} of {len(verdicts)} met)",
         "",
@@ -882,7 +1355,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         "|---|---|---|---|",
         *[f"| {s} | {t} | {'yes' if ok else '**no**'} | {d} |" for s, t, ok, d in verdicts],
         "",
-        *CAVEATS,
+        _caveats(work),
         "",
         *body,
         "## BatchNorm at inference: per-image vs running statistics (SPEC §1.1)\n",
@@ -892,9 +1365,17 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
     lines.append(
         f"With `{ours}`, MAUGIF adds a small positive detail where both sources are black, lifting the "
         "background. CDDFuse's SSIM (old-skimage defaults: data_range 2 on 0-255 data, so C1 and C2 are "
-        "practically 0) scores such a lift as a structural mismatch over the whole background:\n"
+        "practically 0) scores such a lift as a structural mismatch over the whole background. The last column "
+        "recomputes our SSIM with skimage itself, called as CDDFuse calls it: the low values are the model's "
+        "background, not a convention mismatch.\n"
     )
     lines.extend(_background_lift(ckpts, ours))
+    lines.append("")
+    lines.append("## Diagnostic: task models vs the general model on the sets neither saw\n")
+    lines.extend(_task_vs_general(work, ckpts, ours))
+    lines.append("")
+    lines.append("## Ablations (not counted in the targets)\n")
+    lines.extend(_ablation_section(work, ckpts, ours))
     lines.append("")
     lines.append("## Trained checkpoints\n")
     _training_section(ckpts, lines)
@@ -905,7 +1386,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["manifests", "train", "evaluate", "report", "all"])
+    parser.add_argument("command", choices=["manifests", "train", "evaluate", "bundle", "report", "all"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/maugif_eval"), help="Work folder (manifests, outputs).")
     parser.add_argument("--ckpts", type=Path, default=Path("/tmp/maugif_ckpts"), help="Checkpoint folder.")
     parser.add_argument("--rs-dir", type=Path, help="Output folder of scripts/convert_remote_sensing.py.")
@@ -915,7 +1396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-samples", type=int, default=Schedule.stage2_samples)
     parser.add_argument("--crop", type=int, default=Schedule.crop)
     parser.add_argument("--batch", type=int, default=Schedule.batch)
-    parser.add_argument("--rs-steps", type=int, default=300, help="Per-scene fitting steps of multiplicative MAUGIF.")
+    parser.add_argument("--rs-steps", type=int, default=1000, help="Per-scene fitting steps of multiplicative MAUGIF.")
     parser.add_argument("--force", action="store_true", help="Retrain existing models / rerun finished evaluations.")
     parser.add_argument("--out", type=Path, default=RESULTS_MD, help="Where report writes the Markdown.")
     args = parser.parse_args(argv)
@@ -927,6 +1408,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd_train(args.work, args.ckpts, only, schedule, args.force)
     if args.command in ("evaluate", "all"):
         cmd_evaluate(args.work, args.ckpts, args.rs_dir, only, args.limit, args.rs_steps, args.force)
+    if args.command in ("bundle", "all"):
+        cmd_bundle(args.work, args.ckpts)
     if args.command in ("report", "all"):
         cmd_report(args.work, args.ckpts, args.out)
     return 0

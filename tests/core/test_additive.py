@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -418,3 +421,67 @@ def test_checkpoint_rejects_pickles_and_mismatches(tmp_path):
     )
     with pytest.raises(maugif_core.CheckpointError, match="format version"):
         maugif_core.load_checkpoint(tmp_path / "v9.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------- bundled checkpoints
+
+PRETRAINED_DIR = Path(maugif_core.__file__).resolve().parent / "pretrained"
+SAMPLES_MFF = Path(__file__).resolve().parents[2] / "samples" / "mff"
+
+
+def _sample_pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    return tuple(np.asarray(Image.open(SAMPLES_MFF / side / name)) for side in ("source1", "source2"))
+
+
+def test_every_additive_task_has_a_bundled_checkpoint_with_its_preset():
+    assert maugif_core.pretrained_tasks() == tuple(sorted(maugif_core.ADDITIVE_TASKS))
+    for task in maugif_core.ADDITIVE_TASKS:
+        model = maugif_core.pretrained(task)
+        assert isinstance(model, AdditiveMAUGIF) and not model.training
+        expected = maugif_core.preset(task)
+        for field in ("task", "threshold", "lambda_y", "chroma", "direction", "encoder_channels", "decoder_width"):
+            assert getattr(model.config, field) == getattr(expected, field), (task, field)
+        # The BatchNorm inference mode decided by the evaluations (docs/RESULTS.md, "BatchNorm at inference").
+        assert model.config.bn_mode == "running", task
+    with pytest.raises(maugif_core.UnknownTaskError, match="bundled: general, medical, mef, mff, vif"):
+        maugif_core.pretrained("pansharpen")
+
+
+def test_model_cards_name_the_bundled_files_and_their_mode():
+    for task in maugif_core.ADDITIVE_TASKS:
+        weights = PRETRAINED_DIR / f"{task}.safetensors"
+        card = (PRETRAINED_DIR / f"{task}.md").read_text()
+        assert weights.stat().st_size < 100_000, "bundled checkpoints must stay tiny"
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() in card, f"{task}.md describes other weights"
+        assert f"bn_mode `{maugif_core.read_checkpoint_config(weights).bn_mode}`" in card
+
+
+def test_bundled_models_are_trained_and_batch_independent():
+    a, b = _sample_pair("mfiwhu_1.png")
+    untrained = maugif_core.build_model("mff")
+    for task in maugif_core.ADDITIVE_TASKS:
+        model = maugif_core.pretrained(task)
+        state, fresh = model.state_dict(), untrained.state_dict()
+        assert any(not torch.equal(state[k], fresh[k]) for k in state if k.endswith("running_var")), task
+        fused = model.fuse(a, b)
+        assert fused.shape == a.shape and fused.dtype == a.dtype
+        assert np.abs(fused.astype(int) - a.astype(int)).mean() > 0.5, f"{task}: no detail injected"
+        # One image alone and the same image in a batch with another: same result in the bundled BN mode.
+        luma = [torch.from_numpy(x.mean(axis=2, dtype=np.float32) / 255)[None, None] for x in (a, b)]
+        other = torch.rand(luma[0].shape, generator=torch.Generator().manual_seed(0))
+        alone, _, _ = model.fuse_luma(luma[0], luma[1], details=False)
+        batched, _, _ = model.fuse_luma(torch.cat([luma[0], other]), torch.cat([luma[1], other]), details=False)
+        torch.testing.assert_close(batched[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_bundled_mff_model_sharpens_more_than_averaging_on_unseen_samples():
+    # The bundled mff model never saw MFI-WHU (docs/TRAINING.md); the samples are MFI-WHU pairs.
+    model = maugif_core.pretrained("mff")
+    sf_model, sf_average = [], []
+    for name in sorted(p.name for p in (SAMPLES_MFF / "source1").glob("*.png")):
+        a, b = _sample_pair(name)
+        sf_model.append(maugif_core.metrics.spatial_frequency(model.fuse(a, b)))
+        sf_average.append(maugif_core.metrics.spatial_frequency(maugif_core.baselines.fuse("average", a, b)))
+    assert np.mean(sf_model) > 1.1 * np.mean(sf_average)

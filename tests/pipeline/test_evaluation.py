@@ -287,3 +287,52 @@ def test_mean_table_and_markdown_mark_the_best_in_the_right_direction():
     table = markdown_table(means, {"ours": 2, "base": 2}, ["ours", "base"], ["sam", "q2n"])
     assert "| sam ↓ | q2n |" in table
     assert "| ours | 2 | **2.000** | **0.800** |" in table  # lower SAM and higher Q2n both win
+
+
+# ------------------------------------------------------------------------------------------------ results page
+
+
+def _make_results():
+    """scripts/make_results.py as a module (registered in sys.modules: its dataclasses need that)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "make_results" not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "scripts" / "make_results.py"
+        spec = importlib.util.spec_from_file_location("make_results", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["make_results"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["make_results"]
+
+
+def test_results_targets_count_ties_as_missed_and_print_the_margins():
+    mr = _make_results()
+    ours = dict(zip(mr.TARGET_METRICS, [7.0, 40.0, 12.0, 2.0, 1.6, 0.6, 0.45, 1.0], strict=True))
+    baseline = {**ours, "en": 7.1, "sd": 41.0}  # ahead on en and sd, tied elsewhere: nothing beaten
+    ok, text = mr._baseline_verdict({"maugif": ours, "average": baseline}, ("average",), "maugif")
+    assert not ok and text == "average: 0/8 (behind on en, sd, sf, mi, scd, vif, qabf, ssim)"
+    lower = {m: v * 0.9 for m, v in baseline.items()}
+    lower["sf"] = 12.0
+    ok, text = mr._baseline_verdict({"maugif": ours, "average": lower}, ("average",), "maugif")
+    assert ok and text == "average: 7/8 (behind on sf)"
+    defusion = (6.95, 38.41, 8.21, 1.78, 1.64, 0.60, 0.41, 0.96)  # METRICS.md, TNO
+    ok, text = mr._defusion_verdict(ours, defusion)
+    assert ok and text.startswith("7/8 at or above DeFusion; short on scd 1.600 vs 1.640 (-0.04, -2.4 %)")
+
+
+def test_results_bn_choice_counts_set_metric_cells(tmp_path, monkeypatch):
+    mr = _make_results()
+    monkeypatch.setattr(mr, "ADDITIVE_SETS", {k: mr.ADDITIVE_SETS[k] for k in ("tno", "lytro")})
+    for key, running_better in (("tno", 9), ("lytro", 2)):
+        metrics = [*mr.TARGET_METRICS, "ag", "psnr"]
+        rows = [(f"p{i}", "maugif", m, 1.0) for i in range(2) for m in metrics]
+        rows += [(f"p{i}", "maugif:running", m, 2.0 if j < running_better else 0.5)
+                 for i in range(2) for j, m in enumerate(metrics)]  # fmt: skip
+        folder = tmp_path / "eval" / key
+        folder.mkdir(parents=True)
+        pd.DataFrame(rows, columns=["pair_id", "method", "metric", "value"]).to_csv(
+            folder / "metrics_per_image.csv", index=False
+        )
+    assert mr.bn_choice(tmp_path) == ("maugif:running", 1 + 8, 9 + 2)
