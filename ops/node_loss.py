@@ -115,7 +115,7 @@ def run_node_loss(pairs: Path, out: Path, delay_s: float = 0.0, timeout: float =
         input=str(pairs),
         output={"uri": str(out)},
         fusion={"batch_size": 2},
-        resources={"rows_per_write": 2},
+        resources={"rows_per_write": 2, "rows_per_decode": 2},
         failures={"max_fraction": 0.0},
     )
     with private_ray_tmpdir("mgn-") as ray_tmp:

@@ -70,7 +70,9 @@ class ResourceConfig(_Frozen):
         description="Pairs per Dataset execution. The input is run window by window so the driver's memory is "
         "bounded by the window, not the input (Ray Data keeps a little driver state per block).",
     )
-    rows_per_write: PositiveInt = Field(16, description="Rows bundled into one write task (one manifest part).")
+    rows_per_write: PositiveInt = Field(
+        64, description="Rows bundled into one write task (one manifest part); Ray Data keeps driver state per task."
+    )
 
 
 class FailureConfig(_Frozen):

@@ -35,7 +35,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB = str(REPO_ROOT / "jobs" / "batch_fuse.py")
 N_PAIRS = 96
 # Small batches and write groups: progress is visible pair by pair, so faults land mid-job.
-SMALL_STEPS = ["--set", "fusion.batch_size=2", "--set", "resources.rows_per_write=2"]
+SMALL_STEPS = [
+    "--set",
+    "fusion.batch_size=2",
+    "--set",
+    "resources.rows_per_write=2",
+    "--set",
+    "resources.rows_per_decode=2",
+]
 META = ("_manifest/", "_summary.json")
 
 

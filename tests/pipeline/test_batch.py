@@ -280,6 +280,8 @@ def test_killed_job_resumes_exactly_the_missing_pairs(tmp_path, checkpoint):
         "fusion.batch_size=2",
         "--set",
         "resources.rows_per_write=2",
+        "--set",
+        "resources.rows_per_decode=2",
     ]
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS")
