@@ -154,8 +154,9 @@ def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
     ).model_dump()
 
 
-def discover_windows(config: FuseJobConfig) -> Iterator[tuple[Any, int]]:
-    """The job's pairs as successive Ray Datasets of ``resources.window_pairs`` rows (see ``iter_pair_windows``)."""
+def discover_windows(config: FuseJobConfig, *, windowed: bool = True) -> Iterator[tuple[Any, int]]:
+    """The job's pairs as successive Ray Datasets of ``resources.window_pairs`` rows (see ``iter_pair_windows``);
+    ``windowed=False``: a single Dataset of all pairs."""
     from pipeline.pairs import iter_pair_windows
 
     return iter_pair_windows(
@@ -164,21 +165,13 @@ def discover_windows(config: FuseJobConfig) -> Iterator[tuple[Any, int]]:
         config=config.pairs,
         storage=config.storage,
         block_rows=config.resources.rows_per_decode,
-        window_pairs=config.resources.window_pairs,
+        window_pairs=config.resources.window_pairs if windowed else None,
     )
 
 
 def discover(config: FuseJobConfig):
     """All of the job's pairs as one Ray Dataset (for composing; the job itself runs window by window)."""
-    from pipeline.pairs import read_pairs
-
-    return read_pairs(
-        config.input,
-        task=config.task,
-        config=config.pairs,
-        storage=config.storage,
-        block_rows=config.resources.rows_per_decode,
-    )
+    return next(iter(discover_windows(config, windowed=False)))[0]
 
 
 def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = None, pairs: Any = None):
