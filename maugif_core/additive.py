@@ -331,8 +331,9 @@ class AdditiveMAUGIF(nn.Module):
             details: also compute the reverse detail map ``detail_a`` (one extra decoder pass).
 
         Returns:
-            ``(fused_y, detail_b, detail_a)``, each ``(B, 1, H, W)``; fused_y not clamped. In the ``a_to_b``
-            direction the base is B and the injected detail is ``detail_a``.
+            ``(fused_y, detail_b, detail_a)``, each ``(B, 1, H, W)``; fused_y is not clamped to [0, 1] (it is
+            capped at max(Y_A, B) when ``envelope="max"``). In the ``a_to_b`` direction the base is B and the
+            injected detail is ``detail_a``.
         """
         cfg = self.config
         stats_b, stats_a = norm_stats if norm_stats is not None else (None, None)
@@ -356,6 +357,8 @@ class AdditiveMAUGIF(nn.Module):
                     fused_y = luma_a + threshold_detail(detail_b, cfg.threshold)
                 else:
                     fused_y = image_b + threshold_detail(detail_a, cfg.threshold)
+                if cfg.envelope == "max":
+                    fused_y = torch.minimum(fused_y, torch.maximum(luma_a, image_b))
         finally:
             self.train(was_training)
         return fused_y, detail_b, detail_a

@@ -28,6 +28,7 @@ TASKS = ADDITIVE_TASKS + MULTIPLICATIVE_TASKS
 
 ChromaRule = Literal["from_a", "saturation_weighted"]
 BatchNormMode = Literal["per_image", "running"]
+EnvelopeRule = Literal["none", "max"]
 
 
 class _Frozen(BaseModel):
@@ -50,11 +51,21 @@ class AdditiveConfig(_Frozen):
         "b_to_a",
         description="Which injector fuses: D_B injects B's detail into A (default) or D_A the reverse.",
     )
-    bn_mode: BatchNormMode = Field(
-        "per_image",
+    envelope: EnvelopeRule = Field(
+        "none",
         description=(
-            "BatchNorm at inference: 'per_image' normalises each image with its own statistics (the reference's "
-            "behaviour at batch 1, frozen across the tiles of one image); 'running' uses the running statistics."
+            "Inference-time bound on the fused luma: 'none' keeps F_Y = Y_A + tau(d) (SPEC §1.1); 'max' caps it "
+            "at max(Y_A, B), the brighter source at each pixel, so injected detail cannot lift a pixel above what "
+            "either source holds (a dark background stays dark). Pointwise, so tiling is unaffected; training is "
+            "unchanged."
+        ),
+    )
+    bn_mode: BatchNormMode = Field(
+        "running",
+        description=(
+            "BatchNorm at inference: 'running' uses the running statistics (the default, chosen by measurement: "
+            "docs/RESULTS.md, 'BatchNorm at inference'); 'per_image' normalises each image with its own "
+            "statistics (the reference's behaviour at batch 1, frozen across the tiles of one image)."
         ),
     )
     encoder_channels: PositiveInt = Field(3, description="Width of the encoder's 11x11 layer (reference: 3).")

@@ -4,6 +4,8 @@ Importing this module imports neither torch nor Ray, so a bad config fails in we
 
 Methods are named as in the tables: ``maugif`` (the MAUGIF model of the task, BatchNorm mode from its config),
 ``maugif:per_image`` / ``maugif:running`` (the same weights with that BatchNorm inference mode, SPEC §1.1),
+``maugif:envelope`` / ``maugif:no_envelope`` (fused luma capped at the brighter source, or not), variants joined
+with ``+`` (``maugif:running+envelope``),
 the classical baselines of :mod:`maugif_core.baselines` (``average``, ``maxabs``, ``dwt``, ``laplacian`` for
 additive tasks; ``bicubic``, ``brovey``, ``gihs``, ``gsa`` for ``pansharpen`` / ``hsi_msi``), the optional
 peers ``mertens`` (OpenCV's Mertens exposure fusion, additive tasks) and ``rio_brovey`` (rio-pansharpen's
@@ -27,6 +29,7 @@ __all__ = [
     "FusedSourceConfig",
     "MAUGIF",
     "SPECTRAL_METHODS",
+    "maugif_overrides",
     "split_method",
 ]
 
@@ -45,10 +48,38 @@ DEFAULT_METHODS = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+ENVELOPES = {"envelope": "max", "no_envelope": "none"}
+
+
 def split_method(name: str) -> tuple[str, str | None]:
     """``"maugif:running"`` → ``("maugif", "running")``; ``"dwt"`` → ``("dwt", None)``."""
     base, sep, variant = name.partition(":")
     return base, (variant if sep else None)
+
+
+def maugif_overrides(variant: str | None) -> dict[str, str]:
+    """The additive-model config overrides a ``maugif:`` variant names.
+
+    ``"running+envelope"`` → ``{"bn_mode": "running", "envelope": "max"}``; ``None`` → ``{}``.
+
+    Raises:
+        ValueError: an unknown token, or two tokens setting the same option.
+    """
+    out: dict[str, str] = {}
+    for token in variant.split("+") if variant else ():
+        if token in BN_MODES:
+            key, value = "bn_mode", token
+        elif token in ENVELOPES:
+            key, value = "envelope", ENVELOPES[token]
+        else:
+            allowed = ", ".join((*BN_MODES, *ENVELOPES))
+            raise ValueError(
+                f"unknown maugif variant {token!r} in {variant!r} (expected one of {allowed}, joined by +)"
+            )
+        if key in out:
+            raise ValueError(f"maugif variant {variant!r} sets {key} twice")
+        out[key] = value
+    return out
 
 
 class _Frozen(BaseModel):
@@ -196,9 +227,12 @@ class EvalJobConfig(_Frozen):
             if name in fused:
                 continue
             if base == MAUGIF:
-                if variant is not None and (self.mechanism != "additive" or variant not in BN_MODES):
-                    allowed = ", ".join(f"maugif:{m}" for m in BN_MODES) if self.mechanism == "additive" else "none"
-                    raise ValueError(f"methods: {name!r} has an unknown variant (allowed for {self.task}: {allowed})")
+                if variant is not None and self.mechanism != "additive":
+                    raise ValueError(f"methods: {name!r}: task {self.task} has no maugif variants")
+                try:
+                    maugif_overrides(variant)
+                except ValueError as exc:
+                    raise ValueError(f"methods: {name!r}: {exc}") from None
             elif variant is not None or base not in known:
                 raise ValueError(
                     f"methods: unknown method {name!r} for task {self.task}: expected maugif, "

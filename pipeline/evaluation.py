@@ -41,7 +41,7 @@ import numpy as np
 
 from pipeline import schema as S
 from pipeline.errors import ConfigError, PairDiscoveryError
-from pipeline.eval_config import BN_MODES, MAUGIF, EvalJobConfig, FusedSourceConfig, split_method
+from pipeline.eval_config import MAUGIF, EvalJobConfig, FusedSourceConfig, maugif_overrides, split_method
 
 __all__ = [
     "COL_METRIC",
@@ -358,10 +358,11 @@ class PairEvaluator:
         self._models: dict[str | None, Any] = {}
 
     # ------------------------------------------------------------------ models
-    def additive_model(self, bn_mode: str | None) -> Any:
-        """The task's MAUGIF model (checkpoint or bundled), ``bn_mode`` overriding its config if given."""
-        if bn_mode in self._models:
-            return self._models[bn_mode]
+    def additive_model(self, variant: str | None) -> Any:
+        """The task's MAUGIF model (checkpoint or bundled), with the config overrides ``variant`` names
+        (:func:`~pipeline.eval_config.maugif_overrides`: BatchNorm mode, envelope)."""
+        if variant in self._models:
+            return self._models[variant]
         import maugif_core
 
         if None not in self._models:
@@ -379,13 +380,14 @@ class PairEvaluator:
             base.eval()
             self._models[None] = base
         base = self._models[None]
-        if bn_mode is not None and bn_mode != base.config.bn_mode:
-            model = maugif_core.build_model_from_config(base.config.model_copy(update={"bn_mode": bn_mode}))
+        overrides = {k: v for k, v in maugif_overrides(variant).items() if getattr(base.config, k) != v}
+        if overrides:
+            model = maugif_core.build_model_from_config(base.config.model_copy(update=overrides))
             model.load_state_dict(base.state_dict())
             model.eval()
         else:
             model = base
-        self._models[bn_mode] = model
+        self._models[variant] = model
         return model
 
     # ------------------------------------------------------------------ methods
@@ -581,10 +583,6 @@ def check_methods_available(config: EvalJobConfig) -> None:
                                     ("mertens", "cv2", "opencv-python-headless")):  # fmt: skip
         if method in names and importlib.util.find_spec(module) is None:
             raise ConfigError(f"methods: {method!r} needs the optional package {package} (pip install {package})")
-    for name in names:
-        _, variant = split_method(name)
-        if variant is not None and variant not in BN_MODES:
-            raise ConfigError(f"methods: unknown variant in {name!r}")
 
 
 def run_evaluation(config: EvalJobConfig) -> EvaluationResult:

@@ -264,6 +264,8 @@ def _last_losses(metrics_csv: Path) -> dict:
 # preset of every other task), prompted by the general model (t = 0) beating the vif models on TNO.
 ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {
     "vif-t0/heldout-tno": ("vif/heldout-tno", {"threshold": 0.0}),
+    "vif-t0/heldout-roadscene": ("vif/heldout-roadscene", {"threshold": 0.0}),
+    "vif-t0/heldout-vifb": ("vif/heldout-vifb", {"threshold": 0.0}),
 }
 
 

@@ -95,7 +95,7 @@ def _ref_encoder(enc, x):
 
 
 def test_decoder_and_encoder_match_float64_reference():
-    model = _model("vif")
+    model = _model("vif", bn_mode="per_image")
     a, b = _rand((2, 1, 23, 31), 1), _rand((2, 1, 23, 31), 2)
     fused, detail_b, detail_a = model.fuse_luma(a, b)
     ref_b = _ref_decoder(model.decoder_b, b.double(), a.double())
@@ -108,6 +108,27 @@ def test_decoder_and_encoder_match_float64_reference():
         torch.testing.assert_close(
             model.encoder_a(a).double(), _ref_encoder(model.encoder_a, a.double()), atol=1e-5, rtol=1e-4
         )
+
+
+@pytest.mark.parametrize("direction", ["b_to_a", "a_to_b"])
+def test_envelope_caps_fused_luma_at_the_brighter_source(direction):
+    plain = _model("vif", direction=direction)
+    capped = _model("vif", direction=direction, envelope="max")
+    a, b = _rand((1, 1, 24, 24), 5), _rand((1, 1, 24, 24), 6)
+    a[..., :8, :8] = 0.0  # a black background in both sources
+    b[..., :8, :8] = 0.0
+    fused, _, _ = plain.fuse_luma(a, b)
+    fused_capped, _, _ = capped.fuse_luma(a, b)
+    brighter = torch.maximum(a, b)
+    assert (fused > brighter + 1e-3).any(), "the test needs pixels that the envelope changes"
+    torch.testing.assert_close(fused_capped, torch.minimum(fused, brighter))
+    assert (fused_capped[..., :8, :8] <= 0).all()
+    # Pointwise: tiles fused with the frozen whole-image statistics still equal the whole.
+    stats = capped.compute_norm_stats(a, b)
+    halo = capped.receptive_field_radius
+    tile, _, _ = capped.fuse_luma(a[..., :, : 12 + halo], b[..., :, : 12 + halo], norm_stats=stats)
+    whole, _, _ = capped.fuse_luma(a, b, norm_stats=stats)
+    torch.testing.assert_close(tile[..., :12], whole[..., :12], atol=1e-5, rtol=1e-5)
 
 
 def test_running_mode_uses_running_statistics():

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import schema as S
 from pipeline.errors import ConfigError, PairDiscoveryError
-from pipeline.eval_config import EvalJobConfig, FusedSourceConfig
+from pipeline.eval_config import EvalJobConfig, FusedSourceConfig, maugif_overrides
 from pipeline.evaluation import (
     PairEvaluator,
     check_methods_available,
@@ -147,14 +147,27 @@ def test_index_fused_dir_errors_name_the_folder(tmp_path):
 def test_config_rejects_unknown_methods_and_variants(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'dwt' for task pansharpen"):
         _config(tmp_path, methods=("bicubic", "dwt"))
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="task pansharpen has no maugif variants"):
         _config(tmp_path, methods=("maugif:running",))
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="unknown maugif variant 'eval'"):
         _config(tmp_path, task="vif", methods=("maugif:eval",))
+    with pytest.raises(ValueError, match="sets bn_mode twice"):
+        _config(tmp_path, task="vif", methods=("maugif:running+per_image",))
+    with pytest.raises(ValueError, match="unknown maugif variant 'max'"):
+        _config(tmp_path, task="vif", methods=("maugif:running+max",))
     with pytest.raises(ValueError, match="must be unique"):
         _config(tmp_path, task="vif", methods=("average", "average"))
     with pytest.raises(ValueError, match="extra"):
         _config(tmp_path, colour="yes")
+
+
+def test_maugif_variants_name_config_overrides():
+    assert maugif_overrides(None) == {}
+    assert maugif_overrides("running") == {"bn_mode": "running"}
+    assert maugif_overrides("running+envelope") == {"bn_mode": "running", "envelope": "max"}
+    assert maugif_overrides("no_envelope+per_image") == {"envelope": "none", "bn_mode": "per_image"}
+    with pytest.raises(ValueError, match="sets envelope twice"):
+        maugif_overrides("envelope+no_envelope")
 
 
 def test_config_fused_folders_become_methods(tmp_path):
