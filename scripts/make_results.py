@@ -359,6 +359,11 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # ------------------------------------------------------------------------------------------------------------
 
 
+# MAUGIF method keys of jobs/evaluate.py (pipeline.eval_config): the checkpoint's stored config, running
+# BatchNorm statistics, and running statistics with the fused luma capped at the brighter source.
+PER_IMAGE, RUNNING, ENVELOPED = "maugif", "maugif:running", "maugif:running+envelope"
+
+
 def ablation_dir(work: Path, name: str) -> Path:
     return work / "eval_ablation" / name.replace("/", "__")
 
@@ -378,18 +383,22 @@ def _run_evaluate(argv: list[str], force: bool = False) -> bool:
     return True
 
 
-MULTIPLICATIVE_CODE = ("maugif_core/multiplicative/*.py", "maugif_core/config.py")
+MULTIPLICATIVE_CODE = ("maugif_core/multiplicative/*.py",)
 
 
 def multiplicative_fingerprint() -> str:
-    """A hash of the multiplicative model's source, stored with each remote-sensing evaluation so that the report
-    can tell whether its MAUGIF rows still describe the current code."""
+    """A hash of the multiplicative model's source and of its config schema (fields, defaults), stored with each
+    remote-sensing evaluation so that the report can tell whether its MAUGIF rows still describe the current
+    code. The additive model's config does not enter it."""
     import hashlib
+
+    from maugif_core.config import MultiplicativeConfig
 
     digest = hashlib.sha256()
     for pattern in MULTIPLICATIVE_CODE:
         for path in sorted(REPO.glob(pattern)):
             digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    digest.update(json.dumps(MultiplicativeConfig.model_json_schema(), sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
 
@@ -438,6 +447,12 @@ def cmd_evaluate(
             + extra,
             force,
         )
+        _run_evaluate(  # the envelope variant (AdditiveConfig.envelope), same weights
+            common
+            + _flags(task=test_set.task, output=envelope_dir(work / "eval" / key), checkpoint=checkpoint)
+            + _flags(methods=ENVELOPED, grid_pairs=0),
+            force,
+        )
         if test_set.task == "mef":  # OpenCV's Mertens: the multi-exposure peer of SPEC §1.3 (needs no model)
             _run_evaluate(
                 common + _flags(task="mef", output=work / "eval_peers" / key, methods="mertens", grid_pairs=0), force
@@ -453,6 +468,12 @@ def cmd_evaluate(
                 + _flags(methods="maugif,maugif:running"),
                 force,
             )
+            _run_evaluate(
+                common
+                + _flags(task="general", output=envelope_dir(work / "eval_general" / key), checkpoint=general)
+                + _flags(methods=ENVELOPED, grid_pairs=0),
+                force,
+            )
     for name, (base, _overrides) in ABLATIONS.items():
         key = _heldout_set(base)
         if only and key not in only and not any(name.startswith(o) for o in only):
@@ -462,12 +483,16 @@ def cmd_evaluate(
             print(f"ablation {name}: skipped, {checkpoint} not trained yet (make_results.py train --only {name})")
             continue
         test_set = ADDITIVE_SETS[key]
-        _run_evaluate(
-            _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
-            + _flags(task=test_set.task, output=ablation_dir(work, name) / key, checkpoint=checkpoint)
-            + _flags(methods="maugif,maugif:running", grid_pairs=0),
-            force,
-        )
+        for output, methods in (
+            (ablation_dir(work, name) / key, "maugif,maugif:running"),
+            (envelope_dir(ablation_dir(work, name) / key), ENVELOPED),
+        ):
+            _run_evaluate(
+                _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
+                + _flags(task=test_set.task, output=output, checkpoint=checkpoint)
+                + _flags(methods=methods, grid_pairs=0),
+                force,
+            )
     if rs_dir is None:
         return
     with (rs_dir / "manifest.csv").open(newline="") as fh:
@@ -548,6 +573,21 @@ def _read_rows(folder: Path):
 
     path = folder / "metrics_per_image.csv"
     return pd.read_csv(path, dtype={"pair_id": str}) if path.is_file() else None
+
+
+def envelope_dir(folder: Path) -> Path:
+    """Where the ``maugif:running+envelope`` rows of an additive evaluation folder live: a sibling tree
+    ``<parent>_envelope/<name>`` (``eval/tno`` → ``eval_envelope/tno``), so that adding the variant reruns
+    nothing else."""
+    return folder.parent.with_name(folder.parent.name + "_envelope") / folder.name
+
+
+def _rows(folder: Path):
+    """An additive evaluation folder's rows together with those of its envelope variant."""
+    import pandas as pd
+
+    frames = [f for f in (_read_rows(folder), _read_rows(envelope_dir(folder))) if f is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def _means(rows) -> dict[str, dict[str, float]]:
@@ -639,24 +679,30 @@ def _published_toolbox(table: Path, names: dict[str, str], images: set[str]) -> 
 
 
 def _additive_section(
-    work: Path, key: str, lines: list[str], verdicts: list[tuple[str, str, bool, str]], bn_rows: list, ours: str
+    work: Path,
+    key: str,
+    lines: list[str],
+    verdicts: list[tuple[str, str, bool, str]],
+    bn_rows: list,
+    ours: str,
+    general_key: str,
 ) -> None:
     test_set = ADDITIVE_SETS[key]
-    rows = _read_rows(work / "eval" / key)
+    rows = _rows(work / "eval" / key)
     if rows is None:
         lines.append(f"### {test_set.title}\n\nNot evaluated yet (`make_results.py evaluate --only {key}`).\n")
         return
-    general = _read_rows(work / "eval_general" / key)
+    general = _rows(work / "eval_general" / key)
     means = _means(rows)
     n = rows["pair_id"].nunique()
     table_rows = [
-        (f"MAUGIF ({TASK_MODEL[key]}, per-image BN)", means.get("maugif", {})),
-        ("MAUGIF, running BN", means.get("maugif:running", {})),
+        (f"MAUGIF ({TASK_MODEL[key]}, per-image BN)", means.get(PER_IMAGE, {})),
+        ("MAUGIF, running BN", means.get(RUNNING, {})),
+        ("MAUGIF, running BN + envelope", means.get(ENVELOPED, {})),
     ]
     if general is not None:
         gm = _means(general)
-        mode = "running" if ours.endswith("running") else "per-image"
-        table_rows.append((f"MAUGIF general/mixed, {mode} BN", gm.get(ours, {})))
+        table_rows.append((f"MAUGIF general/mixed, `{general_key}`", gm.get(general_key, {})))
     table_rows += [(b, means[b]) for b in ADDITIVE_BASELINES if b in means]
     ours_n = len(table_rows)
     if test_set.published == "metrics_md":
@@ -690,7 +736,7 @@ def _toolbox_section(
 ) -> None:
     import pandas as pd
 
-    frames = [f for f in (_read_rows(work / "eval" / k) for k in keys) if f is not None]
+    frames = [f for f in (_rows(work / "eval" / k) for k in keys) if f is not None]
     if not frames:
         lines.append(f"### {title}\n\nNot evaluated yet.\n")
         return
@@ -701,8 +747,9 @@ def _toolbox_section(
     published = _published_toolbox(table, names, images)
     metrics = tuple(dict.fromkeys(names.values()))
     ours_rows = [
-        ("MAUGIF (held-out, per-image BN)", means.get("maugif", {})),
-        ("MAUGIF, running BN", means.get("maugif:running", {})),
+        ("MAUGIF (held-out, per-image BN)", means.get(PER_IMAGE, {})),
+        ("MAUGIF, running BN", means.get(RUNNING, {})),
+        ("MAUGIF, running BN + envelope", means.get(ENVELOPED, {})),
     ]
     ours_rows += [(b, means[b]) for b in ADDITIVE_BASELINES if b in means]
     ours_rows += [(f"{p} (peer)", means[p]) for p in ("mertens",) if p in means]
@@ -841,6 +888,32 @@ def _bn_section(bn_rows: list, lines: list[str]) -> None:
     )
 
 
+def _envelope_section(envelope: dict[str, tuple[bool, int, int]], lines: list[str]) -> None:
+    if not envelope:
+        lines.append("Not evaluated (the envelope is compared with running BatchNorm statistics only).\n")
+        return
+    lines.append(
+        "`maugif:running+envelope` against `maugif:running`: the same weights, the fused luma of SPEC §1.1 "
+        '(`F_Y = Y_A + τ(d)`) capped pointwise at `max(Y_A, B)` (`AdditiveConfig.envelope = "max"`; '
+        "inference only, training unchanged; tile-exact). Set-metric cells won over TARGET_METRICS + AG + PSNR "
+        "on each task's held-out sets (general: the sets it did not see), the MEFB folds pooled:\n"
+    )
+    lines.append("| task | with envelope better on | without better on | decision |")
+    lines.append("|---|---|---|---|")
+    import maugif_core
+
+    for task, (on, won, lost) in envelope.items():
+        lines.append(f"| {task} | {won} | {lost} | {'envelope `max`' if on else 'no envelope (SPEC rule)'} |")
+    presets = {t: maugif_core.preset(t).envelope for t in envelope}
+    agree = all((presets[t] == "max") == on for t, (on, _, _) in envelope.items())
+    lines.append(
+        "\nApplied: the bundled checkpoints store the decision; the presets (`maugif_core.build_model(task)`) have "
+        + ", ".join(f"{t} `{e}`" for t, e in presets.items())
+        + (" (the same decisions)." if agree else " — **these differ from the decisions above**.")
+        + "\n"
+    )
+
+
 def _training_section(ckpts: Path, lines: list[str]) -> None:
     lines.append(
         "| model | trained on | pairs | epochs (stage 1 + 2) | samples | crop | wall time "
@@ -913,7 +986,7 @@ def _caveats(work: Path) -> str:
     )
 
 
-def _background_lift(ckpts: Path, ours: str, pairs_per_set: int = 5) -> list[str]:
+def _background_lift(ckpts: Path, methods: tuple[str, ...], pairs_per_set: int = 5) -> list[str]:
     """Diagnostic of the medical SSIM gap: how much the injected detail lifts the black background.
 
     For the first pairs of each Harvard set: the mean fused grey level where both sources are black (< 3 on
@@ -935,18 +1008,19 @@ def _background_lift(ckpts: Path, ours: str, pairs_per_set: int = 5) -> list[str
     def grey(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(np.ascontiguousarray(image[..., ::-1], dtype=np.float32), cv2.COLOR_BGR2GRAY)
 
-    out = ["| set | pairs | background share | fused level there (0-255) | SSIM | SSIM, background zeroed "
+    from pipeline.eval_config import maugif_overrides, split_method
+
+    out = ["| set | method | pairs | background share | fused level there (0-255) | SSIM | SSIM, background zeroed "
            "| SSIM by skimage (oracle) |",
-           "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for key in ("mri_ct", "mri_pet", "mri_spect"):
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, method in ((k, m) for k in ("mri_ct", "mri_pet", "mri_spect") for m in methods):
         path = ckpts / TASK_MODEL[key] / "final" / "model.safetensors"
         if not path.is_file():
             continue
-        model = maugif_core.load_checkpoint(path)
-        if ours.endswith("running"):
-            running = maugif_core.build_model_from_config(model.config.model_copy(update={"bn_mode": "running"}))
-            running.load_state_dict(model.state_dict())
-            model = running
+        trained = maugif_core.load_checkpoint(path)
+        overrides = maugif_overrides(split_method(method)[1])
+        model = maugif_core.build_model_from_config(trained.config.model_copy(update=overrides))
+        model.load_state_dict(trained.state_dict())
         share, level, before, after, oracle = [], [], [], [], []
         for _, uri_a, uri_b in ADDITIVE_SETS[key].list_pairs()[:pairs_per_set]:
             a, b = (np.asarray(Image.open(u).convert("RGB")) for u in (uri_a, uri_b))
@@ -962,19 +1036,21 @@ def _background_lift(ckpts: Path, ours: str, pairs_per_set: int = 5) -> list[str
                 f = grey(fused)
                 oracle.append(sum(structural_similarity(f, grey(x), data_range=2) for x in (a, b)))
         out.append(
-            f"| {ADDITIVE_SETS[key].title} | {len(share)} | {np.mean(share):.0%} | {np.mean(level):.1f} | "
+            f"| {ADDITIVE_SETS[key].title} | `{method}` | {len(share)} | {np.mean(share):.0%} | {np.mean(level):.1f} | "
             f"{np.mean(before):.3f} | {np.mean(after):.3f} | {f'{np.mean(oracle):.3f}' if oracle else '–'} |"
         )
     return out
 
 
-def _task_vs_general(work: Path, ckpts: Path, ours: str) -> list[str]:
+def _task_vs_general(work: Path, ckpts: Path, ours: dict[str, str]) -> list[str]:
     """On every set held out from both its task model and the general model: on how many of the 8 target
     metrics each is ahead, with the two models' thresholds and training-set sizes (the presets differ in t)."""
     import maugif_core
 
     out = [
-        "Same BatchNorm mode (`" + ours + "`), same set, both models held out from it. The `general` preset uses "
+        "Each model with its judged variant (task models: "
+        + ", ".join(f"{t} `{k}`" for t, k in ours.items() if t != "general")
+        + f"; general `{ours['general']}`), same set, both models held out from it. The `general` preset uses "
         "t = 0; the task presets use SPEC §1.1's t (vif: -0.5).\n",
         "| set | task model (t, pairs) | general (t, pairs) | task model ahead on | general ahead on |",
         "|---|---|---|---|---|",
@@ -985,10 +1061,11 @@ def _task_vs_general(work: Path, ckpts: Path, ours: str) -> list[str]:
     general_t = maugif_core.read_checkpoint_config(general_path).threshold
     general_pairs = json.loads((ckpts / "general" / "mixed" / "train_record.json").read_text())["pairs"]
     for key in GENERAL_SETS:
-        task_rows, general_rows = _read_rows(work / "eval" / key), _read_rows(work / "eval_general" / key)
+        task_rows, general_rows = _rows(work / "eval" / key), _rows(work / "eval_general" / key)
         if task_rows is None or general_rows is None:
             continue
-        task, general = _means(task_rows).get(ours, {}), _means(general_rows).get(ours, {})
+        task_key = ours[ADDITIVE_SETS[key].task]
+        task, general = _means(task_rows).get(task_key, {}), _means(general_rows).get(ours["general"], {})
         model_dir = ckpts / TASK_MODEL[key]
         task_t = maugif_core.read_checkpoint_config(model_dir / "final" / "model.safetensors").threshold
         task_pairs = json.loads((model_dir / "train_record.json").read_text())["pairs"]
@@ -1001,14 +1078,15 @@ def _task_vs_general(work: Path, ckpts: Path, ours: str) -> list[str]:
     return out
 
 
-def _ablation_section(work: Path, ckpts: Path, ours: str) -> list[str]:
+def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> list[str]:
     """Each ablation next to its base model on the base model's held-out set (same training data, same
     schedule, same BatchNorm mode), with the baselines and the published rows, and the two targets' verdicts."""
     out: list[str] = []
     for name, (base, overrides) in ABLATIONS.items():
         key = _heldout_set(base)
         test_set = ADDITIVE_SETS[key]
-        ablation, base_rows = _read_rows(ablation_dir(work, name) / key), _read_rows(work / "eval" / key)
+        ours = ours_by_task[test_set.task]
+        ablation, base_rows = _rows(ablation_dir(work, name) / key), _rows(work / "eval" / key)
         change = ", ".join(f"{k} = {v:g}" for k, v in overrides.items())
         if ablation is None or base_rows is None:
             out.append(f"`{name}` ({change}): not evaluated yet (`make_results.py train/evaluate --only {name}`).\n")
@@ -1065,6 +1143,47 @@ def bn_choice(work: Path) -> tuple[str, int, int]:
     return ("maugif" if per_wins >= run_wins else "maugif:running"), per_wins, run_wins
 
 
+ENVELOPE_TASKS = ("vif", "medical", "mff", "mef", "general")
+
+
+def envelope_choice(work: Path) -> dict[str, tuple[bool, int, int]]:
+    """Per additive task: ``(envelope on, cells won with it, cells won without)``, comparing
+    ``maugif:running+envelope`` with ``maugif:running`` (same weights) on the task's held-out sets — the general
+    model on every set it did not see — over TARGET_METRICS + ag + psnr, the MEFB folds pooled as one set. The
+    envelope is on where it wins more cells; a tie keeps SPEC §1.1's rule (off)."""
+    import pandas as pd
+
+    metrics = (*TARGET_METRICS, "ag", "psnr")
+    out: dict[str, tuple[bool, int, int]] = {}
+    for task in ENVELOPE_TASKS:
+        if task == "general":
+            folder, keys = "eval_general", list(GENERAL_SETS)
+        else:
+            folder, keys = "eval", [k for k, s in ADDITIVE_SETS.items() if s.task == task]
+        groups = [[k for k in keys if k.startswith("mefb")]] + [[k] for k in keys if not k.startswith("mefb")]
+        on = off = 0
+        for group in groups:
+            frames = [f for f in (_rows(work / folder / key) for key in group) if f is not None]
+            if not frames:
+                continue
+            means = _means(pd.concat(frames, ignore_index=True))
+            if ENVELOPED in means and RUNNING in means:
+                on += len(_wins(means[ENVELOPED], means[RUNNING], metrics))
+                off += len(_wins(means[RUNNING], means[ENVELOPED], metrics))
+        out[task] = (on > off, on, off)
+    return out
+
+
+def ours_keys(work: Path) -> tuple[dict[str, str], int, int, dict[str, tuple[bool, int, int]]]:
+    """The MAUGIF method key each additive task is judged (and bundled) with: the BatchNorm mode of
+    :func:`bn_choice`, plus the envelope where :func:`envelope_choice` turns it on. Also returns the BatchNorm
+    cell counts and the envelope choice."""
+    bn, per_cells, run_cells = bn_choice(work)
+    envelope = envelope_choice(work) if bn == RUNNING else {}
+    keys = {task: ENVELOPED if envelope.get(task, (False,))[0] else bn for task in ENVELOPE_TASKS}
+    return keys, per_cells, run_cells, envelope
+
+
 # ------------------------------------------------------------------------------------------------------------
 # bundle
 # ------------------------------------------------------------------------------------------------------------
@@ -1085,7 +1204,7 @@ def _bundle_mode(work: Path) -> str:
 
 
 def _eval_means(work: Path, folder: str, key: str) -> dict[str, dict[str, float]]:
-    rows = _read_rows(work / folder / key)
+    rows = _rows(work / folder / key)
     return _means(rows) if rows is not None else {}
 
 
@@ -1097,9 +1216,7 @@ def _card_evaluation(work: Path, model_key: str, mode_key: str) -> tuple[list[st
     """The card's evaluation section (held-out scores of exactly these weights) and the targets it misses."""
     lines: list[str] = []
     missed: list[str] = []
-    other_key = "maugif" if mode_key == "maugif:running" else "maugif:running"
-    mode_name = "running" if mode_key == "maugif:running" else "per-image"
-    other_name = "per-image" if mode_name == "running" else "running"
+    mode_name = f"`{mode_key}`"
     held = _heldout_set(model_key)
     if held is not None:
         test_set = ADDITIVE_SETS[held]
@@ -1107,10 +1224,14 @@ def _card_evaluation(work: Path, model_key: str, mode_key: str) -> tuple[list[st
         means.update(_eval_means(work, "eval_peers", held))
         if not means:
             return [f"Not evaluated yet (`make_results.py evaluate --only {held}`).", ""], missed
-        n = len(_read_rows(work / "eval" / held)["pair_id"].unique())
+        n = len(_rows(work / "eval" / held)["pair_id"].unique())
         rows = [
-            (f"this model ({mode_name} BN, as bundled)", means.get(mode_key, {})),
-            (f"same weights, {other_name} BN", means.get(other_key, {})),
+            (f"this model as bundled ({mode_name})", means.get(mode_key, {})),
+            *[
+                (f"same weights, `{k}`", means[k])
+                for k in (PER_IMAGE, RUNNING, ENVELOPED)
+                if k != mode_key and k in means
+            ],
             *[(b, means[b]) for b in (*ADDITIVE_BASELINES, "mertens") if b in means],
         ]
         bold = len(rows)
@@ -1143,13 +1264,13 @@ def _card_evaluation(work: Path, model_key: str, mode_key: str) -> tuple[list[st
     # The general model: every set it did not see, next to that set's baselines.
     lines += [
         "Held-out sets (the sets of every task it did not see), means over the pairs, each in its set's metric "
-        f"convention; this model with {mode_name} BatchNorm statistics, as bundled:",
+        f"convention; this model as bundled ({mode_name}):",
         "",
         "| set | pairs | " + " | ".join(TARGET_METRICS) + " | beats every classical baseline on >= 5 of 8 |",
         "|---|---|" + "---|" * len(TARGET_METRICS) + "---|",
     ]
     for key in GENERAL_SETS:
-        rows = _read_rows(work / "eval_general" / key)
+        rows = _rows(work / "eval_general" / key)
         if rows is None:
             lines.append(f"| {SET_TITLES[key]} | not evaluated yet | " + "| " * len(TARGET_METRICS) + "|")
             continue
@@ -1173,13 +1294,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts: Path, mode: str) -> str:
-    """The Markdown model card of one bundled checkpoint; every number from the records and evaluations."""
+def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts: Path, mode_key: str) -> str:
+    """The Markdown model card of one bundled checkpoint (``mode_key``: the evaluation method key that matches
+    its stored config); every number from the records and evaluations."""
     import maugif_core
 
     record = json.loads((ckpts / model_key / "train_record.json").read_text())
     config = maugif_core.read_checkpoint_config(target)
-    mode_key = "maugif:running" if mode == "running" else "maugif"
     evaluation, missed = _card_evaluation(work, model_key, mode_key)
     held = _heldout_set(model_key)
     train_pairs = ", ".join(
@@ -1203,12 +1324,13 @@ def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts:
         f"- **File**: `maugif_core/pretrained/{task}.safetensors`, {target.stat().st_size:,} bytes, sha256 "
         f'`{_sha256(target)}`. Load with `maugif_core.pretrained("{task}")`.',
         f"- **Source**: `{model_key}` of `scripts/make_results.py` (trained with `jobs/train.py`), weights unchanged; "
-        f"the stored config's `bn_mode` is set to `{mode}`, the BatchNorm inference mode the evaluations favour "
-        "(docs/RESULTS.md, *BatchNorm at inference*).",
+        f"the stored config's `bn_mode` is set to `{config.bn_mode}` and its `envelope` to `{config.envelope}`, "
+        "the inference options the evaluations favour (docs/RESULTS.md, *BatchNorm at inference* and "
+        "*Envelope*).",
         f"- **Model**: additive MAUGIF (SPEC §1.1), reference widths (encoders {config.encoder_channels} channels, "
         f"decoders {config.decoder_width} / {config.decoder_width2}); threshold t = {config.threshold}, "
         f"λ_Y = {config.lambda_y}, chroma `{config.chroma}`, direction `{config.direction}`, "
-        f"bn_mode `{config.bn_mode}`. Stored config: `{config.model_dump_json()}`.",
+        f"bn_mode `{config.bn_mode}`, envelope `{config.envelope}`. Stored config: `{config.model_dump_json()}`.",
         f"- **Training data**: {train_pairs}, from `../shared/datasets` (read in place); {held_text}. Sets never "
         f"used in this model's training: {', '.join(untouched)}.",
         f"- **Schedule**: {record['epochs_stage1']} + {record['epochs_stage2']} epochs "
@@ -1271,6 +1393,7 @@ def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
     import maugif_core
 
     mode = _bundle_mode(work)
+    keys, _, _, envelope = ours_keys(work)
     out_dir.mkdir(parents=True, exist_ok=True)
     for task, model_key in BUNDLE.items():
         source = ckpts / model_key / "final" / "model.safetensors"
@@ -1278,14 +1401,16 @@ def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
             print(f"{task}: {source} not trained yet, not bundled")
             continue
         trained = maugif_core.load_checkpoint(source, expect_task=task)
-        bundled = maugif_core.build_model_from_config(trained.config.model_copy(update={"bn_mode": mode}))
+        rule = "max" if envelope.get(task, (False,))[0] else "none"
+        update = {"bn_mode": mode, "envelope": rule}
+        bundled = maugif_core.build_model_from_config(trained.config.model_copy(update=update))
         bundled.load_state_dict(trained.state_dict())
         target = out_dir / f"{task}.safetensors"
         if not _same_checkpoint(target, bundled):  # safetensors orders its metadata at random: no needless churn
             maugif_core.save_checkpoint(bundled, target)
-        card = write_model_card(task, model_key, target, work, ckpts, mode)
+        card = write_model_card(task, model_key, target, work, ckpts, keys[task])
         (out_dir / f"{task}.md").write_text(card)
-        print(f"{task}: {target} ({target.stat().st_size:,} bytes) from {model_key}, bn_mode={mode}")
+        print(f"{task}: {target} ({target.stat().st_size:,} bytes) from {model_key}, bn_mode={mode}, envelope={rule}")
 
 
 def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
@@ -1294,14 +1419,14 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
     verdicts: list[tuple[str, str, bool, str]] = []
     bn_rows: list = []
     body: list[str] = []
-    ours, per_cells, run_cells = bn_choice(work)
+    ours, per_cells, run_cells, envelope = ours_keys(work)
     body.append("## Additive tasks: CDDFuse convention, next to the published rows of METRICS.md\n")
     body.append(
         "MI in nats, SSIM a sum over both sources, VIF a sum (METRICS.md). Bold: best among our runs and "
         "the classical baselines (published rows excluded).\n"
     )
     for key in ("tno", "roadscene", "mri_ct", "mri_pet", "mri_spect"):
-        _additive_section(work, key, body, verdicts, bn_rows, ours)
+        _additive_section(work, key, body, verdicts, bn_rows, ours[ADDITIVE_SETS[key].task], ours["general"])
     body.append("## Additive tasks: toolbox conventions\n")
     _toolbox_section(
         work,
@@ -1313,7 +1438,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         verdicts,
         bn_rows,
         stretch=True,
-        ours_key=ours,
+        ours_key=ours["vif"],
     )
     _toolbox_section(
         work,
@@ -1325,7 +1450,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         verdicts,
         bn_rows,
         stretch=False,
-        ours_key=ours,
+        ours_key=ours["mef"],
     )
     body.append(
         "MEFB reports NMI, not MI, and its VIF/SSIM variants differ from ours: only the six metrics that "
@@ -1333,7 +1458,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
     )
     body.append("## Multi-focus (no published numbers on these exact files; VIFB convention)\n")
     for key in ("lytro", "mfiwhu"):
-        _additive_section(work, key, body, verdicts, bn_rows, ours)
+        _additive_section(work, key, body, verdicts, bn_rows, ours["mff"], ours["general"])
     body.append("## Multiplicative tasks (per-scene fits): Wald reduced resolution and full resolution\n")
     _spectral_section(work, body, verdicts)
 
@@ -1349,9 +1474,11 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         "",
         f"## Targets ({met} of {len(verdicts)} met)",
         "",
-        f"Additive targets are judged on `{ours}`: the BatchNorm mode that the comparison at the end of this "
-        f"page favours ({per_cells} set-metric cells for per-image statistics, {run_cells} for running "
-        "statistics), one mode for every set.",
+        "Additive targets are judged per task on the MAUGIF variant the measurements on this page favour: "
+        f"the BatchNorm mode of the comparison at the end ({per_cells} set-metric cells for per-image "
+        f"statistics, {run_cells} for running statistics; one mode for every set), with the envelope "
+        "(`AdditiveConfig.envelope`, fused luma capped at the brighter source) where it wins on that task's "
+        "held-out sets (*Envelope* below). Judged with: " + ", ".join(f"{t} `{k}`" for t, k in ours.items()) + ".",
         "",
         "| set | target | met | detail |",
         "|---|---|---|---|",
@@ -1363,15 +1490,17 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         "## BatchNorm at inference: per-image vs running statistics (SPEC §1.1)\n",
     ]
     _bn_section(bn_rows, lines)
+    lines.append("## Envelope: fused luma capped at the brighter source\n")
+    _envelope_section(envelope, lines)
     lines.append("## Diagnostic: the SSIM gap on the medical sets\n")
     lines.append(
-        f"With `{ours}`, MAUGIF adds a small positive detail where both sources are black, lifting the "
-        "background. CDDFuse's SSIM (old-skimage defaults: data_range 2 on 0-255 data, so C1 and C2 are "
-        "practically 0) scores such a lift as a structural mismatch over the whole background. The last column "
-        "recomputes our SSIM with skimage itself, called as CDDFuse calls it: the low values are the model's "
-        "background, not a convention mismatch.\n"
+        "Without the envelope (`maugif:running`), MAUGIF adds a small positive detail where both sources are "
+        "black, lifting the background. CDDFuse's SSIM (old-skimage defaults: data_range 2 on 0-255 data, so C1 "
+        "and C2 are practically 0) scores such a lift as a structural mismatch over the whole background. The "
+        "last column recomputes our SSIM with skimage itself, called as CDDFuse calls it: the low values are the "
+        "model's background, not a convention mismatch. The rows with the envelope show what it removes.\n"
     )
-    lines.extend(_background_lift(ckpts, ours))
+    lines.extend(_background_lift(ckpts, (RUNNING, ENVELOPED)))
     lines.append("")
     lines.append("## Diagnostic: task models vs the general model on the sets neither saw\n")
     lines.extend(_task_vs_general(work, ckpts, ours))
