@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from maugif_core.errors import UnknownTaskError
 
@@ -138,6 +138,15 @@ class MultiplicativeConfig(_Frozen):
         0.01,
         ge=0,
         description="Ridge weight of the least-squares fit of the injection gains, relative to mean(diag(X^T X)).",
+    )
+    consistency_steps: NonNegativeInt = Field(
+        0,
+        description=(
+            "'injection' rule: back-projection steps X <- X + up(H - degrade(X)) after injection, pulling the "
+            "fused cube towards consistency with H under the model's own degradation (the MTF-like Gaussian of "
+            "the injection gains' fit, registered like the loss' decimation): the multiplicative mechanism's "
+            "premise that H is a spatial degradation of the latent cube. 0 disables it."
+        ),
     )
     bands_low: Annotated[int, Field(ge=2)] | None = Field(
         None,

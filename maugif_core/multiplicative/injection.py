@@ -39,14 +39,18 @@ E, D and their loss are SPEC §1.2's, unchanged; only the fusion rule that uses 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maugif_core.multiplicative.spectral import blur_padding, blur_sample, decimate
+from maugif_core.multiplicative.spectral import blur_padding, blur_sample, blur_sigma, decimate
 
 __all__ = [
+    "back_project",
+    "consistency_radius",
+    "degrade",
     "detail_features",
     "fit_injection_gains",
     "injection_radius",
@@ -121,18 +125,49 @@ def fit_injection_gains(
         logger.warning("scene of %s low-resolution pixels is too small to fit injection gains: G = 0", coeffs.shape)
         return torch.zeros(n_features, K, device=coeffs.device)
 
-    def degrade(image: Tensor) -> Tensor:
-        return decimate(image, ratio, "blur") if offset is None else blur_sample(image, ratio, offset)
-
-    image_low = degrade(image_b[None].to(torch.float32))[..., :m, :n]
+    image_low = degrade(image_b[None].to(torch.float32), ratio, offset)[..., :m, :n]
     z = coeffs[None, :, :m, :n].to(torch.float32)
     with torch.no_grad():
         x = detail_features(decoder, image_low, ratio, with_image)[0].reshape(n_features, -1).double()
-        y = (z - upsample(degrade(z), ratio))[0].reshape(K, -1).double()
+        y = (z - upsample(degrade(z, ratio, offset), ratio))[0].reshape(K, -1).double()
     gram = x @ x.T
     scale = gram.diagonal().mean().clamp_min(1e-30)
     gram = gram + ridge * scale * torch.eye(n_features, dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(gram, x @ y.T).to(torch.float32)
+
+
+def degrade(image: Tensor, ratio: int, offset: int | None) -> Tensor:
+    """The model's simulated sensor: the MTF-like Gaussian of ``blur`` decimation, sampled at H's registration
+    on M (``offset``: H's pixel i at M's ``r·i + offset``; None: the footprint centre)."""
+    return decimate(image, ratio, "blur") if offset is None else blur_sample(image, ratio, offset)
+
+
+def back_project(fused: Tensor, image_a: Tensor, ratio: int, offset: int | None, steps: int) -> Tensor:
+    """``steps`` back-projection steps ``X ← X + up(H − degrade(X))``.
+
+    Each step removes the part of X's disagreement with H that the low-resolution grid can see, under the
+    model's degradation (:func:`degrade`), re-expanded with the same bicubic ``up`` as the injection rule.
+
+    Args:
+        fused: X, ``(B, L, r·h, r·w)``.
+        image_a: H, ``(B, L, h, w)``.
+        ratio: r.
+        offset: registration of H on M (see :func:`degrade`).
+        steps: number of steps (0 returns ``fused``).
+    """
+    for _ in range(steps):
+        fused = fused + upsample(image_a - degrade(fused, ratio, offset), ratio)
+    return fused
+
+
+def consistency_radius(ratio: int) -> int:
+    """Receptive-field growth of one back-projection step, in high-resolution pixels (an upper bound).
+
+    An output pixel at row y reads the bicubic taps of ``up`` (low-resolution pixels within 2 of y / r, plus
+    one for y's position in its cell), each of which reads X within the Gaussian's 3σ support around its
+    sample (at most one footprint plus :func:`blur_padding` beyond it, or ``ceil(3σ)`` around the plain sample).
+    """
+    return ratio * (2 + 1 + 1) + max(blur_padding(ratio), math.ceil(3 * blur_sigma(ratio))) + 1
 
 
 def injection_radius(ratio: int) -> int:

@@ -31,6 +31,8 @@ from maugif_core.errors import BandCountError, MaugifError, RatioError, ShapeErr
 from maugif_core.imaging import check_image, from_unit_float, to_unit_float
 from maugif_core.multiplicative.fitting import FitReport, fit_stacked
 from maugif_core.multiplicative.injection import (
+    back_project,
+    consistency_radius,
     detail_features,
     fit_injection_gains,
     injection_radius,
@@ -123,7 +125,8 @@ class MultiplicativeMAUGIF(nn.Module):
         """Receptive-field radius of fusion, in high-resolution pixels (an upper bound).
 
         ``decoder`` rule: D's, 1 (a 1x1 then a 3x3 convolution). ``injection`` rule:
-        :func:`~maugif_core.multiplicative.injection.injection_radius` of the scene's ratio, which must be
+        :func:`~maugif_core.multiplicative.injection.injection_radius` of the scene's ratio plus
+        ``consistency_steps`` × :func:`~maugif_core.multiplicative.injection.consistency_radius`; the ratio must be
         known (fitted, loaded, or ``config.ratio``).
 
         Raises:
@@ -140,7 +143,9 @@ class MultiplicativeMAUGIF(nn.Module):
 
     def _radius_for(self, ratio: int) -> int:
         """Receptive-field radius of fusion at ratio r, in high-resolution pixels."""
-        return DECODER_RECEPTIVE_FIELD_RADIUS if self.config.fusion == "decoder" else injection_radius(ratio)
+        if self.config.fusion == "decoder":
+            return DECODER_RECEPTIVE_FIELD_RADIUS
+        return injection_radius(ratio) + self.config.consistency_steps * consistency_radius(ratio)
 
     def _injection_features(self, rank: int, bands_high: int) -> int:
         """F, the number of detail channels the injection gains weight (K, or K + l with M's own detail)."""
@@ -420,7 +425,10 @@ class MultiplicativeMAUGIF(nn.Module):
         with_image = self.config.injection_sources == "decoder+image"
         features = detail_features(self.decoder, image_b.to(dtype), ratio, with_image)
         injected = torch.einsum("lk,fk,bfhw->blhw", self.basis, self.gains, features)
-        return (upsample(image_a.to(dtype), ratio) + injected).clamp_(0.0, 1.0)
+        image_a = image_a.to(dtype)
+        fused = upsample(image_a, ratio) + injected
+        fused = back_project(fused, image_a, ratio, self._registration_offset(), self.config.consistency_steps)
+        return fused.clamp_(0.0, 1.0)
 
     def fuse(self, image_a: np.ndarray, image_b: np.ndarray, *, refit: bool = False) -> np.ndarray:
         """Fuse one scene given as NumPy arrays, fitting first when needed.

@@ -370,10 +370,12 @@ def fuse_in_tiles(model: MultiplicativeMAUGIF, low: torch.Tensor, high: torch.Te
     return out
 
 
-@pytest.mark.parametrize("fusion", ["injection", "decoder"])
-def test_tiled_fusion_with_halo_equals_whole_image(fitted_pan, fusion: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("fusion", "steps"), [("injection", 0), ("injection", 2), ("decoder", 0)])
+def test_tiled_fusion_with_halo_equals_whole_image(
+    fitted_pan, fusion: str, steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, image_a, image_b = fitted_pan
-    model = with_rule(base, fusion=fusion)
+    model = with_rule(base, fusion=fusion, consistency_steps=steps)
     r = model.ratio
     halo = -(-model.receptive_field_radius // r)  # in low-resolution pixels
     if fusion == "decoder":
@@ -404,6 +406,25 @@ def test_injection_with_zero_gains_is_bicubic_upsampling(fitted_pan) -> None:
     plain = model.fuse(image_a, image_b)
     assert np.abs(plain - bicubic(image_a, image_b, task="pansharpen")).max() < 1e-5
     assert np.abs(injected - plain).max() > 1e-3
+
+
+def test_back_projection_makes_the_result_consistent_with_the_low_resolution_image(fitted_pan) -> None:
+    from maugif_core.multiplicative.injection import consistency_radius, degrade, injection_radius
+
+    base, image_a, image_b = fitted_pan
+    low, high = to_nchw(image_a), to_nchw(image_b)
+    offset = base._registration_offset()
+    errors = []
+    for steps in (0, 1, 3):
+        model = with_rule(base, consistency_steps=steps)
+        assert model.receptive_field_radius == injection_radius(model.ratio) + steps * consistency_radius(
+            model.ratio
+        )
+        with torch.no_grad():
+            fused = model.fuse_tensor(low, high)
+        errors.append(float((degrade(fused, model.ratio, offset) - low).abs().mean()))
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[2] < 0.5 * errors[0], errors
 
 
 def test_injection_needs_the_low_resolution_image(fitted_pan) -> None:
