@@ -66,12 +66,8 @@ def main() -> None:
             from maugif_core.multiplicative import SpectralDecoder, SpectralEncoder
 
             enc, dec = SpectralEncoder(k, l), SpectralDecoder(l, k)
-            print(
-                f"| spectral encoder (K={k}, l={l}; low res) | {count(enc):,} | {conv_macs_per_pixel(enc):,} |"
-            )
-            print(
-                f"| spectral decoder (K={k}, l={l}; high res) | {count(dec):,} | {conv_macs_per_pixel(dec):,} |"
-            )
+            print(f"| spectral encoder (K={k}, l={l}; low res) | {count(enc):,} | {conv_macs_per_pixel(enc):,} |")
+            print(f"| spectral decoder (K={k}, l={l}; high res) | {count(dec):,} | {conv_macs_per_pixel(dec):,} |")
         del mult
     except (ImportError, TypeError) as e:  # pragma: no cover - multiplicative API not present
         print(f"(multiplicative sizes skipped: {e})")

@@ -106,14 +106,10 @@ def discover(path: str, warmup: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--formats", default="parquet,csv", help="comma-separated: parquet, csv, jsonl")
-    parser.add_argument(
-        "--dir", default=None, help="scratch folder (default: a temp dir, removed afterwards)"
-    )
+    parser.add_argument("--dir", default=None, help="scratch folder (default: a temp dir, removed afterwards)")
     parser.add_argument("--_generate", nargs=2, metavar=("PATH", "ROWS"), help=argparse.SUPPRESS)
     parser.add_argument("--_discover", nargs=2, metavar=("PATH", "WARMUP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -130,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in args.formats.split(","):
             path, warmup = os.path.join(scratch, f"pairs.{fmt}"), os.path.join(scratch, f"warmup.{fmt}")
             for target, rows in ((path, args.rows), (warmup, 10)):
-                subprocess.run(
-                    [sys.executable, __file__, "--_generate", target, str(rows)], check=True, env=env
-                )
+                subprocess.run([sys.executable, __file__, "--_generate", target, str(rows)], check=True, env=env)
             out = subprocess.run(
                 [sys.executable, __file__, "--_discover", path, warmup],
                 check=True,

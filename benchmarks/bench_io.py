@@ -62,9 +62,7 @@ def start_s3() -> tuple[subprocess.Popen, str]:
         "import time; from moto.server import ThreadedMotoServer; "
         f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={port}); s.start(); time.sleep(10**6)"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -135,11 +133,7 @@ def make_inputs(root: str, kind: str, pairs: int, size: int) -> list[dict[str, s
                 img = np.clip(img, 0, 255).astype(np.uint8)
                 profile = {"driver": "PNG"}
             else:
-                img = (
-                    (np.sin(xx / 17 + i) + np.cos(yy / 23)) * 9000
-                    + 30000
-                    + rng.normal(0, 500, (4, size, size))
-                )
+                img = (np.sin(xx / 17 + i) + np.cos(yy / 23)) * 9000 + 30000 + rng.normal(0, 500, (4, size, size))
                 img = np.clip(img, 0, 65535).astype(np.uint16)
                 profile = {
                     "driver": "GTiff",
@@ -222,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                         run_ray(rows[:4], OutputConfig(uri=f"{root}/warm", format=fmt))
                     times = []
                     for rep in range(args.repeats):
-                        config = OutputConfig(
-                            uri=f"{root}/out-{mode}-{rep}", format=fmt, cog_tile_size=args.size
-                        )
+                        config = OutputConfig(uri=f"{root}/out-{mode}-{rep}", format=fmt, cog_tile_size=args.size)
                         times.append(runner(rows, config))
                     best = min(times)
                     results.append((kind, storage, mode, args.pairs / best, best))

@@ -35,9 +35,7 @@ from maugif_core.multiplicative.spectral import spectral_basis
 CLOCK: Callable[[], float] = time.perf_counter
 
 
-def make_scene(
-    seed: int, bands_low: int, bands_high: int, size_low: int, ratio: int
-) -> tuple[np.ndarray, np.ndarray]:
+def make_scene(seed: int, bands_low: int, bands_high: int, size_low: int, ratio: int) -> tuple[np.ndarray, np.ndarray]:
     """A smooth random ``(image_a (m, n, L) uint8, image_b (r·m, r·n[, l]) uint8)`` pair."""
     rng = np.random.default_rng(seed)
     size_high = size_low * ratio
@@ -62,15 +60,11 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return CLOCK() - start
 
 
-def bench_single(
-    name: str, task: str, shape: tuple[int, int, int, int], steps: int, device: torch.device
-) -> str:
+def bench_single(name: str, task: str, shape: tuple[int, int, int, int], steps: int, device: torch.device) -> str:
     bands_low, bands_high, size, ratio = shape
     image_a, image_b = make_scene(0, bands_low, bands_high, size, ratio)
     model = MultiplicativeMAUGIF(preset(task, steps=steps, early_stop_patience=0)).to(device)
-    prep = timed(
-        lambda: model.prepare_scene(to_chw(image_a).to(device), to_chw(image_b).to(device), ratio), device
-    )
+    prep = timed(lambda: model.prepare_scene(to_chw(image_a).to(device), to_chw(image_b).to(device), ratio), device)
     model.fit(image_a, image_b)  # warm-up (allocator, oneDNN primitive cache)
     fit_s = timed(lambda: model.fit(image_a, image_b), device)
     a_t, b_t = to_chw(image_a).to(device), to_chw(image_b).to(device)
@@ -98,9 +92,7 @@ def bench_many(size: int, scenes: int, steps: int, device: torch.device) -> list
     loop()  # warm-up
     rows = []
     base = timed(loop, device)
-    rows.append(
-        f"| loop of {scenes} solo fits | {size}×{size} | {base:.2f} s | {scenes * steps / base:.0f} | 1.00× |"
-    )
+    rows.append(f"| loop of {scenes} solo fits | {size}×{size} | {base:.2f} s | {scenes * steps / base:.0f} | 1.00× |")
     for mode in ("loop", "grouped"):
         fit_many(config, pairs, device=device, conv_mode=mode)  # warm-up
         seconds = timed(lambda mode=mode: fit_many(config, pairs, device=device, conv_mode=mode), device)
@@ -114,12 +106,8 @@ def bench_many(size: int, scenes: int, steps: int, device: torch.device) -> list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="steps timed per fit (reported per 1,000)")
-    parser.add_argument(
-        "--scenes", type=int, default=4, help="scenes fitted together in the fit_many comparison"
-    )
-    parser.add_argument(
-        "--many-size", type=int, default=64, help="low-resolution size of the fit_many scenes"
-    )
+    parser.add_argument("--scenes", type=int, default=4, help="scenes fitted together in the fit_many comparison")
+    parser.add_argument("--many-size", type=int, default=64, help="low-resolution size of the fit_many scenes")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(

@@ -37,9 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="Override a config key, e.g. fusion.batch_size=32 (repeatable).",
     )
-    parser.add_argument(
-        "--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI)."
-    )
+    parser.add_argument("--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).")
     parser.add_argument("--output", help="Output location (local path or s3:// prefix); sets output.uri.")
     parser.add_argument("--task", help="Task of pairs whose source names none.")
     parser.add_argument("--checkpoint", help="Checkpoint (file, folder or training output) for --task.")
@@ -85,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
     ray.init(address=address or "local", log_to_driver=False)
-    print(
-        f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})"
-    )
+    print(f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})")
     try:
         summary = run_batch_fuse(config)
     finally:

@@ -100,9 +100,7 @@ class _Norm(nn.BatchNorm2d):
         if self.training:
             return super().forward(x)
         if mode == "running":
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         batch, channels, height, width = x.shape
         # Per-image statistics with the fused BatchNorm kernel: fold the batch into channels, so each
         # (image, channel) plane is normalised on its own. Far faster on CPU than mean/var/affine as separate ops.
@@ -120,9 +118,7 @@ class _Norm(nn.BatchNorm2d):
         else:
             mean, var = frozen
             if mean.shape[0] != batch:
-                raise ValueError(
-                    f"frozen BatchNorm statistics are for {mean.shape[0]} images, the batch has {batch}"
-                )
+                raise ValueError(f"frozen BatchNorm statistics are for {mean.shape[0]} images, the batch has {batch}")
             out = F.batch_norm(
                 folded, mean.reshape(-1).float(), var.reshape(-1).float(), weight, bias, False, 0.0, self.eps
             )
@@ -343,16 +339,8 @@ class AdditiveMAUGIF(nn.Module):
             with torch.no_grad():
                 need_b = details or cfg.direction == "b_to_a"
                 need_a = details or cfg.direction == "a_to_b"
-                detail_b = (
-                    self.decoder_b(image_b, luma_a, bn_mode=cfg.bn_mode, norm_stats=stats_b)
-                    if need_b
-                    else None
-                )
-                detail_a = (
-                    self.decoder_a(luma_a, image_b, bn_mode=cfg.bn_mode, norm_stats=stats_a)
-                    if need_a
-                    else None
-                )
+                detail_b = self.decoder_b(image_b, luma_a, bn_mode=cfg.bn_mode, norm_stats=stats_b) if need_b else None
+                detail_a = self.decoder_a(luma_a, image_b, bn_mode=cfg.bn_mode, norm_stats=stats_a) if need_a else None
                 if cfg.direction == "b_to_a":
                     fused_y = luma_a + threshold_detail(detail_b, cfg.threshold)
                 else:
@@ -373,9 +361,7 @@ class AdditiveMAUGIF(nn.Module):
         """
         return self.fuse_with_details(image_a, image_b, details=False).fused
 
-    def fuse_with_details(
-        self, image_a: np.ndarray, image_b: np.ndarray, *, details: bool = True
-    ) -> FusionResult:
+    def fuse_with_details(self, image_a: np.ndarray, image_b: np.ndarray, *, details: bool = True) -> FusionResult:
         """Like :meth:`fuse`, also returning both detail ("modality contribution") maps."""
         prepared = prepare_pair(image_a, image_b)
         device = next(self.parameters()).device
@@ -437,9 +423,7 @@ def compose_colour(fused_y: np.ndarray, prepared: PreparedPair, chroma_rule: str
     shape = prepared.shape
     if len(shape) == 2:
         return from_unit_float(luma, prepared.dtype)
-    if chroma_rule == "saturation_weighted" and (
-        prepared.chroma_a is not None or prepared.chroma_b is not None
-    ):
+    if chroma_rule == "saturation_weighted" and (prepared.chroma_a is not None or prepared.chroma_b is not None):
         neutral = np.full(luma.shape + (2,), 0.5, np.float32)
         cbcr = saturation_weighted_chroma(
             prepared.chroma_a if prepared.chroma_a is not None else neutral,

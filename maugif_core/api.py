@@ -42,9 +42,7 @@ def pretrained_tasks() -> tuple[str, ...]:
     if not folder.is_dir():
         return ()
     return tuple(
-        sorted(
-            p.name.removesuffix(".safetensors") for p in folder.iterdir() if p.name.endswith(".safetensors")
-        )
+        sorted(p.name.removesuffix(".safetensors") for p in folder.iterdir() if p.name.endswith(".safetensors"))
     )
 
 
@@ -59,9 +57,7 @@ def pretrained(task: str) -> torch.nn.Module:
 
     available = pretrained_tasks()
     if task not in available:
-        raise UnknownTaskError(
-            f"no pretrained checkpoint for task {task!r}; bundled: {', '.join(available) or 'none'}"
-        )
+        raise UnknownTaskError(f"no pretrained checkpoint for task {task!r}; bundled: {', '.join(available) or 'none'}")
     data = (resources.files("maugif_core") / "pretrained" / f"{task}.safetensors").read_bytes()
     try:
         return load_checkpoint(data, expect_task=task)

@@ -74,9 +74,7 @@ def _read_source(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
     if path.is_dir():
         path = path / CHECKPOINT_FILENAME
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {str(source)!r}: no such file (expected a .safetensors file or folder)"
-        )
+        raise CheckpointError(f"checkpoint {str(source)!r}: no such file (expected a .safetensors file or folder)")
     return path.read_bytes(), str(path)
 
 

@@ -42,9 +42,7 @@ class AdditiveConfig(_Frozen):
     task: Literal["vif", "medical", "mff", "mef", "general"] = Field(
         "general", description="Task preset the model was built for."
     )
-    threshold: float = Field(
-        0.0, description="Detail threshold t: tau(d) = d * 1[d >= t], in unit-float luma."
-    )
+    threshold: float = Field(0.0, description="Detail threshold t: tau(d) = d * 1[d >= t], in unit-float luma.")
     lambda_y: PositiveFloat = Field(0.9, description="Stage-1 weight of ||C - Y_A||.")
     chroma: ChromaRule = Field("from_a", description="How the fused chroma is formed from the sources.")
     direction: Literal["b_to_a", "a_to_b"] = Field(
@@ -70,9 +68,7 @@ class AdditiveConfig(_Frozen):
     )
     encoder_channels: PositiveInt = Field(3, description="Width of the encoder's 11x11 layer (reference: 3).")
     decoder_width: PositiveInt = Field(16, description="Width of the decoder's first branch (reference: 16).")
-    decoder_width2: PositiveInt = Field(
-        32, description="Width of the decoder's second branch (reference: 32)."
-    )
+    decoder_width2: PositiveInt = Field(32, description="Width of the decoder's second branch (reference: 32).")
     loss_w_shared: float = Field(0.2, ge=0, description="Stage-1 weight of ||C_B - C||.")
     loss_w_b: float = Field(1.0, ge=0, description="Stage-1 weight of ||C - B||.")
     loss_w_grad: float = Field(66.0, ge=0, description="Stage-2 weight of the Sobel max-gradient term.")
@@ -85,9 +81,7 @@ class MultiplicativeConfig(_Frozen):
         "multiplicative", description="Fusion mechanism; fixed for this config."
     )
     task: Literal["hsi_msi", "pansharpen"] = Field("pansharpen", description="Task preset.")
-    rank: PositiveInt = Field(
-        15, description="K, the number of spectral basis vectors (capped at the band count L)."
-    )
+    rank: PositiveInt = Field(15, description="K, the number of spectral basis vectors (capped at the band count L).")
     ratio: Annotated[int, Field(ge=2)] | None = Field(
         None, description="Integer resolution ratio r; inferred from the image sizes when None."
     )
@@ -102,9 +96,7 @@ class MultiplicativeConfig(_Frozen):
         ge=0,
         description="Stop after this many steps without relative improvement (0 disables early stopping).",
     )
-    early_stop_rel_tol: float = Field(
-        1e-4, ge=0, description="Relative loss improvement that counts as progress."
-    )
+    early_stop_rel_tol: float = Field(1e-4, ge=0, description="Relative loss improvement that counts as progress.")
     decimation_offset: Annotated[int, Field(ge=0)] | None = Field(
         None,
         description=(

@@ -74,8 +74,7 @@ def check_same_size(image_a: np.ndarray, image_b: np.ndarray) -> None:
     """Raise :class:`ShapeError` unless both images have the same height and width."""
     if image_a.shape[:2] != image_b.shape[:2]:
         raise ShapeError(
-            f"image_a and image_b must have the same height and width, got {image_a.shape[:2]} and "
-            f"{image_b.shape[:2]}"
+            f"image_a and image_b must have the same height and width, got {image_a.shape[:2]} and {image_b.shape[:2]}"
         )
 
 

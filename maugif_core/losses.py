@@ -41,9 +41,7 @@ def sobel_magnitude(image: torch.Tensor) -> torch.Tensor:
     return grad.abs().sum(dim=1, keepdim=True)
 
 
-def sobel_max_gradient_loss(
-    fused: torch.Tensor, image_a: torch.Tensor, image_b: torch.Tensor
-) -> torch.Tensor:
+def sobel_max_gradient_loss(fused: torch.Tensor, image_a: torch.Tensor, image_b: torch.Tensor) -> torch.Tensor:
     """``mean |S(F) - max(S(A), S(B))|``: the fused gradient should follow the stronger source gradient.
 
     Args:

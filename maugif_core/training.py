@@ -67,17 +67,13 @@ def joint_random_resized_crop(
         The two crops, ``(C, size, size)`` each.
     """
     if image_a.shape[-2:] != image_b.shape[-2:]:
-        raise ValueError(
-            f"image_a and image_b differ in size: {tuple(image_a.shape)} vs {tuple(image_b.shape)}"
-        )
+        raise ValueError(f"image_a and image_b differ in size: {tuple(image_a.shape)} vs {tuple(image_b.shape)}")
     top, left, h, w = _crop_box(image_a.shape[-2], image_a.shape[-1], scale, ratio, generator)
     flip = bool(torch.rand(1, generator=generator).item() < flip_p)
     out = []
     for image in (image_a, image_b):
         crop = image[None, :, top : top + h, left : left + w]
-        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=False)[
-            0
-        ]
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=False)[0]
         out.append(crop.flip(-1) if flip else crop)
     return out[0], out[1]
 

@@ -207,9 +207,7 @@ def encode_cog(
     except RasterWriteError:
         raise
     except Exception as e:
-        raise RasterWriteError(
-            f"GDAL COG encoding failed for a {count}x{height}x{width} {dtype} tile: {e}"
-        ) from e
+        raise RasterWriteError(f"GDAL COG encoding failed for a {count}x{height}x{width} {dtype} tile: {e}") from e
 
 
 def validate_cog(source: bytes | str) -> list[str]:
@@ -232,15 +230,11 @@ def validate_cog(source: bytes | str) -> list[str]:
             if not dataset.profile.get("tiled", False):
                 problems.append("not tiled")
             if dataset.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG":
-                problems.append(
-                    "no LAYOUT=COG in the IMAGE_STRUCTURE metadata (not written by the COG driver)"
-                )
+                problems.append("no LAYOUT=COG in the IMAGE_STRUCTURE metadata (not written by the COG driver)")
             block_h, block_w = dataset.block_shapes[0]
             factors = dataset.overviews(1)
             if max(dataset.height, dataset.width) > max(block_h, block_w) and not factors:
-                problems.append(
-                    f"no overviews on a {dataset.height}x{dataset.width} image with {block_h} blocks"
-                )
+                problems.append(f"no overviews on a {dataset.height}x{dataset.width} image with {block_h} blocks")
         # Offsets of the first block of every level, coarsest first, must increase.
         offsets = []
         for level in range(len(factors) - 1, -2, -1):
@@ -289,9 +283,7 @@ def build_vrt_xml(meta: RasterMeta, dtype: str, tiles: list[TileRef], band_count
         lines.append(f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(wkt)}</SRS>')
     if meta.transform:
         a, b, c, d, e, f = meta.transform
-        lines.append(
-            "  <GeoTransform>" + ", ".join(repr(float(v)) for v in (c, a, b, f, d, e)) + "</GeoTransform>"
-        )
+        lines.append("  <GeoTransform>" + ", ".join(repr(float(v)) for v in (c, a, b, f, d, e)) + "</GeoTransform>")
     for band in range(1, band_count + 1):
         lines.append(f'  <VRTRasterBand dataType="{gdal_type}" band="{band}">')
         if meta.nodata is not None:

@@ -88,14 +88,12 @@ def join_key(prefix: str, *parts: str) -> str:
             raise OutputKeyError(f"output key part must be a non-empty string; got {part!r} under {prefix!r}")
         if part.startswith("/") or "\\" in part or any(ord(ch) < 32 for ch in part):
             raise OutputKeyError(
-                f"output key part {part!r} is absolute or has a backslash/control character "
-                f"(under {prefix!r})"
+                f"output key part {part!r} is absolute or has a backslash/control character (under {prefix!r})"
             )
         for piece in part.split("/"):
             if piece in ("", ".", ".."):
                 raise OutputKeyError(
-                    f"output key part {part!r} has an empty, '.' or '..' component; "
-                    f"keys must stay under {prefix!r}"
+                    f"output key part {part!r} has an empty, '.' or '..' component; keys must stay under {prefix!r}"
                 )
             clean.append(piece)
     joined = posixpath.normpath(posixpath.join(strip_protocol(base) or "/", *clean))

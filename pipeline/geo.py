@@ -115,9 +115,7 @@ def check_additive(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], *, tole
     """
     a, b = _name(meta_a, "A"), _name(meta_b, "B")
     if (meta_a["height"], meta_a["width"]) != (meta_b["height"], meta_b["width"]):
-        raise GridError(
-            f"size mismatch: {a} is {_size(meta_a)}, {b} is {_size(meta_b)}; expected equal sizes (H x W)"
-        )
+        raise GridError(f"size mismatch: {a} is {_size(meta_a)}, {b} is {_size(meta_b)}; expected equal sizes (H x W)")
     if _georeferenced(meta_a) and _georeferenced(meta_b):
         if _crs(meta_a["crs"]) != _crs(meta_b["crs"]):
             raise GridError(f"CRS mismatch: {a} is {meta_a['crs']}, {b} is {meta_b['crs']}; expected one CRS")
@@ -125,8 +123,7 @@ def check_additive(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], *, tole
         pixel = max(abs(ta[0]), abs(ta[4]), 1e-12)
         if not np.allclose(ta, tb, rtol=0, atol=tolerance * pixel):
             raise GridError(
-                f"grid mismatch: {a} has transform {list(ta)}, {b} has {list(tb)}; "
-                "expected the same pixel grid"
+                f"grid mismatch: {a} has transform {list(ta)}, {b} has {list(tb)}; expected the same pixel grid"
             )
 
 
@@ -158,9 +155,7 @@ def _overlaps(meta_lo: Mapping[str, Any], meta_hi: Mapping[str, Any]) -> tuple[b
     return inside, (lo_w, lo_s, lo_e, lo_n), hi
 
 
-def plan_grid(
-    meta_lo: Mapping[str, Any], meta_hi: Mapping[str, Any], *, config: ReadConfig | None = None
-) -> GridPlan:
+def plan_grid(meta_lo: Mapping[str, Any], meta_hi: Mapping[str, Any], *, config: ReadConfig | None = None) -> GridPlan:
     """Plan how the low-res image A nests in the high-res grid of B (pansharpen, hsi_msi).
 
     Raises:
@@ -266,9 +261,7 @@ def read_lowres(
     if not plan.resample:
         window = plan.lowres_window((0, 0, plan.hi_shape[0], plan.hi_shape[1]))
         image, meta = read_window(uri, window, config=config, storage=storage, boundless=True)
-        meta.update(
-            height=window[2], width=window[3], transform=meta.pop("window_transform", meta["transform"])
-        )
+        meta.update(height=window[2], width=window[3], transform=meta.pop("window_transform", meta["transform"]))
         meta.pop("window", None)
     else:
         from rasterio.enums import Resampling

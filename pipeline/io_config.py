@@ -45,9 +45,7 @@ class StorageConfig(_Frozen):
         None, description="AWS profile name (credentials file). None: AWS_PROFILE or the default chain."
     )
     anonymous: bool = Field(False, description="Unsigned requests, for public buckets.")
-    region: str | None = Field(
-        None, description="AWS region. None: AWS_REGION / AWS_DEFAULT_REGION / profile."
-    )
+    region: str | None = Field(None, description="AWS region. None: AWS_REGION / AWS_DEFAULT_REGION / profile.")
     max_attempts: PositiveInt = Field(
         10, description="botocore attempts per request (throttling such as 503 SlowDown included)."
     )
@@ -125,9 +123,7 @@ class PairsConfig(_Frozen):
             "matched partition by partition, so the driver never holds the whole listing."
         ),
     )
-    spill_dir: str | None = Field(
-        None, description="Local folder for listing spills. None: the system temp dir."
-    )
+    spill_dir: str | None = Field(None, description="Local folder for listing spills. None: the system temp dir.")
 
     @model_validator(mode="after")
     def _check_patterns(self) -> PairsConfig:
@@ -169,8 +165,7 @@ class ReadConfig(_Frozen):
     reproject: bool = Field(
         False,
         description=(
-            "Remote-sensing pairs in different CRSs: warp the low-res image onto the high-res CRS "
-            "(else reject)."
+            "Remote-sensing pairs in different CRSs: warp the low-res image onto the high-res CRS (else reject)."
         ),
     )
     resample_offgrid: bool = Field(

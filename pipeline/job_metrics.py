@@ -74,9 +74,7 @@ def _create() -> dict[str, Any] | None:
             return None
         _instruments = {
             "pairs_read": Counter("maugif_pairs_read", "Pairs decoded", tag_keys=("job", "task")),
-            "pairs_fused": Counter(
-                "maugif_pairs_fused", "Pairs fused by the model", tag_keys=("job", "task")
-            ),
+            "pairs_fused": Counter("maugif_pairs_fused", "Pairs fused by the model", tag_keys=("job", "task")),
             "pairs_written": Counter("maugif_pairs_written", "Pairs written", tag_keys=("job", "task")),
             "pairs_failed": Counter("maugif_pairs_failed", "Pairs failed", tag_keys=("job", "stage")),
             "bytes_read": Counter("maugif_bytes_read", "Input bytes read", tag_keys=("job",)),

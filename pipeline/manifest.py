@@ -125,9 +125,7 @@ class ManifestWriter:
         ...     manifest.add(make_record("scene-1", "ok", output_uri="outputs/scene-1.png", seconds=0.4))
     """
 
-    def __init__(
-        self, output_uri: str, run_id: str, *, writer: str = "driver", flush_rows: int = 50_000
-    ) -> None:
+    def __init__(self, output_uri: str, run_id: str, *, writer: str = "driver", flush_rows: int = 50_000) -> None:
         for name, value in (("run_id", run_id), ("writer", writer)):
             if not value or "/" in value or value.startswith("."):
                 raise ConfigError(f"manifest {name} must be a non-empty name without '/'; got {value!r}")

@@ -67,15 +67,9 @@ class OutputConfig(BaseModel):
     cog_overview_resampling: Literal["nearest", "average", "bilinear", "cubic", "mode"] = Field(
         "average", description="Resampling used to build the COG overviews."
     )
-    png_compress_level: int = Field(
-        6, ge=0, le=9, description="zlib level of PNG output (0 = store, 9 = smallest)."
-    )
-    write_vrt: bool = Field(
-        True, description="Write a VRT mosaic <output>/<pair_id>.vrt over each raster's tiles."
-    )
-    write_stac: bool = Field(
-        True, description="Write a STAC item <output>/<pair_id>/item.json for each raster."
-    )
+    png_compress_level: int = Field(6, ge=0, le=9, description="zlib level of PNG output (0 = store, 9 = smallest).")
+    write_vrt: bool = Field(True, description="Write a VRT mosaic <output>/<pair_id>.vrt over each raster's tiles.")
+    write_stac: bool = Field(True, description="Write a STAC item <output>/<pair_id>/item.json for each raster.")
     stac_datetime: str | None = Field(
         None,
         description=(
@@ -100,7 +94,5 @@ class OutputConfig(BaseModel):
     @model_validator(mode="after")
     def _check_blocksize(self) -> OutputConfig:
         if self.cog_blocksize % 16:
-            raise ValueError(
-                f"cog_blocksize must be a multiple of 16 (GDAL COG driver); got {self.cog_blocksize}"
-            )
+            raise ValueError(f"cog_blocksize must be a multiple of 16 (GDAL COG driver); got {self.cog_blocksize}")
         return self

@@ -205,9 +205,7 @@ class FusionPredictor:
         started = time.perf_counter()
         try:
             model = self.additive_model(task)
-            prepared = [
-                prepare_pair(np.asarray(rows[i][S.IMAGE_A]), np.asarray(rows[i][S.IMAGE_B])) for i in indices
-            ]
+            prepared = [prepare_pair(np.asarray(rows[i][S.IMAGE_A]), np.asarray(rows[i][S.IMAGE_B])) for i in indices]
             height, width = prepared[0].luma_a.shape
             per_pass = max(1, self.max_batch_pixels // (height * width))
             fused_parts, detail_b_parts, detail_a_parts = [], [], []
@@ -268,9 +266,7 @@ class FusionPredictor:
             ratio = model.ratio
         elif task in maugif_core.ADDITIVE_TASKS:
             model = self.additive_model(task)
-            return self._fuse_additive_tiled(
-                model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse
-            )
+            return self._fuse_additive_tiled(model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse)
         else:
             raise ValueError(f"unknown task {task!r}: expected one of {', '.join(maugif_core.TASKS)}")
         a_chw = np.moveaxis(_as_unit(unit_a), 2, 0)

@@ -110,9 +110,7 @@ def _check_not_empty(uri: str, head: bytes) -> str:
 
 def _check_dtype(uri: str, dtype: str, config: ReadConfig) -> None:
     if dtype not in config.allowed_dtypes:
-        raise RasterReadError(
-            f"{uri}: unsupported dtype {dtype!r}: expected one of {', '.join(config.allowed_dtypes)}"
-        )
+        raise RasterReadError(f"{uri}: unsupported dtype {dtype!r}: expected one of {', '.join(config.allowed_dtypes)}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -138,9 +136,7 @@ def _pillow_array(image: Any, uri: str) -> np.ndarray:
         array = array.astype(np.uint16, copy=False)
     elif image.mode == "I":  # 16-bit grey PNG on older Pillow
         if array.size and (array.min() < 0 or array.max() > 65535):
-            raise RasterReadError(
-                f"{uri}: unsupported 32-bit integer image: expected 8 or 16 bits per sample"
-            )
+            raise RasterReadError(f"{uri}: unsupported 32-bit integer image: expected 8 or 16 bits per sample")
         array = array.astype(np.uint16)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -155,9 +151,7 @@ def _decode_pillow(uri: str, data: bytes, fmt: str, config: ReadConfig) -> tuple
         raise RasterReadError(f"{uri}: truncated PNG: no IEND chunk at the end of {len(data)} bytes")
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
-        logger.warning(
-            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated files may pass"
-        )
+        logger.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated files may pass")
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             if image.width * image.height > config.max_pixels:
@@ -250,9 +244,7 @@ def open_raster(
 def _raster_meta(uri: str, dataset: Any, fmt: str, size: int | None) -> dict[str, Any]:
     dtypes = set(dataset.dtypes)
     if len(dtypes) != 1:
-        raise RasterReadError(
-            f"{uri}: bands of mixed dtypes {sorted(dtypes)}: expected one dtype for all bands"
-        )
+        raise RasterReadError(f"{uri}: bands of mixed dtypes {sorted(dtypes)}: expected one dtype for all bands")
     crs = dataset.crs.to_string() if dataset.crs else None
     transform = [float(v) for v in tuple(dataset.transform)[:6]]
     georeferenced = crs is not None or transform != [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -284,8 +276,7 @@ def _read_raster(uri: str, dataset: Any, fmt: str, config: ReadConfig, window: A
     _check_dtype(uri, meta["dtype"], config)
     if window is None and dataset.width * dataset.height > config.max_pixels:
         raise RasterReadError(
-            f"{uri}: {dataset.height}x{dataset.width} exceeds max_pixels={config.max_pixels}: "
-            "read it by window"
+            f"{uri}: {dataset.height}x{dataset.width} exceeds max_pixels={config.max_pixels}: read it by window"
         )
     try:
         bands = dataset.read(window=window, **read_kw)
@@ -298,9 +289,7 @@ def _sniff(uri: str, storage: StorageConfig | None) -> str:
     return _check_not_empty(uri, _fetch(uri, storage, head_only=True))
 
 
-def read_meta(
-    uri: str, *, config: ReadConfig | None = None, storage: StorageConfig | None = None
-) -> dict[str, Any]:
+def read_meta(uri: str, *, config: ReadConfig | None = None, storage: StorageConfig | None = None) -> dict[str, Any]:
     """Header metadata of an image without decoding its pixels (plain formats are fetched, not decoded)."""
     config = config or ReadConfig()
     fmt = _sniff(uri, storage)
@@ -409,11 +398,7 @@ def read_window(
     if fmt == "TIFF":
         with open_raster(uri, config=config, storage=storage) as dataset:
             check(dataset.height, dataset.width)
-            fill = (
-                fill_value
-                if fill_value is not None
-                else (dataset.nodata if dataset.nodata is not None else 0)
-            )
+            fill = fill_value if fill_value is not None else (dataset.nodata if dataset.nodata is not None else 0)
             kwargs = {"boundless": True, "fill_value": fill} if boundless else {}
             image, meta = _read_raster(uri, dataset, fmt, config, win, **kwargs)
             if meta["transform"] is not None:

@@ -220,9 +220,7 @@ def _gdal_endpoint(endpoint: str) -> tuple[str, bool]:
 
 
 @contextlib.contextmanager
-def rasterio_env(
-    uri: str | None = None, config: StorageConfig | None = None, **options: Any
-) -> Iterator[None]:
+def rasterio_env(uri: str | None = None, config: StorageConfig | None = None, **options: Any) -> Iterator[None]:
     """A ``rasterio.Env`` for reading ``uri``: no directory listing on open, and an AWSSession for ``s3://``.
 
     ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` stops GDAL listing a whole prefix to look for sidecar files on
@@ -305,9 +303,7 @@ def iter_files(
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("s3", "s3a") and hasattr(fs, "_iterdir"):
         for page in _iter_s3(fs, path, "" if recursive else "/", page_size):
-            files = [
-                info["name"] for info in page if info.get("type") == "file" and not info["name"].endswith("/")
-            ]
+            files = [info["name"] for info in page if info.get("type") == "file" and not info["name"].endswith("/")]
             if files:
                 yield files
         return
@@ -345,11 +341,7 @@ def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10
         names: list[str] = []
         seen = 0
         for page in _iter_s3(fs, path, "/", 1000):
-            names += [
-                info["name"].rstrip("/").rsplit("/", 1)[-1]
-                for info in page
-                if info.get("type") == "directory"
-            ]
+            names += [info["name"].rstrip("/").rsplit("/", 1)[-1] for info in page if info.get("type") == "directory"]
             seen += len(page)
             if seen >= limit:
                 break
@@ -358,9 +350,7 @@ def list_child_dirs(fs: fsspec.AbstractFileSystem, path: str, *, limit: int = 10
         with os.scandir(path) as entries:
             return [e.name for e in itertools.islice(entries, limit) if e.is_dir()]
     return [
-        info["name"].rstrip("/").rsplit("/", 1)[-1]
-        for info in fs.ls(path, detail=True)
-        if info["type"] == "directory"
+        info["name"].rstrip("/").rsplit("/", 1)[-1] for info in fs.ls(path, detail=True) if info["type"] == "directory"
     ]
 
 

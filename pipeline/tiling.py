@@ -65,9 +65,7 @@ class Window:
         ``factor``)."""
         if any(v % factor for v in (self.row_off, self.col_off, self.height, self.width)):
             raise GridError(f"window {self} is not aligned to the resolution ratio {factor}")
-        return Window(
-            self.row_off // factor, self.col_off // factor, self.height // factor, self.width // factor
-        )
+        return Window(self.row_off // factor, self.col_off // factor, self.height // factor, self.width // factor)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (the ``WINDOW`` column of tile rows)."""
@@ -158,9 +156,7 @@ def plan_tiles(height: int, width: int, tile_size: int, halo: int, ratio: int = 
     if tile_size % ratio:
         raise ConfigError(f"tile_size={tile_size} must be a multiple of the resolution ratio {ratio}")
     if height % ratio or width % ratio:
-        raise GridError(
-            f"a {height}x{width} high-resolution grid is not a whole multiple of the ratio {ratio}"
-        )
+        raise GridError(f"a {height}x{width} high-resolution grid is not a whole multiple of the ratio {ratio}")
     halo = math.ceil(halo / ratio) * ratio
     rows = _axis_plan(height, tile_size, halo)
     cols = _axis_plan(width, tile_size, halo)
@@ -326,10 +322,7 @@ def fuse_tiled(
         mask = mask_b if mask is None else (mask | mask_b)
     specs = plan_tiles(height, width, tile_size, halo, ratio)
     fused = stitch_tiles(
-        (
-            (spec, fuse_fn(extract_tile(image_a, spec, downscale=ratio), extract_tile(image_b, spec)))
-            for spec in specs
-        ),
+        ((spec, fuse_fn(extract_tile(image_a, spec, downscale=ratio), extract_tile(image_b, spec))) for spec in specs),
         height,
         width,
     )

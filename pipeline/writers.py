@@ -74,9 +74,7 @@ def _check_pair_id(pair_id: str) -> str:
             f"pair_id {pair_id!r} cannot name an output: it must be non-empty, without '/' or a lead '.'"
         )
     if pair_id in _RESERVED or pair_id.startswith("_"):
-        raise OutputKeyError(
-            f"pair_id {pair_id!r} collides with the reserved '_' names of an output location"
-        )
+        raise OutputKeyError(f"pair_id {pair_id!r} collides with the reserved '_' names of an output location")
     return pair_id
 
 
@@ -135,6 +133,7 @@ def choose_format(meta: RasterMeta, config: OutputConfig) -> str:
 # (dtype, bands) → Pillow mode for the fast path; 16-bit colour goes through GDAL (Pillow cannot write it).
 _PIL_MODES = {("u1", 1): "L", ("u1", 2): "LA", ("u1", 3): "RGB", ("u1", 4): "RGBA", ("u2", 1): "I;16"}
 
+
 def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
     """Encode ``(H, W)`` or ``(C, H, W)`` (C in 1..4), uint8 or uint16, as PNG (Pillow; GDAL for 16-bit colour).
 
@@ -146,8 +145,7 @@ def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
         array = array[np.newaxis]
     if array.ndim != 3 or array.shape[0] not in (1, 2, 3, 4) or array.dtype not in (np.uint8, np.uint16):
         raise RasterWriteError(
-            f"PNG needs (C, H, W) with C in 1..4 and uint8/uint16; got shape {array.shape}, "
-            f"dtype {array.dtype}"
+            f"PNG needs (C, H, W) with C in 1..4 and uint8/uint16; got shape {array.shape}, dtype {array.dtype}"
         )
     count, height, width = array.shape
     pil_mode = _PIL_MODES.get((array.dtype.str[1:], count))
@@ -173,9 +171,7 @@ def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
                 ) as dataset:
                     dataset.write(array)
                 with staging.open() as dataset:
-                    rasterio.shutil.copy(
-                        dataset, result.name, driver="PNG", ZLEVEL=compress_level, WORLDFILE="NO"
-                    )
+                    rasterio.shutil.copy(dataset, result.name, driver="PNG", ZLEVEL=compress_level, WORLDFILE="NO")
                 return bytes(result.getbuffer())
     except Exception as e:
         raise RasterWriteError(f"PNG encoding of a {array.shape} {array.dtype} image failed: {e}") from e
@@ -276,10 +272,7 @@ def commit_raster(
         written += write_stac_item(stac_uri(output, pair_id), item, fs=fs)
     if not config.write_vrt:
         return folder, written
-    refs = [
-        TileRef(f"{pair_id}/{ref.href}", ref.row_off, ref.col_off, ref.height, ref.width)
-        for _, _, ref in tiles
-    ]
+    refs = [TileRef(f"{pair_id}/{ref.href}", ref.row_off, ref.col_off, ref.height, ref.width) for _, _, ref in tiles]
     uri = vrt_uri(output, pair_id)
     written += write_vrt(uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs)
     return uri, written
@@ -355,9 +348,7 @@ def write_raster(
                 (
                     spec.row,
                     spec.col,
-                    TileRef(
-                        f"{spec.row}_{spec.col}.tif", core.row_off, core.col_off, core.height, core.width
-                    ),
+                    TileRef(f"{spec.row}_{spec.col}.tif", core.row_off, core.col_off, core.height, core.width),
                 )
             )
         uri, extra = commit_raster(

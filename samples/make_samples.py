@@ -29,8 +29,7 @@ def make_mff(rows: list[dict]) -> None:
         (ROOT / "mff" / sub).mkdir(parents=True, exist_ok=True)
     for stem in MFF_PAIRS:
         images = [
-            Image.open(DATASETS / "MFI-WHU" / sub / f"{stem}.jpg").convert("RGB")
-            for sub in ("source1", "source2")
+            Image.open(DATASETS / "MFI-WHU" / sub / f"{stem}.jpg").convert("RGB") for sub in ("source1", "source2")
         ]
         w, h = images[0].size
         left, top = (w - CROP) // 2, (h - CROP) // 2
@@ -111,9 +110,7 @@ def make_pansharpen_real(rows: list[dict]) -> None:
     """A crop of FuseBox Landsat-7 scene 1 (real PAN, 6-band MS, ratio 2; no CRS stored: plain TIFF grid)."""
     out = ROOT / "pansharpen"
     ms = scipy.io.loadmat(DATASETS / "Pansharpening_Landsat7_FuseBox" / "cropped" / "1_ms.mat")["cropped_im"]
-    pan = scipy.io.loadmat(DATASETS / "Pansharpening_Landsat7_FuseBox" / "cropped" / "1_pan.mat")[
-        "cropped_gray"
-    ]
+    pan = scipy.io.loadmat(DATASETS / "Pansharpening_Landsat7_FuseBox" / "cropped" / "1_pan.mat")["cropped_gray"]
     ms_crop = ms[100:196, 100:196, :]  # 96 x 96 x 6
     pan_crop = pan[200:392, 200:392]  # 192 x 192, the same area at ratio 2
     with rasterio.open(

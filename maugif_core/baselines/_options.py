@@ -26,9 +26,7 @@ def check_task(task: str | None, method: str, *, additive: bool) -> None:
         return
     allowed = ADDITIVE_TASKS if additive else MULTIPLICATIVE_TASKS
     if task not in allowed:
-        raise UnknownTaskError(
-            f"task: baseline {method!r} expects one of {', '.join(allowed)} (or None), got {task!r}"
-        )
+        raise UnknownTaskError(f"task: baseline {method!r} expects one of {', '.join(allowed)} (or None), got {task!r}")
 
 
 def check_levels(levels: int | None, max_levels: int, default: int, shape: tuple[int, ...]) -> int:

@@ -89,9 +89,7 @@ def average(
     Returns:
         The fused image, A's dtype and shape.
     """
-    return _fuse_additive(
-        image_a, image_b, lambda ya, yb: 0.5 * (ya + yb), chroma=chroma, task=task, method="average"
-    )
+    return _fuse_additive(image_a, image_b, lambda ya, yb: 0.5 * (ya + yb), chroma=chroma, task=task, method="average")
 
 
 def maxabs(

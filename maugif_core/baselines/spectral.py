@@ -137,9 +137,7 @@ def _intensity_weights(weights: np.ndarray | list[float] | None, bands: int) -> 
     if w.size != bands:
         raise BandCountError(f"weights: expected {bands} values (one per band of image_a), got {w.size}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise OptionError(
-            f"weights: expected finite non-negative values with a positive sum, got {w.tolist()}"
-        )
+        raise OptionError(f"weights: expected finite non-negative values with a positive sum, got {w.tolist()}")
     return (w / w.sum()).astype(np.float32)
 
 

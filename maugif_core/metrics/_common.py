@@ -278,9 +278,7 @@ def box_valid(image: np.ndarray, size: int) -> np.ndarray:
         ShapeError: the image is smaller than the window.
     """
     if image.shape[0] < size or image.shape[1] < size:
-        raise ShapeError(
-            f"image: expected at least {size}x{size} pixels for a {size}x{size} window, got {image.shape}"
-        )
+        raise ShapeError(f"image: expected at least {size}x{size} pixels for a {size}x{size} window, got {image.shape}")
     start = size // 2
     out = ndimage.uniform_filter1d(image, size, axis=0, mode="constant")
     out = ndimage.uniform_filter1d(out, size, axis=1, mode="constant")

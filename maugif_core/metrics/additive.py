@@ -170,9 +170,7 @@ def _scd(planes: Planes) -> float:
     return planes_mean(planes, lambda f, a, b: _corr(f - b, a) + _corr(f - a, b))
 
 
-def psnr_fusion(
-    fused: np.ndarray, image_a: np.ndarray, image_b: np.ndarray, convention: str = "standard"
-) -> float:
+def psnr_fusion(fused: np.ndarray, image_a: np.ndarray, image_b: np.ndarray, convention: str = "standard") -> float:
     """PSNR of a fused image against both sources, in dB.
 
     * ``standard``: 10·log10(255² / MSE), MSE = (MSE(A, F) + MSE(B, F)) / 2 on the 0–255 grey images; the true

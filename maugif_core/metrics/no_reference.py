@@ -95,26 +95,20 @@ def _prepare_full(
             f"fused and ms must have the same number of bands, got {f.shape[2]} (fused) and {m.shape[2]} (ms)"
         )
     if f.shape[:2] != p.shape[:2]:
-        raise ShapeError(
-            f"fused and pan must have the same height and width, got {f.shape[:2]} and {p.shape[:2]}"
-        )
+        raise ShapeError(f"fused and pan must have the same height and width, got {f.shape[:2]} and {p.shape[:2]}")
     if (m.shape[0] * ratio, m.shape[1] * ratio) != f.shape[:2]:
         raise RatioError(
             f"ms: expected shape (H/ratio, W/ratio) = ({f.shape[0] / ratio:g}, {f.shape[1] / ratio:g}) "
             f"for fused {f.shape[:2]} and ratio {ratio}, got {m.shape[:2]}"
         )
     if block_size % ratio != 0 or block_size < 2 * ratio:
-        raise ValueError(
-            f"block_size: expected a multiple of ratio ({ratio}) >= {2 * ratio}, got {block_size}"
-        )
+        raise ValueError(f"block_size: expected a multiple of ratio ({ratio}) >= {2 * ratio}, got {block_size}")
     if min(f.shape[:2]) < block_size:
         raise ShapeError(f"fused: expected at least {block_size}x{block_size} pixels, got {f.shape[:2]}")
     return f, m, p[..., 0], ratio
 
 
-def d_lambda(
-    fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int, block_size: int = 32, p: int = 1
-) -> float:
+def d_lambda(fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int, block_size: int = 32, p: int = 1) -> float:
     """Spectral distortion D_λ of QNR (Alparone et al. 2008), lower is better.
 
     D_λ = (mean over band pairs l ≠ r of |Q(F_l, F_r) − Q(MS_l, MS_r)|^p)^(1/p), Q the Wang–Bovik index on

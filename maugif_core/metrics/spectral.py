@@ -99,9 +99,7 @@ def psnr(fused: np.ndarray, reference: np.ndarray, data_range: float = 1.0) -> f
     return float(10.0 * np.log10(data_range * data_range / mse))
 
 
-def _uqi_from_moments(
-    mx: np.ndarray, my: np.ndarray, vx: np.ndarray, vy: np.ndarray, cxy: np.ndarray
-) -> np.ndarray:
+def _uqi_from_moments(mx: np.ndarray, my: np.ndarray, vx: np.ndarray, vy: np.ndarray, cxy: np.ndarray) -> np.ndarray:
     """Wang–Bovik UQI from local moments, with ``img_qi``'s rules for flat windows (1, or the mean term)."""
     mx, my, vx, vy, cxy = np.broadcast_arrays(mx, my, vx, vy, cxy)
     mean_sq = mx * mx + my * my
@@ -148,9 +146,7 @@ def q_index(fused: np.ndarray, reference: np.ndarray, block_size: int = 32) -> f
     """
     f, r = _prepare_pair(fused, reference)
     if min(f.shape[:2]) < block_size:
-        raise ShapeError(
-            f"fused: expected at least {block_size}x{block_size} pixels for Q, got {f.shape[:2]}"
-        )
+        raise ShapeError(f"fused: expected at least {block_size}x{block_size} pixels for Q, got {f.shape[:2]}")
     return float(np.mean([_uqi_sliding(r[..., k], f[..., k], block_size) for k in range(f.shape[2])]))
 
 
@@ -206,8 +202,7 @@ def q2n(fused: np.ndarray, reference: np.ndarray, block_size: int = 32, shift: i
     shift = block_size if shift is None else int(shift)
     if block_size < 2 or not 1 <= shift <= block_size:
         raise ValueError(
-            f"block_size/shift: expected block_size >= 2 and 1 <= shift <= block_size, got "
-            f"{block_size}/{shift}"
+            f"block_size/shift: expected block_size >= 2 and 1 <= shift <= block_size, got {block_size}/{shift}"
         )
     h, w, bands = r.shape
     steps_y, steps_x = -(-h // shift), -(-w // shift)

@@ -114,9 +114,7 @@ def _ms_ssim_pair(x: np.ndarray, y: np.ndarray) -> float:
     return float(value)
 
 
-def ms_ssim(
-    fused: np.ndarray, image_a: np.ndarray, image_b: np.ndarray, convention: str = "standard"
-) -> float:
+def ms_ssim(fused: np.ndarray, image_a: np.ndarray, image_b: np.ndarray, convention: str = "standard") -> float:
     """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003), mean of MS-SSIM(A, F) and MS-SSIM(B, F).
 
     Five scales with weights :data:`MS_SSIM_WEIGHTS`, 11×11 Gaussian window (σ = 1.5), L = 255, 2×2 average
@@ -146,9 +144,7 @@ _VIF_MIN_SIZE = 65  # smallest side for which all four scales keep a full window
 def _vifp_pair(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
     """Pixel-domain multiscale VIF (Sheikh & Bovik, LIVE ``vifp_mscale``) of ``dist`` against ``ref``."""
     if min(ref.shape) < _VIF_MIN_SIZE:
-        raise ShapeError(
-            f"fused: expected at least {_VIF_MIN_SIZE}x{_VIF_MIN_SIZE} pixels for VIF, got {ref.shape}"
-        )
+        raise ShapeError(f"fused: expected at least {_VIF_MIN_SIZE}x{_VIF_MIN_SIZE} pixels for VIF, got {ref.shape}")
     eps = 1e-10
     num = 0.0
     den = 0.0

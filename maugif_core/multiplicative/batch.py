@@ -100,9 +100,7 @@ def fit_many(
             batch = members[start : start + chunk]
             # Scenes are prepared (Φ, Z, M↓) chunk by chunk, so memory scales with max_batch, not len(scenes).
             prepared = [
-                models[i].prepare_scene(
-                    to_chw(scenes[i][0]).to(device), to_chw(scenes[i][1]).to(device), ratios[i]
-                )
+                models[i].prepare_scene(to_chw(scenes[i][0]).to(device), to_chw(scenes[i][1]).to(device), ratios[i])
                 for i in batch
             ]
             K, l = prepared[0][1].shape[0], prepared[0][2].shape[0]

@@ -152,9 +152,7 @@ def fit_stacked(
     params = [init_params[n].detach().clone().requires_grad_(True) for n in names]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     stride = max(1, math.ceil(config.steps / HISTORY_POINTS))
-    trackers = [
-        _PlateauTracker(config.early_stop_patience, config.early_stop_rel_tol, stride) for _ in range(S)
-    ]
+    trackers = [_PlateauTracker(config.early_stop_patience, config.early_stop_rel_tol, stride) for _ in range(S)]
     results: list[dict[str, Tensor] | None] = [None] * S
     stopped = [False] * S
     active = list(range(S))  # scene index of each row of the stack

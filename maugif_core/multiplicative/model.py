@@ -194,9 +194,7 @@ class MultiplicativeMAUGIF(nn.Module):
                 "a fitted state_dict), got an unfitted one"
             )
 
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # An unfitted, unconfigured model has no layers yet: build them from the checkpoint's shapes so that
         # load_state_dict also works on MultiplicativeMAUGIF(config) without bands in the config.
         basis = state_dict.get(prefix + "basis")
@@ -233,9 +231,7 @@ class MultiplicativeMAUGIF(nn.Module):
         if cfg.ratio is not None and r != cfg.ratio:
             raise RatioError(f"image_b/image_a: config ratio is {cfg.ratio}, the images have ratio {r}")
         if cfg.decimation_offset is not None and cfg.decimation_offset >= r:
-            raise RatioError(
-                f"config.decimation_offset {cfg.decimation_offset} must be smaller than ratio {r}"
-            )
+            raise RatioError(f"config.decimation_offset {cfg.decimation_offset} must be smaller than ratio {r}")
         return r
 
     def _check_fitted(self, L: int | None, l: int, r: int | None) -> None:
@@ -262,9 +258,7 @@ class MultiplicativeMAUGIF(nn.Module):
         """
         basis = spectral_basis(image_a, self.config.rank)
         coeffs = torch.einsum("lk,lhw->khw", basis, image_a.to(torch.float32))
-        target = decimate(
-            image_b[None].to(torch.float32), ratio, self.config.decimation, self.config.decimation_offset
-        )
+        target = decimate(image_b[None].to(torch.float32), ratio, self.config.decimation, self.config.decimation_offset)
         return basis, coeffs, target[0]
 
     def compute_loss(self, coeffs: Tensor, target_low: Tensor) -> Tensor:
@@ -278,13 +272,9 @@ class MultiplicativeMAUGIF(nn.Module):
             ``(B,)`` losses ``w·‖D(E(Z)) − Z‖ + ‖E(Z) − M↓‖``, differentiable w.r.t. E and D.
         """
         if self.encoder is None or self.decoder is None:
-            raise NotFittedError(
-                "MultiplicativeMAUGIF.compute_loss: the model has no layers yet (fit it first)"
-            )
+            raise NotFittedError("MultiplicativeMAUGIF.compute_loss: the model has no layers yet (fit it first)")
         encoded = self.encoder(coeffs)
-        return multiplicative_loss(
-            coeffs, encoded, self.decoder(encoded), target_low, self.config.loss_w_recon
-        )
+        return multiplicative_loss(coeffs, encoded, self.decoder(encoded), target_low, self.config.loss_w_recon)
 
     def install_fit(self, basis: Tensor, weights: dict[str, Tensor], ratio: int, bands_high: int) -> None:
         """Make this model the fit of a scene: Φ ``(L, K)``, E/D ``weights`` by parameter name, r and l."""

@@ -179,9 +179,7 @@ def stacked_decoder(params: dict[str, Tensor], image: Tensor, mode: ConvMode = "
     """D for S scenes at once: ``(S, l, H, W)`` → ``(S, K, H, W)``."""
     p = params
     x1 = torch.sin(_stacked_conv(image, p["decoder.conv1.weight"], p["decoder.conv1.bias"], mode))
-    return _stacked_conv(
-        torch.cat([image, x1], dim=1), p["decoder.conv2.weight"], p["decoder.conv2.bias"], mode
-    )
+    return _stacked_conv(torch.cat([image, x1], dim=1), p["decoder.conv2.weight"], p["decoder.conv2.bias"], mode)
 
 
 def multiplicative_loss(

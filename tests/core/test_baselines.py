@@ -294,9 +294,7 @@ def test_colour_a_with_grey_b_keeps_a_chroma_under_both_rules() -> None:
         out = fuse("laplacian", a, b, chroma=rule)
         in_gamut = ((out > 0.0) & (out < 1.0)).all(-1)  # where the [0, 1] clamp did not bite
         assert in_gamut.mean() > 0.9
-        np.testing.assert_allclose(
-            rgb_to_ycbcr(out)[in_gamut][:, 1:], rgb_to_ycbcr(a)[in_gamut][:, 1:], atol=1e-5
-        )
+        np.testing.assert_allclose(rgb_to_ycbcr(out)[in_gamut][:, 1:], rgb_to_ycbcr(a)[in_gamut][:, 1:], atol=1e-5)
 
 
 def test_additive_output_is_clamped() -> None:
@@ -363,9 +361,7 @@ def test_bicubic_is_pixel_centre_aligned() -> None:
 
 def test_bicubic_ignores_b() -> None:
     ms = _material_scene(8, 8, 3, 23)
-    np.testing.assert_array_equal(
-        fuse("bicubic", ms, np.zeros((16, 16))), fuse("bicubic", ms, np.ones((16, 16)))
-    )
+    np.testing.assert_array_equal(fuse("bicubic", ms, np.zeros((16, 16))), fuse("bicubic", ms, np.ones((16, 16))))
 
 
 @pytest.mark.parametrize("ratio", [2, 4])
@@ -415,9 +411,7 @@ def test_brovey_preserves_band_ratios() -> None:
     out = fuse("brovey", ms, pan)
     inside = (up > 0.05).all(-1) & (up < 0.95).all(-1) & (out < 0.999).all(-1)
     assert inside.mean() > 0.5
-    np.testing.assert_allclose(
-        (out[..., 0] / out[..., 2])[inside], (up[..., 0] / up[..., 2])[inside], rtol=1e-4
-    )
+    np.testing.assert_allclose((out[..., 0] / out[..., 2])[inside], (up[..., 0] / up[..., 2])[inside], rtol=1e-4)
     assert _rmse(out, up) > 1e-3  # it did change the image
 
 

@@ -174,9 +174,7 @@ def _qabf_loops(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
                 else:
                     g = gs[i, j] / gf[i, j]
                 alpha = 1 - abs(as_[i, j] - af[i, j]) / (math.pi / 2)
-                out[i, j] = (
-                    0.9994 / (1 + math.exp(-15 * (g - 0.5))) * 0.9879 / (1 + math.exp(-22 * (alpha - 0.8)))
-                )
+                out[i, j] = 0.9994 / (1 + math.exp(-15 * (g - 0.5))) * 0.9879 / (1 + math.exp(-22 * (alpha - 0.8)))
         return out
 
     return float(((q(ga, aa) * ga + q(gb, ab) * gb).sum()) / (ga + gb).sum())
@@ -307,9 +305,7 @@ def test_psnr_conventions_by_hand() -> None:
     assert metrics.psnr_fusion(f, a, b) == pytest.approx(10 * math.log10(255**2 / mse))
     assert metrics.psnr_fusion(f, a, b, convention="cddfuse") == pytest.approx(10 * math.log10(110**2 / mse))
     m = (math.sqrt(16 * 100) + math.sqrt(16 * 100)) / (2 * 16)
-    assert metrics.psnr_fusion(f, a, b, convention="vifb") == pytest.approx(
-        20 * math.log10(255 / math.sqrt(m))
-    )
+    assert metrics.psnr_fusion(f, a, b, convention="vifb") == pytest.approx(20 * math.log10(255 / math.sqrt(m)))
 
 
 def test_cc_and_scd_properties(pair) -> None:
@@ -321,9 +317,7 @@ def test_cc_and_scd_properties(pair) -> None:
     fused = a.astype(np.float64) + b - 128.0
     scale = 1.0 / (fused.max() - fused.min())
     unit = lambda x: (x - fused.min()) * scale  # noqa: E731 - one affine map keeps correlations
-    assert metrics.scd(unit(fused), unit(a.astype(np.float64)), unit(b.astype(np.float64))) == pytest.approx(
-        2.0
-    )
+    assert metrics.scd(unit(fused), unit(a.astype(np.float64)), unit(b.astype(np.float64))) == pytest.approx(2.0)
 
 
 def test_qabf_and_nabf_behave(pair) -> None:

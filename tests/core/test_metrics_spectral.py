@@ -55,9 +55,7 @@ def test_sam_degrees_matches_sewar_and_torchmetrics(fused, reference) -> None:
 
     ours = metrics.sam(fused, reference)
     assert ours == pytest.approx(math.degrees(sewar.sam(reference, fused)), rel=1e-10)
-    assert ours == pytest.approx(
-        math.degrees(float(spectral_angle_mapper(_torch(fused), _torch(reference)))), rel=1e-9
-    )
+    assert ours == pytest.approx(math.degrees(float(spectral_angle_mapper(_torch(fused), _torch(reference)))), rel=1e-9)
     assert 0.5 < ours < 20.0  # degrees, not radians
 
 
@@ -109,9 +107,7 @@ def _uqi_bruteforce(x: np.ndarray, y: np.ndarray, block: int) -> float:
         for j in range(x.shape[1] - block + 1):
             u, v = x[i : i + block, j : j + block].ravel(), y[i : i + block, j : j + block].ravel()
             c = np.cov(u, v)
-            vals.append(
-                4 * c[0, 1] * u.mean() * v.mean() / ((c[0, 0] + c[1, 1]) * (u.mean() ** 2 + v.mean() ** 2))
-            )
+            vals.append(4 * c[0, 1] * u.mean() * v.mean() / ((c[0, 0] + c[1, 1]) * (u.mean() ** 2 + v.mean() ** 2)))
     return float(np.mean(vals))
 
 
@@ -241,9 +237,7 @@ def test_evaluate_reduced(fused, reference) -> None:
     assert perfect["q2n"] == pytest.approx(1.0) and perfect["q"] == pytest.approx(1.0)
     # uint16 reference vs float fused: both compared in unit range.
     as_uint16 = np.round(reference * 65535).astype(np.uint16)
-    assert metrics.evaluate_reduced(fused, as_uint16, ratio=4)["q2n"] == pytest.approx(
-        scores["q2n"], rel=1e-4
-    )
+    assert metrics.evaluate_reduced(fused, as_uint16, ratio=4)["q2n"] == pytest.approx(scores["q2n"], rel=1e-4)
 
 
 def test_reduced_input_errors(fused, reference) -> None:

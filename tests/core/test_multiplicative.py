@@ -417,9 +417,7 @@ def test_back_projection_makes_the_result_consistent_with_the_low_resolution_ima
     errors = []
     for steps in (0, 1, 3):
         model = with_rule(base, consistency_steps=steps)
-        assert model.receptive_field_radius == injection_radius(model.ratio) + steps * consistency_radius(
-            model.ratio
-        )
+        assert model.receptive_field_radius == injection_radius(model.ratio) + steps * consistency_radius(model.ratio)
         with torch.no_grad():
             fused = model.fuse_tensor(low, high)
         errors.append(float((degrade(fused, model.ratio, offset) - low).abs().mean()))

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED_DATASETS = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-)  # as in tests/conftest.py
+SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"  # as in tests/conftest.py
 MFI_WHU = SHARED_DATASETS / "MFI-WHU"
 RGB_BYTE = SHARED_DATASETS / "GeoTIFF_rasterio_testdata" / "RGB.byte.tif"
 
@@ -130,9 +128,7 @@ def write_manifest(path: Path, rows: Iterable[dict], fmt: str | None = None) -> 
     return path
 
 
-def make_folder_pairs(
-    root: Path, folder_a: str, folder_b: str, stems_a: Sequence[str], stems_b: Sequence[str]
-):
+def make_folder_pairs(root: Path, folder_a: str, folder_b: str, stems_a: Sequence[str], stems_b: Sequence[str]):
     """Two sub-folders of small PNGs; ``stems_*`` are file names (with extension) on each side."""
     for folder, names, source in ((folder_a, stems_a, 1), (folder_b, stems_b, 2)):
         (root / folder).mkdir(parents=True, exist_ok=True)

@@ -61,9 +61,7 @@ def _write_pairs(folder: Path, n: int, size: tuple[int, int] = (40, 48), seed: i
         b = img_b[top : top + size[0], left : left + size[1]]
         Image.fromarray(a).save(folder / f"p{i:03d}_a.png")
         Image.fromarray(b).save(folder / f"p{i:03d}_b.png")
-        rows.append(
-            {"pair_id": f"p{i:03d}", "uri_a": f"p{i:03d}_a.png", "uri_b": f"p{i:03d}_b.png", "task": "mff"}
-        )
+        rows.append({"pair_id": f"p{i:03d}", "uri_a": f"p{i:03d}_a.png", "uri_b": f"p{i:03d}_b.png", "task": "mff"})
     return rows
 
 
@@ -234,9 +232,7 @@ def test_end_to_end_over_s3(ray_session, s3_server, s3_bucket, tmp_path, checkpo
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["pair_id", "uri_a", "uri_b", "task"])
     writer.writeheader()
-    writer.writerows(
-        rows + [{"pair_id": "gone", "uri_a": "missing_a.png", "uri_b": "missing_b.png", "task": "mff"}]
-    )
+    writer.writerows(rows + [{"pair_id": "gone", "uri_a": "missing_a.png", "uri_b": "missing_b.png", "task": "mff"}])
     fs.pipe(f"{s3_bucket}/in/pairs.csv", buf.getvalue().encode())
     ck = f"s3://{s3_bucket}/models/mff.safetensors"
     fs.put(checkpoint, ck)
@@ -285,9 +281,7 @@ def test_killed_job_resumes_exactly_the_missing_pairs(tmp_path, checkpoint):
     ]
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS")
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("*.png"))) < 10:
         time.sleep(0.2)

@@ -21,9 +21,7 @@ from pipeline.readers import decode_pair, read_image, read_meta
 # MS = a Landsat crop (uint8, 3 bands, 300 m in the crop's metres); PAN = band mean at `ratio`x finer pixels.
 
 
-def ms_pan(
-    tmp_path: Path, ratio: int = 4, pan_shift=(0.0, 0.0), pan_crs: str = "EPSG:32618", pixel_scale=None
-):
+def ms_pan(tmp_path: Path, ratio: int = 4, pan_shift=(0.0, 0.0), pan_crs: str = "EPSG:32618", pixel_scale=None):
     ms, _, t = landsat_crop(12, 16)
     ms_path = write_geotiff(tmp_path / "ms.tif", ms, nodata=0, tiled=False)
     pan = np.repeat(np.repeat(ms.mean(axis=2, keepdims=True), ratio, 0), ratio, 1).astype(np.uint8)
@@ -45,9 +43,7 @@ def test_additive_equal_grids_pass_and_mismatches_fail(tmp_path: Path) -> None:
     a = read_meta(str(write_geotiff(tmp_path / "a.tif", array)))
     check_additive(a, dict(a))
     small = dict(a, height=47, uri="s3://b/small.tif")
-    with pytest.raises(
-        GridError, match=r"size mismatch: A \(.*a.tif\) is 48x64, B \(s3://b/small.tif\) is 47x64"
-    ):
+    with pytest.raises(GridError, match=r"size mismatch: A \(.*a.tif\) is 48x64, B \(s3://b/small.tif\) is 47x64"):
         check_additive(a, small)
     with pytest.raises(GridError, match="CRS mismatch.*EPSG:32618.*EPSG:4326"):
         check_additive(a, dict(a, crs="EPSG:4326"))
@@ -133,9 +129,7 @@ def test_plain_images_nest_by_size(tmp_path: Path) -> None:
 
 
 def test_grid_plan_is_json_ready() -> None:
-    plan = GridPlan(
-        ratio=2, hi_shape=(4, 4), lo_shape=(2, 2), crs="EPSG:4326", lo_transform=(1, 0, 0, 0, -1, 0)
-    )
+    plan = GridPlan(ratio=2, hi_shape=(4, 4), lo_shape=(2, 2), crs="EPSG:4326", lo_transform=(1, 0, 0, 0, -1, 0))
     assert json.loads(json.dumps(plan.to_dict()))["lo_transform"] == [1, 0, 0, 0, -1, 0]
 
 

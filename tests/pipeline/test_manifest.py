@@ -106,9 +106,7 @@ def test_parts_are_written_atomically(output_uri: str) -> None:
     assert not any(TEMP_MARKER in key for key in _manifest_keys(output_uri))
     # An in-flight temporary object (a writer that crashed mid-upload) is not read as a part.
     fs, root = filesystem_for(output_uri)
-    fs.pipe_file(
-        f"{root}/{MANIFEST_DIR}/part-run-z-driver-00000.parquet{TEMP_MARKER}deadbeef", b"PAR1 partial"
-    )
+    fs.pipe_file(f"{root}/{MANIFEST_DIR}/part-run-z-driver-00000.parquet{TEMP_MARKER}deadbeef", b"PAR1 partial")
     assert read_manifest(output_uri).num_rows == 1
 
 

@@ -178,9 +178,7 @@ def test_ambiguous_stem_is_a_failure(tmp_path: Path) -> None:
 
 def test_suffix_patterns(tmp_path: Path, where) -> None:
     src = tmp_path / "src"
-    make_folder_pairs(
-        src, ".", "Arno", ["lytro-01-A.jpg", "lytro-01-B.jpg", "lytro-01-C.jpg", "lone-A.jpg"], []
-    )
+    make_folder_pairs(src, ".", "Arno", ["lytro-01-A.jpg", "lytro-01-B.jpg", "lytro-01-C.jpg", "lone-A.jpg"], [])
     make_folder_pairs(src, "Arno", "Sky", ["Arno_A.png", "Arno_b.PNG"], ["sKY_a.png", "Sky_B.png"])
     base = where(src)
     pairs, failures = collect(base)
@@ -257,9 +255,7 @@ def test_sanitized_keys_never_escape(raw: str) -> None:
     assert sanitize_pair_id(raw) == key  # deterministic
 
 
-@given(
-    st.lists(st.sampled_from(["..", ".", "/", "\\", "a", "B", "_", "-", " ", "%", "é", "\x00"]), max_size=20)
-)
+@given(st.lists(st.sampled_from(["..", ".", "/", "\\", "a", "B", "_", "-", " ", "%", "é", "\x00"]), max_size=20))
 @settings(max_examples=300, deadline=None)
 def test_sanitized_traversal_alphabet(parts: list[str]) -> None:
     raw = "".join(parts)
@@ -272,9 +268,7 @@ def test_sanitized_traversal_alphabet(parts: list[str]) -> None:
 
 @given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}(\.[A-Za-z0-9_-]{1,8})?", fullmatch=True))
 def test_safe_ids_unchanged(raw: str) -> None:
-    if raw.split(".")[0].upper() in {"CON", "PRN", "AUX", "NUL"} or re.match(
-        r"(?i)(COM|LPT)\d$", raw.split(".")[0]
-    ):
+    if raw.split(".")[0].upper() in {"CON", "PRN", "AUX", "NUL"} or re.match(r"(?i)(COM|LPT)\d$", raw.split(".")[0]):
         return
     assert sanitize_pair_id(raw) == raw
 

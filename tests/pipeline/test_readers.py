@@ -278,9 +278,7 @@ def test_decode_pair_ok_and_failures(tmp_path: Path) -> None:
     b = write_pillow(tmp_path / "b.png", mfi_crop(1, 2)[:, :, :1].copy(), "PNG")
     small = write_pillow(tmp_path / "s.png", mfi_crop(1, 2, 20, 20), "PNG")
     out = decode_pair(pair_row("ok", str(a), str(b)))
-    assert (
-        out[S.STATUS] == S.STATUS_OK and out[S.IMAGE_A].shape == (40, 56, 3) and out[S.IMAGE_B].shape[2] == 1
-    )
+    assert out[S.STATUS] == S.STATUS_OK and out[S.IMAGE_A].shape == (40, 56, 3) and out[S.IMAGE_B].shape[2] == 1
     assert json.loads(out[S.META_A])["format"] == "PNG" and out[S.BYTES_IN] > 0
     bad = decode_pair(pair_row("size", str(a), str(small)))
     assert bad[S.STATUS] == S.STATUS_FAILED and bad[S.ERROR_STAGE] == S.STAGE_READ
@@ -307,9 +305,7 @@ def test_decode_pair_in_ray_map(tmp_path: Path, ray_session, s3_server: str, s3_
 
     uris = {}
     for name, array in (("a", mfi_crop(1, 1)), ("b", mfi_crop(1, 2)), ("c", mfi_crop(1, 2, 20, 20))):
-        uris[name] = upload_file(
-            s3_server, write_pillow(tmp_path / f"{name}.png", array, "PNG"), s3_bucket, name
-        )
+        uris[name] = upload_file(s3_server, write_pillow(tmp_path / f"{name}.png", array, "PNG"), s3_bucket, name)
     g16 = geotiff_variant("uint16")
     uris["g1"] = upload_file(s3_server, write_geotiff(tmp_path / "g1.tif", g16), s3_bucket, "g1.tif")
     uris["g2"] = upload_file(s3_server, write_geotiff(tmp_path / "g2.tif", g16), s3_bucket, "g2.tif")
@@ -332,10 +328,7 @@ def test_decode_pair_in_ray_map(tmp_path: Path, ray_session, s3_server: str, s3_
     out = {r[S.PAIR_ID]: r for r in ds.take_all()}
     assert out["good"][S.STATUS] == S.STATUS_OK
     np.testing.assert_array_equal(out["good"][S.IMAGE_A], mfi_crop(1, 1))
-    assert (
-        out["geo16"][S.IMAGE_A].dtype == np.uint16
-        and json.loads(out["geo16"][S.META_A])["crs"] == "EPSG:32618"
-    )
+    assert out["geo16"][S.IMAGE_A].dtype == np.uint16 and json.loads(out["geo16"][S.META_A])["crs"] == "EPSG:32618"
     assert out["shape"][S.ERROR_STAGE] == S.STAGE_READ and "size mismatch" in out["shape"][S.ERROR]
     assert "empty file" in out["zero"][S.ERROR] and uris["z"] in out["zero"][S.ERROR]
     assert out["lonely"][S.ERROR_STAGE] == "discover"

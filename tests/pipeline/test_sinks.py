@@ -44,9 +44,7 @@ from pipeline.schema import (
 from pipeline.sinks import write_png, write_raster, write_row
 from pipeline.writers import GRID_FROM_B_TASKS, output_meta, png_uri, stac_uri, tile_uri, vrt_uri
 
-RGB_BYTE = (
-    Path(__file__).resolve().parents[3] / "shared" / "datasets" / "GeoTIFF_rasterio_testdata" / "RGB.byte.tif"
-)
+RGB_BYTE = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "GeoTIFF_rasterio_testdata" / "RGB.byte.tif"
 CONFIG = dict(cog_tile_size=256, cog_blocksize=128)
 
 
@@ -264,12 +262,7 @@ class _ExplodingArray(np.ndarray):
     """A fused raster whose rows from 256 on cannot be read: the failure hits after tile (0, 0) is written."""
 
     def __getitem__(self, key):  # noqa: ANN001, ANN204
-        if (
-            isinstance(key, tuple)
-            and len(key) == 3
-            and isinstance(key[1], slice)
-            and (key[1].start or 0) >= 256
-        ):
+        if isinstance(key, tuple) and len(key) == 3 and isinstance(key[1], slice) and (key[1].start or 0) >= 256:
             raise RuntimeError("simulated failure while encoding the second tile row")
         return super().__getitem__(key)
 
@@ -464,9 +457,7 @@ def test_datasink_writes_every_row_and_the_manifest(ray_session: None, output_ur
     with _gdal_path(vrt_uri(output_uri, "raster-tiled")) as path, rasterio.open(path) as mosaic:
         np.testing.assert_array_equal(mosaic.read(), scene[0])
     parts = sorted(k for k in keys if k.startswith("_manifest/"))
-    assert (
-        len(parts) >= 3 and "_manifest/part-run-1-commit-00000.parquet" in parts
-    )  # >= 2 write tasks + commit
+    assert len(parts) >= 3 and "_manifest/part-run-1-commit-00000.parquet" in parts  # >= 2 write tasks + commit
     assert sink.summary is not None
     assert (sink.summary["ok"], sink.summary["failed"]) == (5, 2)
 

@@ -29,9 +29,7 @@ from pipeline.storage import (
 
 
 def client_error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
-    )
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
 
 
 def test_endpoint_defaults_to_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,9 +135,7 @@ def test_s3_listing_is_paginated(s3_server: str, s3_bucket: str) -> None:
     pages = list(iter_files(fs, path, page_size=256))
     assert all(len(p) <= 256 for p in pages) and len(pages) >= 5
     listed = [name for page in pages for name in page]
-    assert sorted(listed) == sorted(
-        f"{s3_bucket}/{k}" for k in keys if k.startswith("many/") and k[-1] != "/"
-    )
+    assert sorted(listed) == sorted(f"{s3_bucket}/{k}" for k in keys if k.startswith("many/") and k[-1] != "/")
     assert sorted(list_child_dirs(fs, path)) == ["0", "1", "2", "dir_marker"]
     assert list(iter_files(fs, path, recursive=False)) == []
 

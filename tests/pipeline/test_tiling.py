@@ -54,9 +54,7 @@ def test_plan_partitions_the_image_with_fixed_clamped_reads(grid: tuple[int, int
         owner[spec.core.row_off : spec.core.row_end, spec.core.col_off : spec.core.col_end] += 1
         read_shapes.add((spec.read.height, spec.read.width))
         # Read windows lie inside the image and contain the core.
-        assert (
-            0 <= spec.read.row_off <= spec.core.row_off and spec.core.row_end <= spec.read.row_end <= height
-        )
+        assert 0 <= spec.read.row_off <= spec.core.row_off and spec.core.row_end <= spec.read.row_end <= height
         assert 0 <= spec.read.col_off <= spec.core.col_off and spec.core.col_end <= spec.read.col_end <= width
         # Context: at least the halo on each side, or the read window reaches the image edge.
         assert spec.halo_top >= effective_halo or spec.read.row_off == 0
@@ -87,9 +85,7 @@ def test_last_row_and_column_are_clamped_inside_the_image() -> None:
 
 @SETTINGS
 @given(grids(), st.sampled_from(["random", "constant", "gradient"]), st.sampled_from([(), (1,), (3,)]))
-def test_tile_then_stitch_is_identity(
-    grid: tuple[int, int, int, int, int], kind: str, lead: tuple[int, ...]
-) -> None:
+def test_tile_then_stitch_is_identity(grid: tuple[int, int, int, int, int], kind: str, lead: tuple[int, ...]) -> None:
     height, width, tile, halo, ratio = grid
     image = _image(kind, (*lead, height, width), seed=height * 1000 + width)
     specs = plan_tiles(height, width, tile, halo, ratio)
@@ -170,9 +166,7 @@ def _as_fuse_fn(net: torch.nn.Module, ratio: int = 1):
     st.sampled_from([[3, 3], [5, 1, 3], [11, 9]]),
     st.integers(0, 3),
 )
-def test_tiled_conv_net_equals_whole_image(
-    height: int, width: int, tile: int, kernels: list[int], extra: int
-) -> None:
+def test_tiled_conv_net_equals_whole_image(height: int, width: int, tile: int, kernels: list[int], extra: int) -> None:
     net, radius = _conv_stack(kernels, channels_in=2, seed=height + width)
     image_a = _image("random", (1, height, width), seed=1)
     image_b = _image("random", (1, height, width), seed=2)
