@@ -362,6 +362,7 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # MAUGIF method keys of jobs/evaluate.py (pipeline.eval_config): the checkpoint's stored config, running
 # BatchNorm statistics, and running statistics with the fused luma capped at the brighter source.
 PER_IMAGE, RUNNING, ENVELOPED = "maugif", "maugif:running", "maugif:running+envelope"
+MAUGIF_PREFIX = "maugif"
 
 
 def ablation_dir(work: Path, name: str) -> Path:
@@ -688,7 +689,7 @@ def _additive_section(
     general_key: str,
 ) -> None:
     test_set = ADDITIVE_SETS[key]
-    rows = _rows(work / "eval" / key)
+    rows = _set_rows(work, key)
     if rows is None:
         lines.append(f"### {test_set.title}\n\nNot evaluated yet (`make_results.py evaluate --only {key}`).\n")
         return
@@ -696,7 +697,7 @@ def _additive_section(
     means = _means(rows)
     n = rows["pair_id"].nunique()
     table_rows = [
-        (f"MAUGIF ({TASK_MODEL[key]}, per-image BN)", means.get(PER_IMAGE, {})),
+        (f"MAUGIF ({judged_model(work, key)}, per-image BN)", means.get(PER_IMAGE, {})),
         ("MAUGIF, running BN", means.get(RUNNING, {})),
         ("MAUGIF, running BN + envelope", means.get(ENVELOPED, {})),
     ]
@@ -736,7 +737,7 @@ def _toolbox_section(
 ) -> None:
     import pandas as pd
 
-    frames = [f for f in (_rows(work / "eval" / k) for k in keys) if f is not None]
+    frames = [f for f in (_set_rows(work, k) for k in keys) if f is not None]
     if not frames:
         lines.append(f"### {title}\n\nNot evaluated yet.\n")
         return
@@ -747,7 +748,7 @@ def _toolbox_section(
     published = _published_toolbox(table, names, images)
     metrics = tuple(dict.fromkeys(names.values()))
     ours_rows = [
-        ("MAUGIF (held-out, per-image BN)", means.get(PER_IMAGE, {})),
+        (f"MAUGIF ({', '.join(judged_model(work, k) for k in keys)}, per-image BN)", means.get(PER_IMAGE, {})),
         ("MAUGIF, running BN", means.get(RUNNING, {})),
         ("MAUGIF, running BN + envelope", means.get(ENVELOPED, {})),
     ]
@@ -914,7 +915,7 @@ def _envelope_section(envelope: dict[str, tuple[bool, int, int]], lines: list[st
     )
 
 
-def _training_section(ckpts: Path, lines: list[str]) -> None:
+def _training_section(work: Path, ckpts: Path, lines: list[str]) -> None:
     lines.append(
         "| model | trained on | pairs | epochs (stage 1 + 2) | samples | crop | wall time "
         "| last epoch loss (stage 1 / 2) |"
@@ -943,7 +944,9 @@ def _training_section(ckpts: Path, lines: list[str]) -> None:
     lines.append("|---|---|---|---|---|---|")
     import maugif_core
 
-    for task, key in BUNDLE.items():
+    promoted = promotions(work)
+    for task in BUNDLE:
+        key = bundled_model(work, task, promoted)
         path = PRETRAINED / f"{task}.safetensors"
         if not path.is_file():
             lines.append(f"| {task} | not bundled yet | | | | |")
@@ -1061,17 +1064,18 @@ def _task_vs_general(work: Path, ckpts: Path, ours: dict[str, str]) -> list[str]
     general_t = maugif_core.read_checkpoint_config(general_path).threshold
     general_pairs = json.loads((ckpts / "general" / "mixed" / "train_record.json").read_text())["pairs"]
     for key in GENERAL_SETS:
-        task_rows, general_rows = _rows(work / "eval" / key), _rows(work / "eval_general" / key)
+        task_rows, general_rows = _set_rows(work, key), _rows(work / "eval_general" / key)
         if task_rows is None or general_rows is None:
             continue
         task_key = ours[ADDITIVE_SETS[key].task]
         task, general = _means(task_rows).get(task_key, {}), _means(general_rows).get(ours["general"], {})
-        model_dir = ckpts / TASK_MODEL[key]
+        model_key = judged_model(work, key)
+        model_dir = ckpts / model_key
         task_t = maugif_core.read_checkpoint_config(model_dir / "final" / "model.safetensors").threshold
         task_pairs = json.loads((model_dir / "train_record.json").read_text())["pairs"]
         task_wins, general_wins = _wins(task, general, TARGET_METRICS), _wins(general, task, TARGET_METRICS)
         out.append(
-            f"| {SET_TITLES[key]} | `{TASK_MODEL[key]}` ({task_t:g}, {task_pairs}) | {general_t:g}, "
+            f"| {SET_TITLES[key]} | `{model_key}` ({task_t:g}, {task_pairs}) | {general_t:g}, "
             f"{general_pairs} | {len(task_wins)}/8 ({', '.join(task_wins)}) | "
             f"{len(general_wins)}/8 ({', '.join(general_wins)}) |"
         )
@@ -1184,6 +1188,72 @@ def ours_keys(work: Path) -> tuple[dict[str, str], int, int, dict[str, tuple[boo
     return keys, per_cells, run_cells, envelope
 
 
+def _ablation_prefix(name: str) -> str:
+    return name.split("/heldout-", 1)[0]
+
+
+def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
+    """Ablations that replace their task's models: ``task -> (prefix, cells won, cells lost)``.
+
+    An ablation family (``vif-t0/heldout-<set>`` for every held-out set of its task) is promoted when it covers
+    every fold of the task and, summed over the folds, the retrained models are ahead of the preset models on more
+    of the 8 target metrics than behind, each scored with the task's judged variant (:func:`ours_keys`). A promoted
+    family's models are then the ones judged in the targets and bundled."""
+    ours = ours_keys(work)[0]
+    families: dict[str, list[str]] = {}
+    for name in ABLATIONS:
+        families.setdefault(_ablation_prefix(name), []).append(name)
+    out: dict[str, tuple[str, int, int]] = {}
+    for prefix, names in families.items():
+        task = ADDITIVE_SETS[_heldout_set(ABLATIONS[names[0]][0])].task
+        folds = {k for k, s in ADDITIVE_SETS.items() if s.task == task}
+        if {_heldout_set(n) for n in names} != folds:
+            continue
+        won = lost = 0
+        for name in names:
+            key = _heldout_set(name)
+            ablated, base = _rows(ablation_dir(work, name) / key), _rows(work / "eval" / key)
+            if ablated is None or base is None:
+                break
+            a, b = _means(ablated).get(ours[task], {}), _means(base).get(ours[task], {})
+            won += len(_wins(a, b, TARGET_METRICS))
+            lost += len(_wins(b, a, TARGET_METRICS))
+        else:
+            if won > lost:
+                out[task] = (prefix, won, lost)
+    return out
+
+
+def judged_model(work: Path, key: str, promoted: dict[str, tuple[str, int, int]] | None = None) -> str:
+    """The model key judged on additive set ``key``: its held-out preset model, or the promoted ablation's."""
+    promoted = promotions(work) if promoted is None else promoted
+    task = ADDITIVE_SETS[key].task
+    return f"{promoted[task][0]}/heldout-{key}" if task in promoted else TASK_MODEL[key]
+
+
+def bundled_model(work: Path, task: str, promoted: dict[str, tuple[str, int, int]] | None = None) -> str:
+    """The model key bundled for ``task``: :data:`BUNDLE`'s, or the same fold of the promoted ablation."""
+    promoted = promotions(work) if promoted is None else promoted
+    key = BUNDLE[task]
+    return f"{promoted[task][0]}/heldout-{_heldout_set(key)}" if task in promoted else key
+
+
+def _set_rows(work: Path, key: str):
+    """The rows of additive set ``key``: baselines and peers from ``eval/<key>``, the MAUGIF rows of the judged
+    model (:func:`judged_model`; a promoted ablation's come from its own evaluation folder)."""
+    import pandas as pd
+
+    rows = _rows(work / "eval" / key)
+    model = judged_model(work, key)
+    if rows is None or model == TASK_MODEL[key]:
+        return rows
+    model_rows = _rows(ablation_dir(work, model) / key)
+    if model_rows is None:
+        return rows
+    keep = ~rows["method"].astype(str).str.startswith(MAUGIF_PREFIX)
+    return pd.concat([rows[keep], model_rows], ignore_index=True)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # bundle
 # ------------------------------------------------------------------------------------------------------------
@@ -1220,11 +1290,12 @@ def _card_evaluation(work: Path, model_key: str, mode_key: str) -> tuple[list[st
     held = _heldout_set(model_key)
     if held is not None:
         test_set = ADDITIVE_SETS[held]
-        means = _eval_means(work, "eval", held)
+        held_rows = _set_rows(work, held)
+        means = _means(held_rows) if held_rows is not None else {}
         means.update(_eval_means(work, "eval_peers", held))
         if not means:
             return [f"Not evaluated yet (`make_results.py evaluate --only {held}`).", ""], missed
-        n = len(_rows(work / "eval" / held)["pair_id"].unique())
+        n = len(held_rows["pair_id"].unique())
         rows = [
             (f"this model as bundled ({mode_name})", means.get(mode_key, {})),
             *[
@@ -1395,7 +1466,9 @@ def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
     mode = _bundle_mode(work)
     keys, _, _, envelope = ours_keys(work)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for task, model_key in BUNDLE.items():
+    promoted = promotions(work)
+    for task in BUNDLE:
+        model_key = bundled_model(work, task, promoted)
         source = ckpts / model_key / "final" / "model.safetensors"
         if not source.is_file():
             print(f"{task}: {source} not trained yet, not bundled")
@@ -1509,7 +1582,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
     lines.extend(_ablation_section(work, ckpts, ours))
     lines.append("")
     lines.append("## Trained checkpoints\n")
-    _training_section(ckpts, lines)
+    _training_section(work, ckpts, lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out} ({met}/{len(verdicts)} targets met)")
