@@ -12,7 +12,8 @@ spatial detail from M, through D:
                                                       ``injection_sources="decoder+image"``, the default)
 
 * ``up``: bicubic upsampling by r, pixel-centre aligned (Keys a = −0.75, edge replication), the same operator as
-  the ``bicubic`` baseline (:func:`maugif_core.baselines.upsample_bicubic`); G = 0 *is* that baseline.
+  the ``bicubic`` baseline (:func:`maugif_core.baselines.upsample_bicubic`); G = 0 without back-projection
+  *is* that baseline.
 * ``M↓``: M blurred by the MTF-like Gaussian of :func:`maugif_core.multiplicative.spectral.decimate` (gain 0.3 at
   the low-resolution Nyquist frequency, centred on each r×r footprint) and decimated. ``D(M) − up(D(M↓))`` is
   the part of D's decoded coefficients that the low-resolution grid cannot carry.
@@ -32,6 +33,15 @@ spatial detail from M, through D:
   :func:`fit_injection_gains`). With one PAN band its K + 1 rows weight D's K
   nonlinear responses to the PAN (and the PAN's own detail), so the spectral direction of the injected detail
   may depend on the PAN level; G is per scene like Φ, so tiles fuse with the same G.
+
+* Back-projection (``consistency_steps``, default 2): ``X ← X + up(H − degrade(X))`` after injection, where
+  ``degrade`` is the same simulated sensor as G's fit. The mechanism says H is a spatial degradation of the
+  latent cube; each step removes the part of X's disagreement with H that the low-resolution grid can see.
+  Measured (Wald, 1,000 steps): SAM / ERGAS with 0 → 2 steps, Landsat-7 2.467 / 4.660 → 2.120 / 3.756,
+  WorldView-2 7.325 / 5.345 → 6.693 / 4.955, EO-1 Paris HS+PAN 3.404 / 4.543 → 3.106 / 4.195, HS+MS
+  2.401 / 3.960 → 2.330 / 3.827. The evaluation's Wald degradation is the same Gaussian family (gain 0.3), so a
+  matched MTF flatters it: with the Landsat MS degraded at gain 0.2 or 0.45 instead, the gain over bicubic
+  persists (docs/EVALUATION.md).
 
 E, D and their loss are SPEC §1.2's, unchanged; only the fusion rule that uses D differs.
 """

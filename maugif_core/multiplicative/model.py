@@ -288,12 +288,13 @@ class MultiplicativeMAUGIF(nn.Module):
             self.fitted.fill_(True)
         self._ratio = ratio
 
-    def _registration_offset(self) -> int | None:
+    def _registration_offset(self, ratio: int | None = None) -> int | None:
         """Where H's pixel i sits on M's grid, as the loss decimates: ``r·i + offset``; None = footprint centre."""
         if self.config.decimation == "blur":
             return None
-        assert self._ratio is not None
-        return default_offset(self._ratio) if self.config.decimation_offset is None else self.config.decimation_offset
+        ratio = self._ratio if ratio is None else ratio
+        assert ratio is not None
+        return default_offset(ratio) if self.config.decimation_offset is None else self.config.decimation_offset
 
     def calibrate_injection(self, coeffs: Tensor, image_b: Tensor) -> None:
         """Fit the scene's injection gains G (the ``gains`` buffer, ``(F, K)``) on the fitted decoder.
@@ -417,7 +418,8 @@ class MultiplicativeMAUGIF(nn.Module):
         injected = torch.einsum("lk,fk,bfhw->blhw", self.basis, self.gains, features)
         image_a = image_a.to(dtype)
         fused = upsample(image_a, ratio) + injected
-        fused = back_project(fused, image_a, ratio, self._registration_offset(), self.config.consistency_steps)
+        offset = self._registration_offset(ratio)
+        fused = back_project(fused, image_a, ratio, offset, self.config.consistency_steps)
         return fused.clamp_(0.0, 1.0)
 
     def fuse(self, image_a: np.ndarray, image_b: np.ndarray, *, refit: bool = False) -> np.ndarray:
