@@ -12,6 +12,7 @@ __all__ = [
     "DTypeError",
     "MaugifError",
     "NonFiniteError",
+    "NotFittedError",
     "RatioError",
     "ShapeError",
     "UnknownMethodError",
@@ -59,3 +60,7 @@ class UnknownMethodError(MaugifError, KeyError):
 
 class CheckpointError(MaugifError, ValueError):
     """A checkpoint that is malformed, pickled, of an unknown format version, or does not match its config."""
+
+
+class NotFittedError(MaugifError, RuntimeError):
+    """A per-scene model was asked to fuse before being fitted."""

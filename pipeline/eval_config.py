@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from pipeline.io_config import PairsConfig, ReadConfig, StorageConfig
+from pipeline.io_config import FrozenConfig, PairsConfig, ReadConfig, StorageConfig
 
 __all__ = [
     "ADDITIVE_METHODS",
@@ -82,11 +82,7 @@ def maugif_overrides(variant: str | None) -> dict[str, str]:
     return out
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FusedSourceConfig(_Frozen):
+class FusedSourceConfig(FrozenConfig):
     """Already-fused images of another method, scored next to ours (matched to the pairs by pair_id)."""
 
     name: str = Field(
@@ -108,7 +104,7 @@ class FusedSourceConfig(_Frozen):
         return self
 
 
-class EvalJobConfig(_Frozen):
+class EvalJobConfig(FrozenConfig):
     """Everything ``jobs/evaluate.py`` needs; saved as ``<output>/config.yaml``."""
 
     input: str = Field(..., description="Pair source: manifest (.csv/.parquet/.jsonl) or folder; local or s3://.")

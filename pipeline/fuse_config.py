@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -20,17 +18,13 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.io_config import PairsConfig, ReadConfig, StorageConfig
+from pipeline.io_config import FrozenConfig, PairsConfig, ReadConfig, StorageConfig
 from pipeline.output_config import OutputConfig, TilingConfig
 
 __all__ = ["FailureConfig", "FuseJobConfig", "FusionConfig", "ResourceConfig"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FusionConfig(_Frozen):
+class FusionConfig(FrozenConfig):
     """The model actors."""
 
     batch_size: PositiveInt = Field(16, description="Pairs per map_batches call of a fusion actor.")
@@ -55,7 +49,7 @@ class FusionConfig(_Frozen):
     )
 
 
-class ResourceConfig(_Frozen):
+class ResourceConfig(FrozenConfig):
     """CPU tasks around the actors."""
 
     decode_num_cpus: PositiveFloat = Field(0.5, description="CPUs per decode task.")
@@ -75,7 +69,7 @@ class ResourceConfig(_Frozen):
     )
 
 
-class FailureConfig(_Frozen):
+class FailureConfig(FrozenConfig):
     """The failure budget."""
 
     max_fraction: float = Field(
@@ -83,7 +77,7 @@ class FailureConfig(_Frozen):
     )
 
 
-class FuseJobConfig(_Frozen):
+class FuseJobConfig(FrozenConfig):
     """Everything ``jobs/batch_fuse.py`` needs."""
 
     input: str = Field(..., description="Pair source: a manifest (.csv/.parquet/.jsonl) or a folder (fsspec URI).")

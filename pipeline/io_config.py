@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
+    "FrozenConfig",
     "IngestConfig",
     "PairsConfig",
     "ReadConfig",
@@ -23,11 +24,13 @@ DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
 
 
-class _Frozen(BaseModel):
+class FrozenConfig(BaseModel):
+    """Base of every pipeline config: unknown keys are rejected, instances are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class StorageConfig(_Frozen):
+class StorageConfig(FrozenConfig):
     """How to reach object storage (``s3://``); local paths and ``file://`` ignore it.
 
     Every field defaults to "whatever the standard AWS environment says", so a job pointed at another
@@ -69,7 +72,7 @@ class StorageConfig(_Frozen):
     )
 
 
-class PairsConfig(_Frozen):
+class PairsConfig(FrozenConfig):
     """How pairs are discovered: a manifest file, two sub-folders, or one folder with suffixes."""
 
     layout: Literal["auto", "manifest", "folders", "suffix"] = Field(
@@ -145,7 +148,7 @@ class PairsConfig(_Frozen):
         return self
 
 
-class ReadConfig(_Frozen):
+class ReadConfig(FrozenConfig):
     """How images are fetched and decoded."""
 
     s3_access: Literal["fsspec", "gdal"] = Field(
@@ -184,7 +187,7 @@ class ReadConfig(_Frozen):
     )
 
 
-class IngestConfig(_Frozen):
+class IngestConfig(FrozenConfig):
     """Storage, pair discovery and reading together, as they appear in a job config."""
 
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")

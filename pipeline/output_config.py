@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
+
+from pipeline.io_config import FrozenConfig
 
 __all__ = ["OutputConfig", "TilingConfig"]
 
 
-class TilingConfig(BaseModel):
+class TilingConfig(FrozenConfig):
     """How large images are cut into tiles for fusion (and for the COG tiles they are written as).
 
     The halo must be at least the model's receptive-field radius so that tiled output equals whole-image
     output; :func:`pipeline.tiling.plan_tiles` rounds it up to a multiple of the resolution ratio.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tile_size: PositiveInt = Field(
         1024,
@@ -37,10 +37,8 @@ class TilingConfig(BaseModel):
     )
 
 
-class OutputConfig(BaseModel):
+class OutputConfig(FrozenConfig):
     """Where and how fused results, their metadata and the job manifest are written."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     uri: str = Field("outputs", description="Output location: local path, file:// or s3:// URI (a prefix).")
     format: Literal["auto", "png", "cog"] = Field(

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from pipeline import schema as S
+from pipeline.io_config import FrozenConfig
 from pipeline.job_metrics import JobMetrics
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,8 @@ __all__ = ["FusionPredictor", "PredictorConfig", "load_model_uri"]
 _NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
-class PredictorConfig(BaseModel):
+class PredictorConfig(FrozenConfig):
     """What a predictor actor needs; plain data, built into models inside the actor."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     checkpoints: dict[str, str] = Field(
         default_factory=dict,

@@ -21,8 +21,6 @@ import os
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -31,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.io_config import PairsConfig, ReadConfig, StorageConfig
+from pipeline.io_config import FrozenConfig, PairsConfig, ReadConfig, StorageConfig
 
 __all__ = [
     "AdditiveTask",
@@ -46,11 +44,7 @@ __all__ = [
 AdditiveTask = Literal["vif", "medical", "mff", "mef", "general"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSection(_Frozen):
+class ModelSection(FrozenConfig):
     """The model to train."""
 
     task: AdditiveTask = Field(
@@ -91,7 +85,7 @@ class ModelSection(_Frozen):
         return self
 
 
-class DataSection(_Frozen):
+class DataSection(FrozenConfig):
     """Where training pairs come from and how samples are drawn from them."""
 
     input: str | None = Field(
@@ -131,7 +125,7 @@ class DataSection(_Frozen):
     decode_cpus: PositiveFloat = Field(1.0, description="CPUs reserved by each decode task.")
 
 
-class TrainSection(_Frozen):
+class TrainSection(FrozenConfig):
     """Ray Train scaling and the two-stage MAUGIF schedule."""
 
     num_workers: PositiveInt = Field(2, description="Training workers (DDP ranks).")
@@ -214,7 +208,7 @@ class TrainSection(_Frozen):
         return self
 
 
-class StorageSection(_Frozen):
+class StorageSection(FrozenConfig):
     """Where the run lives: ``<path>/<name>/`` (checkpoints, metrics.csv, config.yaml), ``<path>/final/``."""
 
     path: str = Field(
@@ -242,7 +236,7 @@ class StorageSection(_Frozen):
     )
 
 
-class TrainJobConfig(_Frozen):
+class TrainJobConfig(FrozenConfig):
     """Everything ``jobs/train.py`` needs; saved as YAML next to the outputs and inside every checkpoint."""
 
     model: ModelSection = Field(default_factory=ModelSection, description="The model to train.")

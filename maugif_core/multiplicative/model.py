@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from maugif_core.config import MultiplicativeConfig
-from maugif_core.errors import BandCountError, MaugifError, RatioError, ShapeError
+from maugif_core.errors import BandCountError, NotFittedError, RatioError, ShapeError
 from maugif_core.imaging import check_image, from_unit_float, to_unit_float
 from maugif_core.multiplicative.fitting import FitReport, fit_stacked
 from maugif_core.multiplicative.injection import (
@@ -53,10 +53,6 @@ logger = logging.getLogger(__name__)
 
 # High-resolution rows fused at a time by ``fuse``: bounds the (K, rows, W) float32 intermediate.
 _FUSE_ROWS = 1024
-
-
-class NotFittedError(MaugifError, RuntimeError):
-    """A per-scene model was asked to fuse before being fitted."""
 
 
 def _ratio_of(low_hw: tuple[int, int], high_hw: tuple[int, int], name_low: str, name_high: str) -> int:
