@@ -296,6 +296,7 @@ class FusionPredictor:
 
     def _fuse_additive_tiled(self, model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse):
         from maugif_core.additive import compose_colour, prepare_pair
+        from maugif_core.imaging import from_unit_float
         from pipeline.tiling import fill_nodata, fuse_tiled, nodata_mask
 
         cfg = self.config
@@ -308,7 +309,9 @@ class FusionPredictor:
         device = self.device
         ta = torch.from_numpy(np.ascontiguousarray(luma_a))[None, None].to(device)
         tb = torch.from_numpy(np.ascontiguousarray(luma_b))[None, None].to(device)
-        stats = model.compute_norm_stats(ta, tb, max_pixels=cfg.stats_max_pixels)
+        # Per-image BatchNorm: statistics of the whole image, frozen for its tiles; running statistics need none.
+        per_image = model.config.bn_mode == "per_image"
+        stats = model.compute_norm_stats(ta, tb, max_pixels=cfg.stats_max_pixels) if per_image else None
 
         def fuse_fn(tile_a: np.ndarray, tile_b: np.ndarray) -> np.ndarray:
             a = torch.from_numpy(np.ascontiguousarray(tile_a))[None, None].to(device)
@@ -321,8 +324,8 @@ class FusionPredictor:
         fused = fused if fused.ndim == 3 else fused[..., None]
         if inverse is not None:
             fused = inverse(fused)
-        elif fused.dtype != image_a.dtype:
-            fused = fused.astype(image_a.dtype)
+        else:  # unit float → A's dtype (scaled, not truncated: uint8 / uint16 tiles come back in full range)
+            fused = from_unit_float(fused, image_a.dtype)
         fused = np.moveaxis(fused, 2, 0)
         if mask is not None:
             fill = nodata_a if nodata_a is not None else nodata_b

@@ -73,3 +73,20 @@ def test_a_bad_pair_fails_alone(checkpoint):
     by_id = dict(zip(out[S.PAIR_ID], zip(out[S.STATUS], out[S.ERROR], strict=True), strict=True))
     assert by_id["p0"][0] == by_id["p2"][0] == S.STATUS_OK
     assert by_id["p1"][0] == S.STATUS_FAILED and by_id["p1"][1]
+
+
+@pytest.mark.parametrize("bn_mode", ["per_image", "running"])
+def test_tiled_additive_fusion_equals_whole_image_in_both_batchnorm_modes(tmp_path, bn_mode):
+    """Images above ``max_untiled_pixels`` go through the tiled path: per-image statistics are taken once from the
+    whole image and frozen for its tiles, running statistics need none; either way the tiles equal the whole."""
+    torch.manual_seed(5)
+    model = maugif_core.build_model("mff", bn_mode=bn_mode)
+    path = tmp_path / f"{bn_mode}.safetensors"
+    maugif_core.save_checkpoint(model, path)
+    pairs = _pairs(1, (70, 90, 3), seed=4)
+    config = PredictorConfig(checkpoints={"mff": str(path)}, device="cpu", tile_size=32, max_untiled_pixels=1000)
+    out = FusionPredictor(config)(_batch(pairs))
+    assert out[S.STATUS] == [S.STATUS_OK]
+    expected = np.moveaxis(maugif_core.load_checkpoint(path).fuse(*pairs[0]), -1, 0)
+    fused = np.asarray(out[S.FUSED][0]).reshape(expected.shape)
+    assert np.abs(fused.astype(int) - expected.astype(int)).max() <= 1
