@@ -322,10 +322,8 @@ class FusionPredictor:
         fused_y = fuse_tiled(fuse_fn, luma_a, luma_b, cfg.tile_size, halo)
         fused = compose_colour(fused_y, prep, model.config.chroma)  # (H, W[, C]) in unit-float A's dtype
         fused = fused if fused.ndim == 3 else fused[..., None]
-        if inverse is not None:
-            fused = inverse(fused)
-        else:  # unit float → A's dtype (scaled, not truncated: uint8 / uint16 tiles come back in full range)
-            fused = from_unit_float(fused, image_a.dtype)
+        # Unit float → A's dtype: scaled, not truncated (uint8 / uint16 tiles come back in full range).
+        fused = inverse(fused) if inverse is not None else from_unit_float(fused, image_a.dtype)
         fused = np.moveaxis(fused, 2, 0)
         if mask is not None:
             fill = nodata_a if nodata_a is not None else nodata_b
