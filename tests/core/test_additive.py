@@ -46,18 +46,19 @@ def test_parameter_counts_match_reference():
 
 
 @pytest.mark.parametrize(
-    ("task", "threshold", "lambda_y", "chroma"),
+    ("task", "threshold", "lambda_y", "chroma", "envelope"),
     [
-        ("vif", -0.5, 0.9, "from_a"),
-        ("medical", 0.0, 2.0, "from_a"),
-        ("mff", 0.0, 0.9, "saturation_weighted"),
-        ("mef", 0.0, 0.9, "saturation_weighted"),
-        ("general", 0.0, 0.9, "from_a"),
+        ("vif", -0.5, 0.9, "from_a", "max"),
+        ("medical", 0.0, 2.0, "from_a", "max"),
+        ("mff", 0.0, 0.9, "saturation_weighted", "none"),
+        ("mef", 0.0, 0.9, "saturation_weighted", "max"),
+        ("general", 0.0, 0.9, "from_a", "max"),
     ],
 )
-def test_presets(task, threshold, lambda_y, chroma):
+def test_presets(task, threshold, lambda_y, chroma, envelope):
     cfg = maugif_core.build_model(task).config
     assert (cfg.task, cfg.threshold, cfg.lambda_y, cfg.chroma) == (task, threshold, lambda_y, chroma)
+    assert (cfg.envelope, cfg.bn_mode) == (envelope, "running")
 
 
 def test_threshold_rule():
@@ -95,7 +96,7 @@ def _ref_encoder(enc, x):
 
 
 def test_decoder_and_encoder_match_float64_reference():
-    model = _model("vif", bn_mode="per_image")
+    model = _model("vif", bn_mode="per_image", envelope="none")
     a, b = _rand((2, 1, 23, 31), 1), _rand((2, 1, 23, 31), 2)
     fused, detail_b, detail_a = model.fuse_luma(a, b)
     ref_b = _ref_decoder(model.decoder_b, b.double(), a.double())
@@ -112,7 +113,7 @@ def test_decoder_and_encoder_match_float64_reference():
 
 @pytest.mark.parametrize("direction", ["b_to_a", "a_to_b"])
 def test_envelope_caps_fused_luma_at_the_brighter_source(direction):
-    plain = _model("vif", direction=direction)
+    plain = _model("vif", direction=direction, envelope="none")
     capped = _model("vif", direction=direction, envelope="max")
     a, b = _rand((1, 1, 24, 24), 5), _rand((1, 1, 24, 24), 6)
     a[..., :8, :8] = 0.0  # a black background in both sources
