@@ -37,11 +37,11 @@ spatial detail from M, through D:
 * Back-projection (``consistency_steps``, default 2): ``X ← X + up(H − degrade(X))`` after injection, where
   ``degrade`` is the same simulated sensor as G's fit. The mechanism says H is a spatial degradation of the
   latent cube; each step removes the part of X's disagreement with H that the low-resolution grid can see.
-  Measured (Wald, 1,000 steps): SAM / ERGAS with 0 → 2 steps, Landsat-7 2.467 / 4.660 → 2.120 / 3.756,
-  WorldView-2 7.325 / 5.345 → 6.693 / 4.955, EO-1 Paris HS+PAN 3.404 / 4.543 → 3.106 / 4.195, HS+MS
-  2.401 / 3.960 → 2.330 / 3.827. The evaluation's Wald degradation is the same Gaussian family (gain 0.3), so a
-  matched MTF flatters it: with the Landsat MS degraded at gain 0.2 or 0.45 instead, the gain over bicubic
-  persists (docs/EVALUATION.md).
+  Measured (Wald, 1,000 steps): SAM / ERGAS with 0 → 2 steps, WorldView-2 7.325 / 5.345 → 6.693 / 4.955,
+  EO-1 Paris HS+PAN 3.404 / 4.543 → 3.106 / 4.195, HS+MS 2.401 / 3.960 → 2.330 / 3.827. The evaluation's Wald
+  degradation is the same Gaussian family (gain 0.3), so a matched MTF flatters it; with the Landsat-7 MS
+  degraded at gain 0.45 instead, two steps still beat bicubic (2.203 / 4.041 against 2.385 / 4.510) and beat
+  three (docs/EVALUATION.md).
 
 E, D and their loss are SPEC §1.2's, unchanged; only the fusion rule that uses D differs.
 """
