@@ -359,8 +359,9 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # ------------------------------------------------------------------------------------------------------------
 
 
-# MAUGIF method keys of jobs/evaluate.py (pipeline.eval_config): the checkpoint's stored config, running
-# BatchNorm statistics, and running statistics with the fused luma capped at the brighter source.
+# MAUGIF method keys in the report: per-image BatchNorm statistics (run as ``maugif:per_image``, read back as
+# ``maugif``: see _read_rows), running statistics, and running statistics with the fused luma capped at the
+# brighter source (jobs/evaluate.py method names, pipeline.eval_config).
 PER_IMAGE, RUNNING, ENVELOPED = "maugif", "maugif:running", "maugif:running+envelope"
 MAUGIF_PREFIX = "maugif"
 
@@ -425,7 +426,7 @@ def cmd_evaluate(
         if only and key not in only:
             continue
         common = _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
-        methods = ["maugif", "maugif:running", *ADDITIVE_BASELINES]
+        methods = ["maugif:per_image", "maugif:running", *ADDITIVE_BASELINES]
         extra: list[str] = []
         if key == "vifb":  # cross-check of our VIFB-convention scoring against the published table
             methods.append(VIFB_FUSED)
@@ -466,7 +467,7 @@ def cmd_evaluate(
             _run_evaluate(
                 common
                 + _flags(task="general", output=work / "eval_general" / key, checkpoint=general, grid_pairs=0)
-                + _flags(methods="maugif,maugif:running"),
+                + _flags(methods="maugif:per_image,maugif:running"),
                 force,
             )
             _run_evaluate(
@@ -485,7 +486,7 @@ def cmd_evaluate(
             continue
         test_set = ADDITIVE_SETS[key]
         for output, methods in (
-            (ablation_dir(work, name) / key, "maugif,maugif:running"),
+            (ablation_dir(work, name) / key, "maugif:per_image,maugif:running"),
             (envelope_dir(ablation_dir(work, name) / key), ENVELOPED),
         ):
             _run_evaluate(
@@ -573,7 +574,13 @@ def _read_rows(folder: Path):
     import pandas as pd
 
     path = folder / "metrics_per_image.csv"
-    return pd.read_csv(path, dtype={"pair_id": str}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path, dtype={"pair_id": str})
+    # Additive runs name per-image BatchNorm explicitly (``maugif:per_image``); older runs used ``maugif``, the
+    # checkpoint's stored mode, which was per-image for every model trained before the library default changed.
+    rows["method"] = rows["method"].replace({"maugif:per_image": PER_IMAGE})
+    return rows
 
 
 def envelope_dir(folder: Path) -> Path:
