@@ -1060,8 +1060,8 @@ def _task_vs_general(work: Path, ckpts: Path, ours: dict[str, str]) -> list[str]
     out = [
         "Each model with its judged variant (task models: "
         + ", ".join(f"{t} `{k}`" for t, k in ours.items() if t != "general")
-        + f"; general `{ours['general']}`), same set, both models held out from it. The `general` preset uses "
-        "t = 0; the task presets use SPEC §1.1's t (vif: -0.5).\n",
+        + f"; general `{ours['general']}`), same set, both models held out from it; each model's threshold t and "
+        "training-set size are in the table.\n",
         "| set | task model (t, pairs) | general (t, pairs) | task model ahead on | general ahead on |",
         "|---|---|---|---|---|",
     ]
@@ -1125,11 +1125,24 @@ def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> 
         if test_set.published == "metrics_md":
             ok2, text2 = _defusion_verdict(ablated, PUBLISHED_MD[key]["DeFusion"])
             out.append(f"- DeFusion's published level: {'yes' if ok2 else 'no'} ({text2}).")
-        out.append(
-            f"- One held-out set only: the presets (`maugif_core/config.py`), the other `{test_set.task}` folds and "
-            "the bundled checkpoint keep the preset value until the change is confirmed on the other sets."
-        )
         out.append("")
+    promoted = promotions(work)
+    for prefix in dict.fromkeys(_ablation_prefix(name) for name in ABLATIONS):
+        task = next(ADDITIVE_SETS[_heldout_set(b)].task for n, (b, _) in ABLATIONS.items() if n.startswith(prefix))
+        if task in promoted:
+            _, won, lost = promoted[task]
+            out.append(
+                f"**`{prefix}` is promoted**: over every `{task}` fold it is ahead of the preset models on {won} "
+                f"set-metric cells and behind on {lost}, so the `{task}` sets' targets above are judged on the "
+                f"`{prefix}` models and the bundled `{task}` checkpoint is `{bundled_model(work, task, promoted)}` "
+                f"(it stores its own config). The preset (`maugif_core.preset('{task}')`) keeps SPEC §1.1's "
+                "values.\n"
+            )
+        else:
+            out.append(
+                f"`{prefix}` is not promoted (it needs every `{task}` fold evaluated and more cells ahead than "
+                "behind): the targets, the bundle and the presets use the preset models.\n"
+            )
     return out
 
 
