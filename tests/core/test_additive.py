@@ -463,8 +463,11 @@ def test_every_additive_task_has_a_bundled_checkpoint_with_its_preset():
         model = maugif_core.pretrained(task)
         assert isinstance(model, AdditiveMAUGIF) and not model.training
         expected = maugif_core.preset(task)
-        for field in ("task", "threshold", "lambda_y", "chroma", "direction", "encoder_channels", "decoder_width"):
+        for field in ("task", "lambda_y", "chroma", "direction", "encoder_channels", "decoder_width", "envelope"):
             assert getattr(model.config, field) == getattr(expected, field), (task, field)
+        # The promoted vif-t0 family (docs/TRAINING.md): the bundled vif model was trained with t = 0; the preset
+        # keeps SPEC §1.1's -0.5. Every other task's bundled threshold is its preset's.
+        assert model.config.threshold == (0.0 if task == "vif" else expected.threshold), task
         # The BatchNorm inference mode decided by the evaluations (docs/RESULTS.md, "BatchNorm at inference").
         assert model.config.bn_mode == "running", task
     with pytest.raises(maugif_core.UnknownTaskError, match="bundled: general, medical, mef, mff, vif"):
