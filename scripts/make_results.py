@@ -1571,7 +1571,13 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         f"the BatchNorm mode of the comparison at the end ({per_cells} set-metric cells for per-image "
         f"statistics, {run_cells} for running statistics; one mode for every set), with the envelope "
         "(`AdditiveConfig.envelope`, fused luma capped at the brighter source) where it wins on that task's "
-        "held-out sets (*Envelope* below). Judged with: " + ", ".join(f"{t} `{k}`" for t, k in ours.items()) + ".",
+        "held-out sets (*Envelope* below). Judged with: "
+        + ", ".join(f"{t} `{k}`" for t, k in ours.items())
+        + ". Models: the held-out models of each task"
+        + "".join(
+            f"; for {t}, the promoted `{p}` family (*Ablations* below)" for t, (p, _, _) in promotions(work).items()
+        )
+        + ".",
         "",
         "| set | target | met | detail |",
         "|---|---|---|---|",
@@ -1598,7 +1604,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
     lines.append("## Diagnostic: task models vs the general model on the sets neither saw\n")
     lines.extend(_task_vs_general(work, ckpts, ours))
     lines.append("")
-    lines.append("## Ablations (not counted in the targets)\n")
+    lines.append("## Ablations (a promoted family is judged in the targets above; the others are not)\n")
     lines.extend(_ablation_section(work, ckpts, ours))
     lines.append("")
     lines.append("## Trained checkpoints\n")
