@@ -67,16 +67,19 @@ def test_evaluate_job_writes_consistent_tables_and_a_report(ray_session, tiny_pa
     out = tmp_path / "eval"
     code = _load_job().main(
         ["--input", str(tiny_pairs), "--task", "mff", "--output", str(out), "--checkpoint", str(checkpoint),
-         "--methods", "maugif,average", "--convention", "vifb", "--grid-pairs", "2",
+         "--methods", "maugif,maugif:per_image+envelope,average", "--convention", "vifb", "--grid-pairs", "2",
          "--set", "num_actors=1"]
     )  # fmt: skip
     assert code == 0
 
     per_image = pd.read_csv(out / "metrics_per_image.csv")
     assert list(per_image.columns) == ["pair_id", "method", "metric", "value"]
-    assert set(per_image["method"]) == {"maugif", "average"}
+    assert set(per_image["method"]) == {"maugif", "maugif:per_image+envelope", "average"}
     assert set(per_image["metric"]) == ADDITIVE_METRICS | {"seconds"}
-    assert len(per_image) == 3 * 2 * (len(ADDITIVE_METRICS) + 1)  # pairs x methods x (metrics + seconds)
+    assert len(per_image) == 3 * 3 * (len(ADDITIVE_METRICS) + 1)  # pairs x methods x (metrics + seconds)
+    # The variant is the same weights with another config (running BN by default, per-image + envelope here).
+    by_method = per_image[per_image["metric"] == "sd"].set_index(["method", "pair_id"])["value"]
+    assert not np.allclose(by_method["maugif"].sort_index(), by_method["maugif:per_image+envelope"].sort_index())
     assert per_image["value"].notna().all()
 
     means = pd.read_csv(out / "metrics_mean.csv")
