@@ -27,21 +27,18 @@ DEFAULT_INPUT = str(REPO / "samples" / "manifest.csv")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML config file (FuseJobConfig).")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key, e.g. fusion.batch_size=32 (repeatable).",
+    from pipeline.cli import job_parser
+
+    parser = job_parser(
+        "jobs/batch_fuse.py",
+        __doc__.split("\n")[0],
+        config_help="YAML config file (FuseJobConfig).",
+        set_example="fusion.batch_size=32",
+        input_help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).",
+        output_help="Output location (local path or s3:// prefix); sets output.uri.",
     )
-    parser.add_argument("--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).")
-    parser.add_argument("--output", help="Output location (local path or s3:// prefix); sets output.uri.")
     parser.add_argument("--task", help="Task of pairs whose source names none.")
     parser.add_argument("--checkpoint", help="Checkpoint (file, folder or training output) for --task.")
-    parser.add_argument("--address", help="Ray cluster address (else RAY_ADDRESS, else a local instance).")
     parser.add_argument(
         "--dry-run",
         type=int,

@@ -31,19 +31,17 @@ if str(REPO) not in sys.path:  # running from a checkout without `pip install -e
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jobs/evaluate.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML config file (pipeline.eval_config.EvalJobConfig).")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key, e.g. multiplicative.steps=300 (repeatable).",
+    from pipeline.cli import job_parser
+
+    parser = job_parser(
+        "jobs/evaluate.py",
+        __doc__.split("\n")[0],
+        config_help="YAML config file (pipeline.eval_config.EvalJobConfig).",
+        set_example="multiplicative.steps=300",
+        input_help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).",
+        output_help="Output folder (local path or s3:// prefix).",
     )
-    parser.add_argument("--input", help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).")
     parser.add_argument("--task", help="Task: vif, medical, mff, mef, general, pansharpen or hsi_msi.")
-    parser.add_argument("--output", help="Output folder (local path or s3:// prefix).")
     parser.add_argument("--methods", help="Comma-separated methods, e.g. maugif,maugif:running,average,dwt.")
     parser.add_argument("--checkpoint", help="MAUGIF checkpoint (file, folder or training output) for --task.")
     parser.add_argument("--convention", help="Additive metric convention: standard, cddfuse or vifb.")
@@ -58,7 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=int, help="Evaluate only the first N pairs (a quick look).")
     parser.add_argument("--grid-pairs", type=int, help="Pairs shown in the visual grid (default 4).")
-    parser.add_argument("--address", help="Ray cluster address (else RAY_ADDRESS, else a local instance).")
     return parser.parse_args(argv)
 
 

@@ -25,32 +25,18 @@ DEFAULT_INPUT = REPO_ROOT / "samples" / "mff"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="jobs/train.py",
-        description="Train MAUGIF on Ray Train. Without arguments: the bundled sample pairs, a few epochs, "
-        "local Ray, ./checkpoints/.",
+    from pipeline.cli import job_parser
+
+    parser = job_parser(
+        "jobs/train.py",
+        "Train MAUGIF on Ray Train. Without arguments: the bundled sample pairs, a few epochs, local Ray, "
+        "./checkpoints/.",
+        config_help=f"YAML job config (default without --config and --input: {DEFAULT_CONFIG.name}).",
+        set_example="train.lr=1e-3",
+        input_help="Pair source: manifest or folder, local or s3:// (data.input).",
+        output_help="Output root, local or s3:// (storage.path); the final model goes to <output>/final.",
     )
-    parser.add_argument(
-        "--config", help=f"YAML job config (default without --config and --input: {DEFAULT_CONFIG.name})"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. train.lr=1e-3 (repeatable; applied after --config)",
-    )
-    parser.add_argument("--input", help="pair source: manifest or folder, local or s3:// (data.input)")
-    parser.add_argument("--task", help="additive task preset: vif, medical, mff, mef, general (model.task)")
-    parser.add_argument(
-        "--output", help="output root, local or s3:// (storage.path); the final model goes to <output>/final"
-    )
-    parser.add_argument(
-        "--address",
-        help="Ray cluster to attach to: host:port, or 'auto' for the cluster started on this node by `ray start` "
-        "(default: RAY_ADDRESS, else a new local Ray instance)",
-    )
+    parser.add_argument("--task", help="Additive task preset: vif, medical, mff, mef, general (model.task).")
     return parser.parse_args(argv)
 
 

@@ -33,6 +33,7 @@ RAY_CLI = str(VENV_BIN / "ray")
 __all__ = [
     "HeadNode",
     "RAY_CLI",
+    "SMALL_STEPS",
     "dashboard_get",
     "free_ports",
     "generate_auth_token",
@@ -46,6 +47,17 @@ __all__ = [
     "short_temp_dir",
     "token_client_env",
     "wait_for",
+]
+
+# batch_fuse overrides that make progress visible pair by pair (2-pair batches, decode blocks and write tasks), so
+# that a fault or a kill lands in the middle of a job: shared by the fault-injection and kill/resume tests.
+SMALL_STEPS = [
+    "--set",
+    "fusion.batch_size=2",
+    "--set",
+    "resources.rows_per_write=2",
+    "--set",
+    "resources.rows_per_decode=2",
 ]
 
 

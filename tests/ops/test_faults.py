@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.local_ray import isolated_ray_env, kill_processes_mentioning, private_ray_tmpdir
+from ops.local_ray import SMALL_STEPS, isolated_ray_env, kill_processes_mentioning, private_ray_tmpdir
 from ops.node_loss import run_node_loss
 from ops.s3_proxy import S3FaultProxy
 from ops.sample_pairs import write_crop_pairs
@@ -34,15 +34,6 @@ from ops.sample_pairs import write_crop_pairs
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB = str(REPO_ROOT / "jobs" / "batch_fuse.py")
 N_PAIRS = 96
-# Small batches and write groups: progress is visible pair by pair, so faults land mid-job.
-SMALL_STEPS = [
-    "--set",
-    "fusion.batch_size=2",
-    "--set",
-    "resources.rows_per_write=2",
-    "--set",
-    "resources.rows_per_decode=2",
-]
 META = ("_manifest/", "_summary.json")
 
 

@@ -18,6 +18,7 @@ import rasterio
 from PIL import Image
 
 import maugif_core
+from ops.local_ray import SMALL_STEPS
 from pipeline import schema as S
 from pipeline.batch import run_batch_fuse
 from pipeline.fuse_config import FuseJobConfig
@@ -272,12 +273,7 @@ def test_killed_job_resumes_exactly_the_missing_pairs(tmp_path, checkpoint):
         "mff",
         "--checkpoint",
         checkpoint,
-        "--set",
-        "fusion.batch_size=2",
-        "--set",
-        "resources.rows_per_write=2",
-        "--set",
-        "resources.rows_per_decode=2",
+        *SMALL_STEPS,
     ]
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS")
