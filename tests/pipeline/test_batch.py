@@ -217,6 +217,13 @@ def test_rasters_keep_georeferencing_and_tiling_is_invisible(ray_session, tmp_pa
             assert meta_a["crs"] == grid.crs
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, pid
         assert len(list((tiled / pid).glob("*.tif"))) > len(list((whole / pid).glob("*.tif")))
+    # The additive raster has a nodata value, so both runs fuse it through the tiled path: its pixels must be the
+    # model's fusion, not merely equal between the runs (a dtype bug once wrote every such uint8 raster as 0/1).
+    fused, _ = _read_vrt(whole / "additive_raster.vrt")
+    expected = np.moveaxis(maugif_core.load_checkpoint(checkpoint).fuse(np.moveaxis(ms, 0, -1), grey[0]), -1, 0)
+    valid = ~(ms == 0).all(axis=0)
+    assert np.median(np.abs(fused.astype(int) - expected.astype(int))[:, valid]) <= 1
+    assert fused[:, valid].mean() == pytest.approx(expected[:, valid].mean(), abs=1.0)
 
 
 # ------------------------------------------------------------------------------------------------- S3
