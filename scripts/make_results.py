@@ -359,10 +359,12 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # ------------------------------------------------------------------------------------------------------------
 
 
-# MAUGIF method keys in the report: per-image BatchNorm statistics (run as ``maugif:per_image``, read back as
-# ``maugif``: see _read_rows), running statistics, and running statistics with the fused luma capped at the
-# brighter source (jobs/evaluate.py method names, pipeline.eval_config).
+# MAUGIF method keys in the report: per-image BatchNorm statistics, running statistics (both without the
+# envelope; run as MODEL_METHODS and read back under these keys: see _read_rows), and running statistics with the
+# fused luma capped at the brighter source (jobs/evaluate.py method names, pipeline.eval_config).
 PER_IMAGE, RUNNING, ENVELOPED = "maugif", "maugif:running", "maugif:running+envelope"
+# What jobs/evaluate.py is asked to run for PER_IMAGE and RUNNING: explicit about the envelope too.
+MODEL_METHODS = ("maugif:per_image+no_envelope", "maugif:running+no_envelope")
 MAUGIF_PREFIX = "maugif"
 
 
@@ -426,7 +428,7 @@ def cmd_evaluate(
         if only and key not in only:
             continue
         common = _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
-        methods = ["maugif:per_image", "maugif:running", *ADDITIVE_BASELINES]
+        methods = [*MODEL_METHODS, *ADDITIVE_BASELINES]
         extra: list[str] = []
         if key == "vifb":  # cross-check of our VIFB-convention scoring against the published table
             methods.append(VIFB_FUSED)
@@ -467,7 +469,7 @@ def cmd_evaluate(
             _run_evaluate(
                 common
                 + _flags(task="general", output=work / "eval_general" / key, checkpoint=general, grid_pairs=0)
-                + _flags(methods="maugif:per_image,maugif:running"),
+                + _flags(methods=",".join(MODEL_METHODS)),
                 force,
             )
             _run_evaluate(
@@ -486,7 +488,7 @@ def cmd_evaluate(
             continue
         test_set = ADDITIVE_SETS[key]
         for output, methods in (
-            (ablation_dir(work, name) / key, "maugif:per_image,maugif:running"),
+            (ablation_dir(work, name) / key, ",".join(MODEL_METHODS)),
             (envelope_dir(ablation_dir(work, name) / key), ENVELOPED),
         ):
             _run_evaluate(
@@ -577,9 +579,12 @@ def _read_rows(folder: Path):
     if not path.is_file():
         return None
     rows = pd.read_csv(path, dtype={"pair_id": str})
-    # Additive runs name per-image BatchNorm explicitly (``maugif:per_image``); older runs used ``maugif``, the
-    # checkpoint's stored mode, which was per-image for every model trained before the library default changed.
-    rows["method"] = rows["method"].replace({"maugif:per_image": PER_IMAGE})
+    # The runs name every inference option explicitly (MODEL_METHODS), so that a checkpoint's stored config cannot
+    # change what a row means; read back under the report's keys. Older runs used ``maugif`` and
+    # ``maugif:running`` (and ``maugif:per_image``) for the same things: every checkpoint they scored stored no
+    # envelope, and ``maugif`` was per-image BN for each of them.
+    renames = {**dict(zip(MODEL_METHODS, (PER_IMAGE, RUNNING), strict=True)), "maugif:per_image": PER_IMAGE}
+    rows["method"] = rows["method"].replace(renames)
     return rows
 
 
@@ -1569,7 +1574,8 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         "",
         "Additive targets are judged per task on the MAUGIF variant the measurements on this page favour: "
         f"the BatchNorm mode of the comparison at the end ({per_cells} set-metric cells for per-image "
-        f"statistics, {run_cells} for running statistics; one mode for every set), with the envelope "
+        f"statistics, {run_cells} for running statistics, counted on the preset held-out models; one mode for "
+        "every set), with the envelope "
         "(`AdditiveConfig.envelope`, fused luma capped at the brighter source) where it wins on that task's "
         "held-out sets (*Envelope* below). Judged with: "
         + ", ".join(f"{t} `{k}`" for t, k in ours.items())
