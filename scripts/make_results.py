@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -228,6 +229,7 @@ class Schedule:
     batch: int = 8
     crops_per_pair: int = 4
     seed: int = 0
+    cpus: int = 1  # CPUs (and torch threads) of the one Ray Train worker
 
     def epochs(self, pairs: int) -> tuple[int, int]:
         per_epoch = pairs * self.crops_per_pair
@@ -266,27 +268,37 @@ ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {
     "vif-t0/heldout-tno": ("vif/heldout-tno", {"threshold": 0.0}),
     "vif-t0/heldout-roadscene": ("vif/heldout-roadscene", {"threshold": 0.0}),
     "vif-t0/heldout-vifb": ("vif/heldout-vifb", {"threshold": 0.0}),
+    "vif-t0-long/heldout-tno": ("vif/heldout-tno", {"threshold": 0.0}),
+    "vif-t0-long/heldout-roadscene": ("vif/heldout-roadscene", {"threshold": 0.0}),
+    "vif-t0-long/heldout-vifb": ("vif/heldout-vifb", {"threshold": 0.0}),
+}
+# Schedule changes of an ablation family (Schedule fields), keyed by family. vif-t0-long: vif-t0 with three times
+# the stage-2 samples (its stage-2 loss was still falling at the end of the short schedule), on two CPUs.
+ABLATION_SCHEDULES: dict[str, dict[str, int]] = {
+    "vif-t0-long": {"stage2_samples": 7200, "cpus": 2},
 }
 
 
-def _training_jobs() -> list[tuple[str, str, tuple[str, ...], str, dict]]:
-    """(model key, task, training sets, manifest key, model overrides) of every model and ablation."""
-    jobs = [(key, task, sets, key, {}) for key, (task, sets) in MODELS.items()]
+def _training_jobs() -> list[tuple[str, str, tuple[str, ...], str, dict, dict]]:
+    """(model key, task, training sets, manifest key, model overrides, schedule changes) of every model and
+    ablation."""
+    jobs = [(key, task, sets, key, {}, {}) for key, (task, sets) in MODELS.items()]
     for key, (base, overrides) in ABLATIONS.items():
         task, sets = MODELS[base]
-        jobs.append((key, task, sets, base, overrides))
+        jobs.append((key, task, sets, base, overrides, ABLATION_SCHEDULES.get(_ablation_prefix(key), {})))
     return jobs
 
 
 def train_command(work: Path, ckpts: Path, job: tuple, schedule: Schedule) -> tuple[list[str], dict]:
     """The jobs/train.py arguments of one training job, and the facts its record keeps."""
-    model_key, task, train_sets, manifest_key, model_overrides = job
+    model_key, task, train_sets, manifest_key, model_overrides, schedule_changes = job
+    schedule = dataclasses.replace(schedule, **schedule_changes)
     manifest = work / "manifests" / "train" / f"{manifest_key.replace('/', '__')}.csv"
     pairs = _count_rows(manifest)
     epochs1, epochs2 = schedule.epochs(pairs)
     overrides = {
         "train.num_workers": 1,
-        "train.cpus_per_worker": 1,
+        "train.cpus_per_worker": schedule.cpus,
         "train.batch_size": schedule.batch,
         "train.crop_size": schedule.crop,
         "data.crops_per_pair": schedule.crops_per_pair,
@@ -1103,7 +1115,8 @@ def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> 
         test_set = ADDITIVE_SETS[key]
         ours = ours_by_task[test_set.task]
         ablation, base_rows = _rows(ablation_dir(work, name) / key), _rows(work / "eval" / key)
-        change = ", ".join(f"{k} = {v:g}" for k, v in overrides.items())
+        schedule = ABLATION_SCHEDULES.get(_ablation_prefix(name), {})
+        change = ", ".join(f"{k} = {v:g}" for k, v in {**overrides, **schedule}.items())
         if ablation is None or base_rows is None:
             out.append(f"`{name}` ({change}): not evaluated yet (`make_results.py train/evaluate --only {name}`).\n")
             continue
@@ -1133,8 +1146,10 @@ def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> 
         out.append("")
     promoted = promotions(work)
     for prefix in dict.fromkeys(_ablation_prefix(name) for name in ABLATIONS):
-        task = next(ADDITIVE_SETS[_heldout_set(b)].task for n, (b, _) in ABLATIONS.items() if n.startswith(prefix))
-        if task in promoted:
+        task = next(
+            ADDITIVE_SETS[_heldout_set(b)].task for n, (b, _) in ABLATIONS.items() if _ablation_prefix(n) == prefix
+        )
+        if promoted.get(task, ("",))[0] == prefix:
             _, won, lost = promoted[task]
             out.append(
                 f"**`{prefix}` is promoted**: over every `{task}` fold it is ahead of the preset models on {won} "
@@ -1144,9 +1159,11 @@ def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> 
                 "values.\n"
             )
         else:
+            chosen = f"`{promoted[task][0]}`" if task in promoted else "the preset"
             out.append(
-                f"`{prefix}` is not promoted (it needs every `{task}` fold evaluated and more cells ahead than "
-                "behind): the targets, the bundle and the presets use the preset models.\n"
+                f"`{prefix}` is not promoted (the judged `{task}` models are {chosen}'s; promotion needs every "
+                f"`{task}` fold evaluated, more cells ahead of the presets than behind, and the largest lead of its "
+                "task).\n"
             )
     return out
 
@@ -1220,10 +1237,11 @@ def _ablation_prefix(name: str) -> str:
 def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
     """Ablations that replace their task's models: ``task -> (prefix, cells won, cells lost)``.
 
-    An ablation family (``vif-t0/heldout-<set>`` for every held-out set of its task) is promoted when it covers
+    An ablation family (``vif-t0/heldout-<set>`` for every held-out set of its task) qualifies when it covers
     every fold of the task and, summed over the folds, the retrained models are ahead of the preset models on more
-    of the 8 target metrics than behind, each scored with the task's judged variant (:func:`ours_keys`). A promoted
-    family's models are then the ones judged in the targets and bundled."""
+    of the 8 target metrics than behind, each scored with the task's judged variant (:func:`ours_keys`); of several
+    qualifying families of one task, the one with the largest lead is promoted. A promoted family's models are
+    then the ones judged in the targets and bundled."""
     ours = ours_keys(work)[0]
     families: dict[str, list[str]] = {}
     for name in ABLATIONS:
@@ -1244,8 +1262,9 @@ def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
             won += len(_wins(a, b, TARGET_METRICS))
             lost += len(_wins(b, a, TARGET_METRICS))
         else:
-            if won > lost:
-                out[task] = (prefix, won, lost)
+            best = out.get(task)
+            if won > lost and (best is None or won - lost > best[1] - best[2]):
+                out[task] = (prefix, won, lost)  # several qualify: the one furthest ahead of the presets
     return out
 
 
