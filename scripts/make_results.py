@@ -1160,10 +1160,20 @@ def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> 
             )
         else:
             chosen = f"`{promoted[task][0]}`" if task in promoted else "the preset"
+            versus = ""
+            if task in promoted:
+                per_fold = _head_to_head(work, prefix, promoted[task][0], task)
+                won, lost = sum(w for _, w, _ in per_fold), sum(v for _, _, v in per_fold)
+                folds = ", ".join(f"{SET_TITLES[k]} {w}/{v}" for k, w, v in per_fold)
+                versus = (
+                    f" Head to head against `{promoted[task][0]}` it is ahead on {won} set-metric cells and behind "
+                    f"on {lost} (ahead/behind per fold: {folds}); promotion counts the lead over the presets, "
+                    "decided before these runs, and is not re-chosen on this comparison."
+                )
             out.append(
                 f"`{prefix}` is not promoted (the judged `{task}` models are {chosen}'s; promotion needs every "
                 f"`{task}` fold evaluated, more cells ahead of the presets than behind, and the largest lead of its "
-                "task).\n"
+                f"task).{versus}\n"
             )
     return out
 
@@ -1265,6 +1275,20 @@ def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
             best = out.get(task)
             if won > lost and (best is None or won - lost > best[1] - best[2]):
                 out[task] = (prefix, won, lost)  # several qualify: the one furthest ahead of the presets
+    return out
+
+
+def _head_to_head(work: Path, prefix: str, other: str, task: str) -> list[tuple[str, int, int]]:
+    """Per fold of ``task``: ``(set, cells where family prefix is ahead of family other, cells behind)``, each
+    scored with the task's judged variant."""
+    ours = ours_keys(work)[0][task]
+    out = []
+    for key in (k for k, s in ADDITIVE_SETS.items() if s.task == task):
+        a, b = (_rows(ablation_dir(work, f"{p}/heldout-{key}") / key) for p in (prefix, other))
+        if a is None or b is None:
+            continue
+        ma, mb = _means(a).get(ours, {}), _means(b).get(ours, {})
+        out.append((key, len(_wins(ma, mb, TARGET_METRICS)), len(_wins(mb, ma, TARGET_METRICS))))
     return out
 
 
