@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import subprocess
@@ -1230,6 +1231,7 @@ def envelope_choice(work: Path) -> dict[str, tuple[bool, int, int]]:
     return out
 
 
+@functools.cache  # read-only over finished evaluations (bundle, report): computed once per run
 def ours_keys(work: Path) -> tuple[dict[str, str], int, int, dict[str, tuple[bool, int, int]]]:
     """The MAUGIF method key each additive task is judged (and bundled) with: the BatchNorm mode of
     :func:`bn_choice`, plus the envelope where :func:`envelope_choice` turns it on. Also returns the BatchNorm
@@ -1244,6 +1246,7 @@ def _ablation_prefix(name: str) -> str:
     return name.split("/heldout-", 1)[0]
 
 
+@functools.cache  # read-only over finished evaluations (bundle, report): computed once per run
 def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
     """Ablations that replace their task's models: ``task -> (prefix, cells won, cells lost)``.
 
