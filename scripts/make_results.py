@@ -376,6 +376,11 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 # envelope; run as MODEL_METHODS and read back under these keys: see _read_rows), and running statistics with the
 # fused luma capped at the brighter source (jobs/evaluate.py method names, pipeline.eval_config).
 PER_IMAGE, RUNNING, ENVELOPED = "maugif", "maugif:running", "maugif:running+envelope"
+VARIANT_TITLES = {
+    PER_IMAGE: "per-image BN, no envelope",
+    RUNNING: "running BN, no envelope",
+    ENVELOPED: "running BN + envelope",
+}
 # What jobs/evaluate.py is asked to run for PER_IMAGE and RUNNING: explicit about the envelope too.
 MODEL_METHODS = ("maugif:per_image+no_envelope", "maugif:running+no_envelope")
 MAUGIF_PREFIX = "maugif"
@@ -1370,7 +1375,7 @@ def _card_evaluation(work: Path, model_key: str, mode_key: str) -> tuple[list[st
         rows = [
             (f"this model as bundled ({mode_name})", means.get(mode_key, {})),
             *[
-                (f"same weights, `{k}`", means[k])
+                (f"same weights, {VARIANT_TITLES[k]}", means[k])
                 for k in (PER_IMAGE, RUNNING, ENVELOPED)
                 if k != mode_key and k in means
             ],
