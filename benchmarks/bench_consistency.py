@@ -23,10 +23,10 @@ import torch
 
 import maugif_core
 from maugif_core.baselines.spectral import upsample_bicubic
-from maugif_core.imaging import to_unit_float
 from maugif_core.metrics.evaluate import evaluate_reduced
 from maugif_core.multiplicative.model import MultiplicativeMAUGIF
-from pipeline.evaluation import crop_to_ratio, wald_degrade
+from pipeline.eval_config import EvalJobConfig
+from pipeline.evaluation import prepare_scene
 from pipeline.readers import read_image
 
 STEPS = (0, 1, 2, 3)
@@ -43,22 +43,24 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    # The job's own scene preparation (pipeline.evaluation.prepare_scene): the same crop and Wald degradation.
+    config = EvalJobConfig(
+        input=args.manifest,
+        task=args.task,
+        output="unused",
+        protocol="wald",
+        nyquist_gain_a=args.gain_a,
+        nyquist_gain_b=args.gain_b,
+        same_grid_ratio=args.same_grid_ratio,
+    )
     scores: dict[str, list[dict[str, float]]] = {}
     with open(args.manifest, newline="") as fh:
         rows = list(csv.DictReader(fh))
     for row in rows:
-        a, _ = read_image(row["uri_a"])
-        b, _ = read_image(row["uri_b"])
-        a, b = to_unit_float(a), to_unit_float(b)
-        if args.same_grid_ratio:
-            r = args.same_grid_ratio
-            low, high = crop_to_ratio(a, b, 1, r)
-            image_a, image_b = wald_degrade(low, r, args.gain_a), high
-        else:
-            r = b.shape[0] // a.shape[0]
-            low, high = crop_to_ratio(a, b, r, r)
-            image_a, image_b = wald_degrade(low, r, args.gain_a), wald_degrade(high, r, args.gain_b)
-        image_b = image_b[..., 0] if image_b.shape[2] == 1 else image_b
+        scene = prepare_scene(read_image(row["uri_a"])[0], read_image(row["uri_b"])[0], config)
+        low, r = scene.reference, scene.ratio
+        image_a = scene.image_a
+        image_b = scene.image_b[..., 0] if scene.image_b.shape[2] == 1 else scene.image_b
         fitted = maugif_core.build_model(args.task, steps=args.fit_steps)
         fitted.fit(image_a, image_b)
         scores.setdefault("bicubic", []).append(evaluate_reduced(upsample_bicubic(image_a, r), low, r))
