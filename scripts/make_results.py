@@ -869,21 +869,20 @@ def _spectral_section(work: Path, lines: list[str], verdicts: list) -> None:
         )
 
 
-def _bn_section(bn_rows: list, lines: list[str]) -> None:
+def _bn_section(bn_rows: list, lines: list[str], per_cells: int, run_cells: int) -> None:
+    """The per-set table (the judged models of each set) and the decision of :func:`bn_choice` (counted on the
+    preset held-out models, which every set has)."""
     if not bn_rows:
         lines.append("Not evaluated yet.\n")
         return
-    metrics = (*TARGET_METRICS, "ag", "psnr")
+    metrics = DECISION_METRICS
     lines.append(
         "| set | per-image better on | running better on | Qabf per-image / running | SSIM per-image / running |"
     )
     lines.append("|---|---|---|---|---|")
-    total_per = total_run = 0
     for title, per, run in bn_rows:
         per_wins = _wins(per, run, metrics)
         run_wins = _wins(run, per, metrics)
-        total_per += len(per_wins)
-        total_run += len(run_wins)
         lines.append(
             f"| {title} | {len(per_wins)}/{len(metrics)} ({', '.join(per_wins)}) | "
             f"{len(run_wins)}/{len(metrics)} ({', '.join(run_wins)}) | "
@@ -891,11 +890,12 @@ def _bn_section(bn_rows: list, lines: list[str]) -> None:
             f"{_fmt(per.get('ssim'))} / {_fmt(run.get('ssim'))} |"
         )
     lines.append("")
-    choice = "per_image" if total_per >= total_run else "running"
+    choice = "per_image" if per_cells >= run_cells else "running"
     lines.append(
-        f"Over all sets: per-image statistics better on {total_per} set-metric cells, running statistics on "
-        f"{total_run}. **Decision from these numbers: `bn_mode={choice}`.** Either mode makes a fused result "
-        "independent of batch size, batch composition and tiling.\n"
+        f"Over all sets, counted on the preset held-out models: per-image statistics better on {per_cells} "
+        f"set-metric cells, running statistics on {run_cells}. **Decision from these numbers: "
+        f"`bn_mode={choice}`.** Either mode makes a fused result independent of batch size, batch composition and "
+        "tiling.\n"
     )
     import maugif_core
 
@@ -1184,25 +1184,38 @@ def _ablation_section(work: Path, ckpts: Path, ours_by_task: dict[str, str]) -> 
     return out
 
 
-def bn_choice(work: Path) -> tuple[str, int, int]:
-    """The BatchNorm mode the measurements favour: ``(method key, cells won by per-image, cells won by
-    running)`` over every additive set's means of TARGET_METRICS + ag + psnr. The two MEFB folds count as one
-    set (their pairs pooled), as in the tables and the BatchNorm section of the report."""
+DECISION_METRICS = (*TARGET_METRICS, "ag", "psnr")
+
+
+def _cells(a: dict[str, float], b: dict[str, float], metrics: tuple[str, ...]) -> tuple[int, int]:
+    """``(metrics on which a is ahead of b, metrics on which b is ahead of a)``; ties count for neither."""
+    return len(_wins(a, b, metrics)), len(_wins(b, a, metrics))
+
+
+def _pooled_cells(work: Path, folder: str, keys: list[str], key_a: str, key_b: str) -> tuple[int, int]:
+    """Set-metric cells (DECISION_METRICS) won by method ``key_a`` and by ``key_b`` over the sets ``keys`` of
+    ``work/folder``, the MEFB folds pooled as one set (as in the tables); sets missing either method count for
+    neither."""
     import pandas as pd
 
-    metrics = (*TARGET_METRICS, "ag", "psnr")
-    per_wins = run_wins = 0
-    folds = ("mefb_even", "mefb_odd")
-    groups = [(k,) for k in ADDITIVE_SETS if k not in folds] + [tuple(k for k in folds if k in ADDITIVE_SETS)]
+    groups = [[k for k in keys if k.startswith("mefb")]] + [[k] for k in keys if not k.startswith("mefb")]
+    won_a = won_b = 0
     for group in groups:
-        frames = [f for f in (_read_rows(work / "eval" / key) for key in group) if f is not None]
+        frames = [f for f in (_rows(work / folder / key) for key in group) if f is not None]
         if not frames:
             continue
         means = _means(pd.concat(frames, ignore_index=True))
-        per, run = means.get("maugif", {}), means.get("maugif:running", {})
-        per_wins += len(_wins(per, run, metrics))
-        run_wins += len(_wins(run, per, metrics))
-    return ("maugif" if per_wins >= run_wins else "maugif:running"), per_wins, run_wins
+        if key_a in means and key_b in means:
+            a, b = _cells(means[key_a], means[key_b], DECISION_METRICS)
+            won_a, won_b = won_a + a, won_b + b
+    return won_a, won_b
+
+
+def bn_choice(work: Path) -> tuple[str, int, int]:
+    """The BatchNorm mode the measurements favour: ``(method key, cells won by per-image, cells won by
+    running)`` over every additive set's means of TARGET_METRICS + ag + psnr (:func:`_pooled_cells`)."""
+    per_wins, run_wins = _pooled_cells(work, "eval", list(ADDITIVE_SETS), PER_IMAGE, RUNNING)
+    return (PER_IMAGE if per_wins >= run_wins else RUNNING), per_wins, run_wins
 
 
 ENVELOPE_TASKS = ("vif", "medical", "mff", "mef", "general")
@@ -1213,25 +1226,13 @@ def envelope_choice(work: Path) -> dict[str, tuple[bool, int, int]]:
     ``maugif:running+envelope`` with ``maugif:running`` (same weights) on the task's held-out sets — the general
     model on every set it did not see — over TARGET_METRICS + ag + psnr, the MEFB folds pooled as one set. The
     envelope is on where it wins more cells; a tie keeps SPEC §1.1's rule (off)."""
-    import pandas as pd
-
-    metrics = (*TARGET_METRICS, "ag", "psnr")
     out: dict[str, tuple[bool, int, int]] = {}
     for task in ENVELOPE_TASKS:
         if task == "general":
             folder, keys = "eval_general", list(GENERAL_SETS)
         else:
             folder, keys = "eval", [k for k, s in ADDITIVE_SETS.items() if s.task == task]
-        groups = [[k for k in keys if k.startswith("mefb")]] + [[k] for k in keys if not k.startswith("mefb")]
-        on = off = 0
-        for group in groups:
-            frames = [f for f in (_rows(work / folder / key) for key in group) if f is not None]
-            if not frames:
-                continue
-            means = _means(pd.concat(frames, ignore_index=True))
-            if ENVELOPED in means and RUNNING in means:
-                on += len(_wins(means[ENVELOPED], means[RUNNING], metrics))
-                off += len(_wins(means[RUNNING], means[ENVELOPED], metrics))
+        on, off = _pooled_cells(work, folder, keys, ENVELOPED, RUNNING)
         out[task] = (on > off, on, off)
     return out
 
@@ -1276,9 +1277,10 @@ def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
             ablated, base = _rows(ablation_dir(work, name) / key), _rows(work / "eval" / key)
             if ablated is None or base is None:
                 break
-            a, b = _means(ablated).get(ours[task], {}), _means(base).get(ours[task], {})
-            won += len(_wins(a, b, TARGET_METRICS))
-            lost += len(_wins(b, a, TARGET_METRICS))
+            ahead, behind = _cells(
+                _means(ablated).get(ours[task], {}), _means(base).get(ours[task], {}), TARGET_METRICS
+            )
+            won, lost = won + ahead, lost + behind
         else:
             best = out.get(task)
             if won > lost and (best is None or won - lost > best[1] - best[2]):
@@ -1295,8 +1297,7 @@ def _head_to_head(work: Path, prefix: str, other: str, task: str) -> list[tuple[
         a, b = (_rows(ablation_dir(work, f"{p}/heldout-{key}") / key) for p in (prefix, other))
         if a is None or b is None:
             continue
-        ma, mb = _means(a).get(ours, {}), _means(b).get(ours, {})
-        out.append((key, len(_wins(ma, mb, TARGET_METRICS)), len(_wins(mb, ma, TARGET_METRICS))))
+        out.append((key, *_cells(_means(a).get(ours, {}), _means(b).get(ours, {}), TARGET_METRICS)))
     return out
 
 
@@ -1645,7 +1646,7 @@ def cmd_report(work: Path, ckpts: Path, out: Path) -> None:
         *body,
         "## BatchNorm at inference: per-image vs running statistics (SPEC §1.1)\n",
     ]
-    _bn_section(bn_rows, lines)
+    _bn_section(bn_rows, lines, per_cells, run_cells)
     lines.append("## Envelope: fused luma capped at the brighter source\n")
     _envelope_section(envelope, lines)
     lines.append("## Diagnostic: the SSIM gap on the medical sets\n")
