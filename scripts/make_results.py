@@ -405,6 +405,18 @@ def _run_evaluate(argv: list[str], force: bool = False) -> bool:
     return True
 
 
+def _run_model_evaluation(argv: list[str], output: Path, methods: list[str], force: bool) -> None:
+    """Score a checkpoint (``argv``: input, task, checkpoint, ... flags) into ``output`` with ``methods`` plus the
+    three model variants (MODEL_METHODS and ENVELOPED) in one run. An output made before the envelope variant
+    existed is kept and gets only that variant, from a second run into :func:`envelope_dir` (read back together
+    by :func:`_rows`)."""
+    summary = output / "summary.json"
+    if summary.is_file() and not force and ENVELOPED not in json.loads(summary.read_text()).get("methods", []):
+        _run_evaluate(argv + _flags(output=envelope_dir(output), methods=ENVELOPED, grid_pairs=0))
+        return
+    _run_evaluate(argv + _flags(output=output, methods=",".join([*MODEL_METHODS, ENVELOPED, *methods])), force)
+
+
 MULTIPLICATIVE_CODE = ("maugif_core/multiplicative/*.py",)
 
 
@@ -446,7 +458,7 @@ def cmd_evaluate(
         if only and key not in only:
             continue
         common = _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
-        methods = [*MODEL_METHODS, *ADDITIVE_BASELINES]
+        methods = list(ADDITIVE_BASELINES)
         extra: list[str] = []
         if key == "vifb":  # cross-check of our VIFB-convention scoring against the published table
             methods.append(VIFB_FUSED)
@@ -458,22 +470,8 @@ def cmd_evaluate(
         if not checkpoint.is_file():
             print(f"{key}: skipped, {checkpoint} not trained yet (make_results.py train)")
             continue
-        _run_evaluate(
-            common
-            + _flags(
-                task=test_set.task,
-                output=work / "eval" / key,
-                checkpoint=checkpoint,
-                methods=",".join(methods),
-            )
-            + extra,
-            force,
-        )
-        _run_evaluate(  # the envelope variant (AdditiveConfig.envelope), same weights
-            common
-            + _flags(task=test_set.task, output=envelope_dir(work / "eval" / key), checkpoint=checkpoint)
-            + _flags(methods=ENVELOPED, grid_pairs=0),
-            force,
+        _run_model_evaluation(
+            common + _flags(task=test_set.task, checkpoint=checkpoint) + extra, work / "eval" / key, methods, force
         )
         if test_set.task == "mef":  # OpenCV's Mertens: the multi-exposure peer of SPEC §1.3 (needs no model)
             _run_evaluate(
@@ -484,18 +482,8 @@ def cmd_evaluate(
             if not general.is_file():
                 print(f"{key}: general model skipped, {general} not trained yet")
                 continue
-            _run_evaluate(
-                common
-                + _flags(task="general", output=work / "eval_general" / key, checkpoint=general, grid_pairs=0)
-                + _flags(methods=",".join(MODEL_METHODS)),
-                force,
-            )
-            _run_evaluate(
-                common
-                + _flags(task="general", output=envelope_dir(work / "eval_general" / key), checkpoint=general)
-                + _flags(methods=ENVELOPED, grid_pairs=0),
-                force,
-            )
+            general_argv = common + _flags(task="general", checkpoint=general, grid_pairs=0)
+            _run_model_evaluation(general_argv, work / "eval_general" / key, [], force)
     for name, (base, _overrides) in ABLATIONS.items():
         key = _heldout_set(base)
         if only and key not in only and not any(name.startswith(o) for o in only):
@@ -505,16 +493,9 @@ def cmd_evaluate(
             print(f"ablation {name}: skipped, {checkpoint} not trained yet (make_results.py train --only {name})")
             continue
         test_set = ADDITIVE_SETS[key]
-        for output, methods in (
-            (ablation_dir(work, name) / key, ",".join(MODEL_METHODS)),
-            (envelope_dir(ablation_dir(work, name) / key), ENVELOPED),
-        ):
-            _run_evaluate(
-                _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
-                + _flags(task=test_set.task, output=output, checkpoint=checkpoint)
-                + _flags(methods=methods, grid_pairs=0),
-                force,
-            )
+        argv = _flags(input=work / "manifests" / f"{key}.csv", convention=test_set.convention, limit=limit)
+        argv += _flags(task=test_set.task, checkpoint=checkpoint, grid_pairs=0)
+        _run_model_evaluation(argv, ablation_dir(work, name) / key, [], force)
     if rs_dir is None:
         return
     with (rs_dir / "manifest.csv").open(newline="") as fh:

@@ -349,3 +349,43 @@ def test_results_bn_choice_counts_set_metric_cells(tmp_path, monkeypatch):
             folder / "metrics_per_image.csv", index=False
         )
     assert mr.bn_choice(tmp_path) == ("maugif:running", 1 + 8, 9 + 2)
+
+
+def test_results_envelope_choice_reads_the_envelope_runs_beside_the_main_ones(tmp_path, monkeypatch):
+    """The envelope variant may sit in its own run (``eval_envelope/<set>``, added to an older output): the
+    decision reads both runs together, per task, and a tie keeps SPEC's rule."""
+    mr = _make_results()
+    monkeypatch.setattr(mr, "ADDITIVE_SETS", {k: mr.ADDITIVE_SETS[k] for k in ("tno", "lytro")})
+    monkeypatch.setattr(mr, "GENERAL_SETS", ())
+    metrics = [*mr.TARGET_METRICS, "ag", "psnr"]
+    for key, envelope_better in (("tno", 7), ("lytro", 5)):
+        main = [(f"p{i}", "maugif:running+no_envelope", m, 1.0) for i in range(2) for m in metrics]
+        extra = [(f"p{i}", "maugif:running+envelope", m, 2.0 if j < envelope_better else 0.5)
+                 for i in range(2) for j, m in enumerate(metrics)]  # fmt: skip
+        for folder, rows in ((tmp_path / "eval" / key, main), (tmp_path / "eval_envelope" / key, extra)):
+            folder.mkdir(parents=True)
+            pd.DataFrame(rows, columns=["pair_id", "method", "metric", "value"]).to_csv(
+                folder / "metrics_per_image.csv", index=False
+            )
+    choice = mr.envelope_choice(tmp_path)
+    assert choice["vif"] == (True, 7, 3)
+    assert choice["mff"] == (False, 5, 5)  # a tie: no envelope
+
+
+def test_results_model_evaluation_adds_only_the_missing_variant_to_an_older_output(tmp_path, monkeypatch):
+    mr = _make_results()
+    calls: list[list[str]] = []
+    monkeypatch.setattr(mr, "_run_evaluate", lambda argv, force=False: calls.append(argv) or True)
+    fresh, old = tmp_path / "eval" / "fresh", tmp_path / "eval" / "old"
+    old.mkdir(parents=True)
+    (old / "summary.json").write_text(json.dumps({"methods": ["maugif", "maugif:running", "dwt"]}))
+    mr._run_model_evaluation(["--task", "vif"], fresh, ["dwt"], force=False)
+    mr._run_model_evaluation(["--task", "vif"], old, ["dwt"], force=False)
+
+    def flag(argv: list[str], name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert flag(calls[0], "--output") == str(fresh)
+    assert flag(calls[0], "--methods").split(",") == [*mr.MODEL_METHODS, mr.ENVELOPED, "dwt"]
+    assert flag(calls[1], "--output") == str(tmp_path / "eval_envelope" / "old")
+    assert flag(calls[1], "--methods") == mr.ENVELOPED
