@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maugif_core.config import AdditiveConfig
+from maugif_core.decision import decide, decision_radius
 from maugif_core.imaging import (
     check_image,
     check_same_size,
@@ -213,8 +214,9 @@ class AdditiveMAUGIF(nn.Module):
     # ------------------------------------------------------------------ properties
     @property
     def receptive_field_radius(self) -> int:
-        """Halo (pixels) a tile needs so that tiled fusion equals whole-image fusion."""
-        return DECODER_RADIUS
+        """Halo (pixels) a tile needs so that tiled fusion equals whole-image fusion: the decoders' radius plus,
+        with a source decision, the decision's (:func:`maugif_core.decision.decision_radius`)."""
+        return DECODER_RADIUS + decision_radius(self.config)
 
     @property
     def mechanism(self) -> str:
@@ -328,7 +330,9 @@ class AdditiveMAUGIF(nn.Module):
 
         Returns:
             ``(fused_y, detail_b, detail_a)``, each ``(B, 1, H, W)``; fused_y is not clamped to [0, 1] (it is
-            capped at max(Y_A, B) when ``envelope="max"``). In the ``a_to_b`` direction the base is B and the
+            capped at max(Y_A, B) when ``envelope="max"``). With a source decision (``config.decision``) fused_y
+            is composed from the sources by :func:`maugif_core.decision.decide`, the learned fusion kept where
+            the decision is uncertain; both detail maps are then always computed. In the ``a_to_b`` direction the base is B and the
             injected detail is ``detail_a``.
         """
         cfg = self.config
@@ -337,8 +341,9 @@ class AdditiveMAUGIF(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                need_b = details or cfg.direction == "b_to_a"
-                need_a = details or cfg.direction == "a_to_b"
+                decides = cfg.decision != "none"
+                need_b = details or decides or cfg.direction == "b_to_a"
+                need_a = details or decides or cfg.direction == "a_to_b"
                 detail_b = self.decoder_b(image_b, luma_a, bn_mode=cfg.bn_mode, norm_stats=stats_b) if need_b else None
                 detail_a = self.decoder_a(luma_a, image_b, bn_mode=cfg.bn_mode, norm_stats=stats_a) if need_a else None
                 if cfg.direction == "b_to_a":
@@ -347,6 +352,8 @@ class AdditiveMAUGIF(nn.Module):
                     fused_y = image_b + threshold_detail(detail_a, cfg.threshold)
                 if cfg.envelope == "max":
                     fused_y = torch.minimum(fused_y, torch.maximum(luma_a, image_b))
+                if decides:
+                    fused_y = decide(luma_a, image_b, detail_b, detail_a, fused_y, cfg).fused_y
         finally:
             self.train(was_training)
         return fused_y, detail_b, detail_a

@@ -29,6 +29,7 @@ TASKS = ADDITIVE_TASKS + MULTIPLICATIVE_TASKS
 ChromaRule = Literal["from_a", "saturation_weighted"]
 BatchNormMode = Literal["per_image", "running"]
 EnvelopeRule = Literal["none", "max"]
+DecisionRule = Literal["none", "focus", "exposure"]
 
 
 class _Frozen(BaseModel):
@@ -64,6 +65,50 @@ class AdditiveConfig(_Frozen):
             "BatchNorm at inference: 'running' uses the running statistics (the default, chosen by measurement: "
             "docs/RESULTS.md, 'BatchNorm at inference'); 'per_image' normalises each image with its own "
             "statistics (the reference's behaviour at batch 1, frozen across the tiles of one image)."
+        ),
+    )
+    decision: DecisionRule = Field(
+        "none",
+        description=(
+            "Per-pixel source decision (maugif_core.decision): 'none' keeps the learned fusion Y_A + tau(d); "
+            "'focus' decides, per pixel, which source is in focus from both detail maps (D_B, D_A) and the "
+            "sources' Laplacian energy, refines the decision and composes the luma from the sources; "
+            "'exposure' does the same with well-exposedness. Widens the receptive field (tiling halo) by "
+            "maugif_core.decision.decision_radius."
+        ),
+    )
+    detail_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Decision evidence: weight of the detail maps' energy contrast against the sources' activity.",
+    )
+    activity_radius: NonNegativeInt = Field(
+        4, description="Decision: radius (pixels) of the window the activity and detail energies are averaged over."
+    )
+    region_radius: NonNegativeInt = Field(
+        4,
+        description=(
+            "Decision: small-region removal; decided regions narrower than 2r+1 pixels are removed (opening) and "
+            "holes as narrow filled (closing)."
+        ),
+    )
+    vote_radius: NonNegativeInt = Field(
+        3, description="Decision: consistency check, a majority vote over a (2r+1)^2 window (0: off)."
+    )
+    guide_radius: NonNegativeInt = Field(
+        4, description="Decision: radius of the guided filter that smooths the decision along image edges (0: off)."
+    )
+    guide_eps: PositiveFloat = Field(
+        1e-3, description="Decision: guided-filter regularisation (unit-float luma squared); larger is smoother."
+    )
+    uncertain_band: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Decision: where the refined weight of B is within this of 1/2, the learned fusion is blended back in "
+            "(linearly, fully at 1/2); 0 composes from the sources everywhere."
         ),
     )
     encoder_channels: PositiveInt = Field(3, description="Width of the encoder's 11x11 layer (reference: 3).")
