@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 fused = compose_colour(fused_y[0, 0].numpy(), prep, cfg.chroma)
                 label = " ".join(f"{k}={v}" for k, v in cand.items())
                 scores.setdefault(label, []).append(evaluate(fused, image_a, image_b, "vifb"))
-        means = {name: {m: float(np.mean([s[m] for s in rows])) for m in TARGET_METRICS} for name, rows in scores.items()}
+        means = {
+            name: {m: float(np.mean([s[m] for s in rows])) for m in TARGET_METRICS} for name, rows in scores.items()
+        }
         print(f"\n## {set_key} ({len(pairs)} pairs)")
         print("| method | " + " | ".join(TARGET_METRICS) + " | wins vs " + "/".join(ADDITIVE_BASELINES) + " |")
         for name, mean in means.items():
