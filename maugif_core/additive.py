@@ -332,8 +332,8 @@ class AdditiveMAUGIF(nn.Module):
             ``(fused_y, detail_b, detail_a)``, each ``(B, 1, H, W)``; fused_y is not clamped to [0, 1] (it is
             capped at max(Y_A, B) when ``envelope="max"``). With a source decision (``config.decision``) fused_y
             is composed from the sources by :func:`maugif_core.decision.decide`, the learned fusion kept where
-            the decision is uncertain; both detail maps are then always computed. In the ``a_to_b`` direction the base is B and the
-            injected detail is ``detail_a``.
+            the decision is uncertain; both detail maps are then always computed. In the ``a_to_b`` direction
+            the base is B and the injected detail is ``detail_a``.
         """
         cfg = self.config
         stats_b, stats_a = norm_stats if norm_stats is not None else (None, None)

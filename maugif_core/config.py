@@ -78,13 +78,13 @@ class AdditiveConfig(_Frozen):
         ),
     )
     detail_weight: float = Field(
-        0.5,
+        0.25,
         ge=0,
         le=1,
         description="Decision evidence: weight of the detail maps' energy contrast against the sources' activity.",
     )
     activity_radius: NonNegativeInt = Field(
-        4, description="Decision: radius (pixels) of the window the activity and detail energies are averaged over."
+        2, description="Decision: radius (pixels) of the window the activity and detail energies are averaged over."
     )
     region_radius: NonNegativeInt = Field(
         4,
@@ -103,12 +103,20 @@ class AdditiveConfig(_Frozen):
         1e-3, description="Decision: guided-filter regularisation (unit-float luma squared); larger is smoother."
     )
     uncertain_band: float = Field(
-        0.0,
+        0.5,
         ge=0,
         le=1,
         description=(
             "Decision: where the refined weight of B is within this of 1/2, the learned fusion is blended back in "
             "(linearly, fully at 1/2); 0 composes from the sources everywhere."
+        ),
+    )
+    inject_gain: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Decision: gain of the learned injection on top of the decided source, per pixel in the decided "
+            "direction: F = w (Y_B + g tau(d_A)) + (1 - w) (Y_A + g tau(d_B)); 0 composes the sources alone."
         ),
     )
     encoder_channels: PositiveInt = Field(3, description="Width of the encoder's 11x11 layer (reference: 3).")

@@ -81,6 +81,11 @@ def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: f
     return box_mean(a, radius) * guide + box_mean(b, radius)
 
 
+def _threshold(detail: torch.Tensor, threshold: float) -> torch.Tensor:
+    """tau(d) = d * 1[d >= t] (as maugif_core.additive.threshold_detail, which imports this module)."""
+    return detail * (detail >= threshold).to(detail.dtype)
+
+
 def _contrast(evidence_b: torch.Tensor, evidence_a: torch.Tensor) -> torch.Tensor:
     """``(e_B - e_A) / (e_B + e_A)`` in [-1, 1]; 0 where both are zero."""
     return (evidence_b - evidence_a) / (evidence_b + evidence_a + _EPS)
@@ -148,7 +153,15 @@ def decide(
         mask = (box_mean(mask, config.vote_radius) > 0.5).to(compute)
     guide = 0.5 * (luma_a + luma_b)
     weight = guided_filter(guide, mask, config.guide_radius, config.guide_eps).clamp(0.0, 1.0)
-    composed = weight * luma_b + (1 - weight) * luma_a
+    if config.inject_gain > 0:
+        # Each side of the decision keeps the learned injection of the other source's detail (MAUGIF's two
+        # directions, chosen per pixel): Y_A + g tau(d_B) where A is taken, Y_B + g tau(d_A) where B is.
+        gain = config.inject_gain
+        base_a = luma_a + gain * _threshold(detail_b.to(compute), config.threshold)
+        base_b = luma_b + gain * _threshold(detail_a.to(compute), config.threshold)
+        composed = weight * base_b + (1 - weight) * base_a
+    else:
+        composed = weight * luma_b + (1 - weight) * luma_a
     if config.uncertain_band > 0:
         confidence = ((2 * weight - 1).abs() / config.uncertain_band).clamp(max=1.0)
         composed = confidence * composed + (1 - confidence) * learned_y.to(compute)

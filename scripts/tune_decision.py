@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="mff", choices=["mff", "mef"])
     parser.add_argument("--sets", default="lytro,mfiwhu", help="Comma-separated set keys of make_results.")
     parser.add_argument("--limit", type=int, default=0, help="First N pairs of each set (0: all).")
-    parser.add_argument("--grid", default="small", choices=["small", "wide"], help="Which candidate grid.")
+    parser.add_argument(
+        "--grid",
+        default='{"inject_gain": [0.0, 0.5, 1.0]}',
+        help="JSON object: AdditiveConfig field -> list of values; every combination is a candidate, the other "
+        "fields keep the config's defaults.",
+    )
     parser.add_argument("--datasets", type=Path, default=make_results.DATASETS, help="The shared datasets folder.")
     args = parser.parse_args(argv)
     make_results.DATASETS = args.datasets  # the set listers read it at call time (worktrees sit elsewhere)
@@ -56,20 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     model = maugif_core.pretrained(args.task)
     base_cfg = model.config
     rule = "focus" if args.task == "mff" else "exposure"
-    if args.grid == "small":
-        grid = {
-            "detail_weight": [0.0, 0.5],
-            "region_radius": [4, 8],
-            "guide_radius": [4],
-            "uncertain_band": [0.0, 0.5],
-        }
-    else:
-        grid = {
-            "detail_weight": [0.0, 0.25],
-            "activity_radius": [2, 8],
-            "guide_radius": [4, 8],
-            "uncertain_band": [0.5, 1.0],
-        }
+    grid = json.loads(args.grid)
     keys = list(grid)
     candidates = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
     for set_key in args.sets.split(","):
