@@ -84,7 +84,7 @@ class AdditiveConfig(_Frozen):
         description="Decision evidence: weight of the detail maps' energy contrast against the sources' activity.",
     )
     activity_radius: NonNegativeInt = Field(
-        2, description="Decision: radius (pixels) of the window the activity and detail energies are averaged over."
+        8, description="Decision: radius (pixels) of the window the activity and detail energies are averaged over."
     )
     region_radius: NonNegativeInt = Field(
         4,
@@ -231,10 +231,20 @@ ModelConfig = AdditiveConfig | MultiplicativeConfig
 
 # SPEC §1.1's table (t, λ_Y, chroma), plus the envelope where the evaluation measured it ahead of SPEC's uncapped
 # rule on the task's held-out sets (docs/RESULTS.md, "Envelope"; multi-focus was a tie, so it keeps SPEC's rule).
+# Multi-focus composes from a per-pixel focus decision (maugif_core.decision), chosen by measurement on Lytro and
+# MFI-WHU (scripts/tune_decision.py, docs/RESULTS_MULTIFOCUS.md); on MEFB the exposure decision lost to the
+# learned fusion, so mef keeps decision="none".
 _ADDITIVE_PRESETS: dict[str, dict] = {
     "vif": {"threshold": -0.5, "lambda_y": 0.9, "chroma": "from_a", "envelope": "max"},
     "medical": {"threshold": 0.0, "lambda_y": 2.0, "chroma": "from_a", "envelope": "max"},
-    "mff": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "saturation_weighted", "envelope": "none"},
+    "mff": {
+        "threshold": 0.0,
+        "lambda_y": 0.9,
+        "chroma": "saturation_weighted",
+        "envelope": "none",
+        "decision": "focus",
+        "inject_gain": 0.5,
+    },
     "mef": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "saturation_weighted", "envelope": "max"},
     "general": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "from_a", "envelope": "max"},
 }

@@ -60,6 +60,7 @@ def test_presets(task, threshold, lambda_y, chroma, envelope):
     cfg = maugif_core.build_model(task).config
     assert (cfg.task, cfg.threshold, cfg.lambda_y, cfg.chroma) == (task, threshold, lambda_y, chroma)
     assert (cfg.envelope, cfg.bn_mode) == (envelope, "running")
+    assert cfg.decision == ("focus" if task == "mff" else "none")
 
 
 def test_threshold_rule():
@@ -464,7 +465,8 @@ def test_every_additive_task_has_a_bundled_checkpoint_with_its_preset():
         model = maugif_core.pretrained(task)
         assert isinstance(model, AdditiveMAUGIF) and not model.training
         expected = maugif_core.preset(task)
-        for field in ("task", "lambda_y", "chroma", "direction", "encoder_channels", "decoder_width", "envelope"):
+        fields = ("task", "lambda_y", "chroma", "direction", "encoder_channels", "decoder_width", "envelope")
+        for field in (*fields, "decision", "inject_gain"):
             assert getattr(model.config, field) == getattr(expected, field), (task, field)
         # The promoted vif-t0 family (docs/TRAINING.md): the bundled vif model was trained with t = 0; the preset
         # keeps SPEC §1.1's -0.5. Every other task's bundled threshold is its preset's.
@@ -553,13 +555,17 @@ def test_decision_radius_is_part_of_the_receptive_field():
 @pytest.mark.parametrize("rule", ["focus", "exposure"])
 def test_decision_tiled_equals_whole(rule):
     model = _model("mff", decision=rule, uncertain_band=0.5, detail_weight=0.5)
-    _, a, b = _two_focus_planes(96, 120, seed=3)
-    whole, _, _ = model.fuse_luma(a, b)
     halo = model.receptive_field_radius
-    tiled = _fuse_tiled(model, a, b, tile=32, halo=halo, stats=None)
-    assert (tiled - whole).abs().max().item() < 1e-5
-    short = _fuse_tiled(model, a, b, tile=32, halo=halo // 2, stats=None)
-    assert (short - whole).abs().max().item() > 1e-4
+    _, planes_a, planes_b = _two_focus_planes(96, 120, seed=3)
+    noise_a, noise_b = _rand((1, 1, 96, 120), 13), _rand((1, 1, 96, 120), 14)
+    for a, b in ((planes_a, planes_b), (noise_a, noise_b)):
+        whole, _, _ = model.fuse_luma(a, b)
+        tiled = _fuse_tiled(model, a, b, tile=32, halo=halo, stats=None)
+        assert (tiled - whole).abs().max().item() < 1e-5
+    # The decoders' halo alone is not enough: the decision near the focus boundary needs its own radius.
+    whole, _, _ = model.fuse_luma(planes_a, planes_b)
+    short = _fuse_tiled(model, planes_a, planes_b, tile=32, halo=DECODER_RADIUS, stats=None)
+    assert (short - whole).abs().max().item() > 1e-3
 
 
 def test_decision_batch_independence():
@@ -596,7 +602,14 @@ def test_focus_decision_removes_small_regions():
     b[..., 30:33, 30:33] = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     zeros = torch.zeros_like(a)
     raw_cfg = maugif_core.build_model(
-        "mff", decision="focus", detail_weight=0.0, region_radius=0, vote_radius=0, guide_radius=0
+        "mff",
+        decision="focus",
+        detail_weight=0.0,
+        activity_radius=4,
+        region_radius=0,
+        vote_radius=0,
+        guide_radius=0,
+        inject_gain=0.0,
     ).config
     raw = decide(a, b, zeros, zeros, a, raw_cfg)
     assert raw.weight[..., 31, 31].item() == 1.0  # the unrefined decision keeps the speck
