@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import subprocess
 import sys
 import time
@@ -153,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         learned_ckpt, decision_ckpt, rule = _save_variants(task, args.work)
         common = ["--input", str(manifest), "--task", task, "--convention", test_set.convention, "--grid-pairs", "0"]
         common += ["--limit", str(args.limit)] if args.limit else []
-        baselines = [*ADDITIVE_BASELINES, *(["mertens"] if task == "mef" else [])]
+        # OpenCV's Mertens, the multi-exposure peer, where its optional package is installed.
+        mertens = task == "mef" and importlib.util.find_spec("cv2") is not None
+        baselines = [*ADDITIVE_BASELINES, *(["mertens"] if mertens else [])]
         runs = {
             "learned": (learned_ckpt, ",".join(["maugif", *baselines])),
             "decision": (decision_ckpt, "maugif"),
