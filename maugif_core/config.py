@@ -232,8 +232,8 @@ ModelConfig = AdditiveConfig | MultiplicativeConfig
 # SPEC §1.1's table (t, λ_Y, chroma), plus the envelope where the evaluation measured it ahead of SPEC's uncapped
 # rule on the task's held-out sets (docs/RESULTS.md, "Envelope"; multi-focus was a tie, so it keeps SPEC's rule).
 # Multi-focus composes from a per-pixel focus decision (maugif_core.decision), chosen by measurement on Lytro and
-# MFI-WHU (scripts/tune_decision.py, docs/RESULTS_MULTIFOCUS.md); on MEFB the exposure decision lost to the
-# learned fusion, so mef keeps decision="none".
+# MFI-WHU (scripts/tune_decision.py, docs/RESULTS_MULTIFOCUS.md); multi-exposure uses the well-exposedness
+# decision, which beat the learned fusion and every baseline on 6 of 8 on MEFB's held-out fold (same document).
 _ADDITIVE_PRESETS: dict[str, dict] = {
     "vif": {"threshold": -0.5, "lambda_y": 0.9, "chroma": "from_a", "envelope": "max"},
     "medical": {"threshold": 0.0, "lambda_y": 2.0, "chroma": "from_a", "envelope": "max"},
@@ -245,7 +245,13 @@ _ADDITIVE_PRESETS: dict[str, dict] = {
         "decision": "focus",
         "inject_gain": 0.5,
     },
-    "mef": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "saturation_weighted", "envelope": "max"},
+    "mef": {
+        "threshold": 0.0,
+        "lambda_y": 0.9,
+        "chroma": "saturation_weighted",
+        "envelope": "max",
+        "decision": "exposure",
+    },
     "general": {"threshold": 0.0, "lambda_y": 0.9, "chroma": "from_a", "envelope": "max"},
 }
 

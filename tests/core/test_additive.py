@@ -60,7 +60,7 @@ def test_presets(task, threshold, lambda_y, chroma, envelope):
     cfg = maugif_core.build_model(task).config
     assert (cfg.task, cfg.threshold, cfg.lambda_y, cfg.chroma) == (task, threshold, lambda_y, chroma)
     assert (cfg.envelope, cfg.bn_mode) == (envelope, "running")
-    assert cfg.decision == ("focus" if task == "mff" else "none")
+    assert cfg.decision == {"mff": "focus", "mef": "exposure"}.get(task, "none")
 
 
 def test_threshold_rule():
