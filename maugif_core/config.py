@@ -141,6 +141,15 @@ class MultiplicativeConfig(_Frozen):
             "receptive field by consistency_radius(r) pixels (docs/EVALUATION.md has the measurements)."
         ),
     )
+    sensor: Literal["estimate", "fixed"] = Field(
+        "estimate",
+        description=(
+            "The simulated sensor (registration of H on M and MTF gain) used by the fit's decimation, the "
+            "injection gains, the injected detail and back-projection. 'estimate' (default): per scene, from the "
+            "data at reduced scale, or the registration from the rasters' georeferencing when fit() is given it "
+            "(maugif_core.multiplicative.sensor). 'fixed': the footprint centre and gain 0.3 for every scene."
+        ),
+    )
     bands_low: Annotated[int, Field(ge=2)] | None = Field(
         None,
         description=(

@@ -30,6 +30,7 @@ from maugif_core.multiplicative.networks import (
     stacked_decoder,
     stacked_encoder,
 )
+from maugif_core.multiplicative.sensor import SensorModel, upsample_registered
 from maugif_core.multiplicative.spectral import blur_sample
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -394,7 +395,7 @@ def test_tiled_fusion_with_halo_equals_whole_image(
     assert np.abs(strips - whole[0].permute(1, 2, 0).numpy()).max() < 1e-5
 
 
-def test_injection_with_zero_gains_is_bicubic_upsampling(fitted_pan) -> None:
+def test_injection_with_zero_gains_is_bicubic_upsampling_on_the_scene_registration(fitted_pan) -> None:
     from maugif_core.baselines import bicubic
 
     model = with_rule(fitted_pan[0], consistency_steps=0)
@@ -404,8 +405,15 @@ def test_injection_with_zero_gains_is_bicubic_upsampling(fitted_pan) -> None:
     injected = model.fuse(image_a, image_b)
     model.gains.zero_()
     plain = model.fuse(image_a, image_b)
-    assert np.abs(plain - bicubic(image_a, image_b, task="pansharpen")).max() < 1e-5
+    sensor = model.sensor_model
+    expected = upsample_registered(to_nchw(image_a), model.ratio, (sensor.shift_y, sensor.shift_x))
+    assert np.abs(plain - expected[0].permute(1, 2, 0).clamp(0, 1).numpy()).max() < 1e-5
     assert np.abs(injected - plain).max() > 1e-3
+    # With the footprint-centre registration, that is the bicubic baseline.
+    centred = with_rule(fitted_pan[0], consistency_steps=0)
+    centred.set_sensor(SensorModel.fixed(model.ratio))
+    centred.gains.zero_()
+    assert np.abs(centred.fuse(image_a, image_b) - bicubic(image_a, image_b, task="pansharpen")).max() < 1e-5
 
 
 def test_back_projection_makes_the_result_consistent_with_the_low_resolution_image(fitted_pan) -> None:
@@ -413,14 +421,14 @@ def test_back_projection_makes_the_result_consistent_with_the_low_resolution_ima
 
     base, image_a, image_b = fitted_pan
     low, high = to_nchw(image_a), to_nchw(image_b)
-    offset = base._registration_offset()
+    sensor = base.sensor_model
     errors = []
     for steps in (0, 1, 3):
         model = with_rule(base, consistency_steps=steps)
         assert model.receptive_field_radius == injection_radius(model.ratio) + steps * consistency_radius(model.ratio)
         with torch.no_grad():
             fused = model.fuse_tensor(low, high)
-        errors.append(float((degrade(fused, model.ratio, offset) - low).abs().mean()))
+        errors.append(float((degrade(fused, model.ratio, sensor) - low).abs().mean()))
     assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < 0.5 * errors[0], errors
 
@@ -550,12 +558,15 @@ def test_errors_name_the_input_and_what_was_expected(fitted_pan) -> None:
         fresh.fit(image_a[..., 0], image_b)
     with pytest.raises(BandCountError, match="image_a"):
         fresh.fit(image_a[..., :1], image_b)
+    # fuse() fits another scene anew (tested in test_multiplicative_sensor.py); the tile path never fits.
     with pytest.raises(BandCountError, match="image_b: the fitted model expects 1 bands, got 3"):
-        model.fuse(image_a, np.repeat(image_b[..., None], 3, axis=2))
+        model.fuse_tensor(to_nchw(image_a), to_nchw(np.repeat(image_b[..., None], 3, axis=2)))
     with pytest.raises(BandCountError, match="image_a: the fitted model expects 5 bands, got 4"):
-        model.fuse(image_a[..., :4], image_b)
+        model.fuse_tensor(to_nchw(image_a[..., :4]), to_nchw(image_b))
     with pytest.raises(RatioError, match="fitted model is for ratio 2, got ratio 4"):
-        model.fuse(image_a[:10, :10], image_b)
+        model.fuse_tensor(to_nchw(image_a[:10, :10]), to_nchw(image_b))
+    with pytest.raises(BandCountError, match="config expects 5 and 1 bands, got 5 and 3"):
+        with_rule(model).fuse(image_a, np.repeat(image_b[..., None], 3, axis=2))
     with pytest.raises(BandCountError, match="config expects 5 and 1 bands"):
         MultiplicativeMAUGIF(model.fitted_config()).fit(image_a[..., :4], image_b)
     with pytest.raises(NotFittedError, match="fitted"):
