@@ -131,6 +131,16 @@ class MultiplicativeConfig(_Frozen):
         ge=0,
         description="Ridge weight of the least-squares fit of the injection gains, relative to mean(diag(X^T X)).",
     )
+    chroma_window: NonNegativeInt = Field(
+        0,
+        description=(
+            "'injection' rule: keep B's noise out of the colour. When > 0, the injected detail is replaced by its "
+            "local regression on B's own (band-mean) detail over a box of (2 * chroma_window * r + 1) high-"
+            "resolution pixels: the spatial structure is B's, the spectral direction varies only as smoothly as "
+            "the box (no chroma speckle from per-pixel noise). 0 disables it. Widens the receptive field by "
+            "chroma_window * r pixels."
+        ),
+    )
     consistency_steps: NonNegativeInt = Field(
         2,
         description=(

@@ -58,6 +58,7 @@ from maugif_core.multiplicative.sensor import SensorModel, degrade_sensor, senso
 
 __all__ = [
     "back_project",
+    "smooth_chroma",
     "consistency_radius",
     "degrade",
     "detail_features",
@@ -192,3 +193,25 @@ def injection_radius(ratio: int) -> int:
     low-resolution pixel covers the shift and the position of y inside its own cell.
     """
     return ratio * (2 + 1 + 1 + 1) + sensor_reach(ratio) + 1
+
+
+def smooth_chroma(injected: Tensor, base: Tensor, radius: int, eps: float = 1e-3) -> Tensor:
+    """Keep per-pixel detail achromatic: ``base · ρ + box(Δ − base · ρ)``, ``ρ = ΣΔ / Σbase`` (sums over bands).
+
+    ``base · ρ`` is the injected detail's brightness change spread over the bands in proportion to the local
+    spectrum (it leaves the chromaticity ``base_k / Σbase`` unchanged, as high-pass modulation does); the rest,
+    the chromatic part of the detail, is kept only at the scale of a ``(2·radius + 1)²`` box (borders: the
+    mean of the pixels inside the image). Per-pixel noise of B therefore changes brightness, never colour.
+
+    Args:
+        injected: Δ, ``(B, L, H, W)``.
+        base: the upsampled low-resolution image ``up(H)``, ``(B, L, H, W)``.
+        radius: box radius in pixels; 0 returns ``injected``.
+        eps: floor of ``Σbase`` (unit-float), so dark pixels do not amplify the detail.
+    """
+    if radius <= 0:
+        return injected
+    ratio = injected.sum(dim=1, keepdim=True) / base.sum(dim=1, keepdim=True).clamp_min(eps)
+    achromatic = base * ratio
+    chromatic = F.avg_pool2d(injected - achromatic, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return achromatic + chromatic

@@ -38,6 +38,7 @@ from maugif_core.multiplicative.injection import (
     detail_features,
     fit_injection_gains,
     injection_radius,
+    smooth_chroma,
     upsample,
 )
 from maugif_core.multiplicative.networks import (
@@ -171,7 +172,8 @@ class MultiplicativeMAUGIF(nn.Module):
         """Receptive-field radius of fusion at ratio r, in high-resolution pixels."""
         if self.config.fusion == "decoder":
             return DECODER_RECEPTIVE_FIELD_RADIUS
-        return injection_radius(ratio) + self.config.consistency_steps * consistency_radius(ratio)
+        chroma = self.config.chroma_window * ratio
+        return injection_radius(ratio) + chroma + self.config.consistency_steps * consistency_radius(ratio)
 
     def _injection_features(self, rank: int, bands_high: int) -> int:
         """F, the number of detail channels the injection gains weight (K, or K + l with M's own detail)."""
@@ -501,7 +503,9 @@ class MultiplicativeMAUGIF(nn.Module):
         features = detail_features(self.decoder, image_b.to(dtype), ratio, with_image, sensor)
         injected = torch.einsum("lk,fk,bfhw->blhw", self.basis, self.gains, features)
         image_a = image_a.to(dtype)
-        fused = upsample(image_a, ratio, sensor) + injected
+        base = upsample(image_a, ratio, sensor)
+        injected = smooth_chroma(injected, base, self.config.chroma_window * ratio)
+        fused = base + injected
         fused = back_project(fused, image_a, ratio, sensor, self.config.consistency_steps)
         return fused.clamp_(0.0, 1.0)
 
