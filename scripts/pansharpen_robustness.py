@@ -13,7 +13,8 @@ Registrations of A's degradation (gain g):
 * ``imresize``: MATLAB ``imresize(x, 1/r)`` after the Gaussian MTF — its antialiased bicubic (Keys a = −0.5,
   stretched by r) centred on each footprint's centre.
 
-B (gain ``--gain-b``, 0.15) is degraded onto the reference grid by default: its Gaussian MTF sampled where the
+B (gain ``--gain-b``, 0.15) is degraded onto the reference grid by default (a same-grid B, EO-1 ALI MS, is resampled
+onto it by the misregistration measured on the pair): its Gaussian MTF sampled where the
 original A's pixels lie on the original B, measured once per scene on the original pair
 (:func:`~maugif_core.multiplicative.sensor.estimate_sensor`), so that the reduced-scale B's pixel k is the
 reference's pixel k and the registration conventions above are the only misregistration under test. With
@@ -121,6 +122,24 @@ def degrade_b_onto_reference(b: np.ndarray, a: np.ndarray, ratio: int, gain_b: f
     return np.ascontiguousarray(low), [shift_y, shift_x]
 
 
+def shift_b_onto_reference(b: np.ndarray, a: np.ndarray, ratio: int) -> tuple[np.ndarray, list]:
+    """Same-grid pairs (HS and MS at one resolution): B resampled (cubic spline) onto A's grid, by the
+    misregistration measured on the pair — A degraded at the footprint centre (Gaussian, gain 0.3), its
+    registration on B estimated, minus that centre."""
+    from maugif_core.multiplicative.sensor import SensorModel, degrade_sensor, estimate_sensor
+    from maugif_core.multiplicative.spectral import spectral_basis
+
+    a_t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    low = degrade_sensor(a_t[None], ratio, SensorModel.fixed(ratio))[0]
+    coeffs = torch.einsum("lk,lhw->khw", spectral_basis(low, 15), low)
+    b_t = torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1)))
+    measured = estimate_sensor(coeffs, b_t, ratio)
+    centre = (ratio - 1) / 2
+    dy, dx = measured.shift_y - centre, measured.shift_x - centre
+    shifted = ndimage.shift(b.astype(np.float64), (-dy, -dx, 0), order=3, mode="nearest").astype(np.float32)
+    return shifted, [dy, dx]
+
+
 def run_cell(
     a: np.ndarray,
     b: np.ndarray,
@@ -139,8 +158,10 @@ def run_cell(
     b = b[: h * (1 if same_grid else ratio), : w * (1 if same_grid else ratio)]
     low_a = wald(a, ratio, gain, reg)
     b_shift = None
-    if same_grid:
+    if same_grid and b_registration == "same":
         low_b = b
+    elif same_grid:
+        low_b, b_shift = shift_b_onto_reference(b, a, ratio)
     elif b_registration == "same":
         low_b = wald(b, ratio, gain_b, reg)
     else:
