@@ -184,6 +184,16 @@ class MultiplicativeConfig(_Frozen):
         ge=0,
         description="Ridge weight of the least-squares fit of the injection gains, relative to mean(diag(X^T X)).",
     )
+    chroma_window: NonNegativeInt = Field(
+        0,
+        description=(
+            "'injection' rule: keep B's noise out of the colour. When > 0, the injected detail is replaced by its "
+            "local regression on B's own (band-mean) detail over a box of (2 * chroma_window * r + 1) high-"
+            "resolution pixels: the spatial structure is B's, the spectral direction varies only as smoothly as "
+            "the box (no chroma speckle from per-pixel noise). 0 disables it. Widens the receptive field by "
+            "chroma_window * r pixels."
+        ),
+    )
     consistency_steps: NonNegativeInt = Field(
         2,
         description=(
@@ -192,6 +202,15 @@ class MultiplicativeConfig(_Frozen):
             "the injection gains' fit, registered like the loss' decimation): the multiplicative mechanism's "
             "premise that H is a spatial degradation of the latent cube. 0 disables it. Each step widens the "
             "receptive field by consistency_radius(r) pixels (docs/EVALUATION.md has the measurements)."
+        ),
+    )
+    sensor: Literal["estimate", "fixed"] = Field(
+        "estimate",
+        description=(
+            "The simulated sensor (registration of H on M and MTF gain) used by the fit's decimation, the "
+            "injection gains, the injected detail and back-projection. 'estimate' (default): per scene, from the "
+            "data at reduced scale, or the registration from the rasters' georeferencing when fit() is given it "
+            "(maugif_core.multiplicative.sensor). 'fixed': the footprint centre and gain 0.3 for every scene."
         ),
     )
     bands_low: Annotated[int, Field(ge=2)] | None = Field(

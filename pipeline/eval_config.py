@@ -40,10 +40,10 @@ MULTIPLICATIVE = ("hsi_msi", "pansharpen")
 MAUGIF = "maugif"
 BN_MODES = ("per_image", "running")
 ADDITIVE_METHODS = ("average", "maxabs", "dwt", "laplacian", "mertens")
-SPECTRAL_METHODS = ("bicubic", "brovey", "gihs", "gsa", "rio_brovey")
+SPECTRAL_METHODS = ("bicubic", "brovey", "gihs", "gsa", "mtf_glp", "rio_brovey")
 DEFAULT_METHODS = {
     "additive": (MAUGIF, "average", "maxabs", "dwt", "laplacian"),
-    "multiplicative": (MAUGIF, "bicubic", "brovey", "gihs", "gsa"),
+    "multiplicative": (MAUGIF, "bicubic", "brovey", "gihs", "gsa", "mtf_glp"),
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -2,7 +2,7 @@
 
 Additive tasks (:mod:`.additive`): ``average``, ``maxabs``, ``dwt``, ``laplacian`` — two co-registered
 images of one size; only the luma is fused, colour follows the model's rules. Pansharpening and HS–MS fusion
-(:mod:`.spectral`): ``bicubic``, ``brovey``, ``gihs``, ``gsa`` — a low-resolution spectral image A and a
+(:mod:`.spectral`): ``bicubic``, ``brovey``, ``gihs``, ``gsa``, ``mtf_glp`` — a low-resolution spectral image A and a
 high-resolution image B at an integer ratio. Every method returns an image in A's dtype; see the submodules
 for shapes, options and conventions.
 
@@ -33,6 +33,7 @@ from maugif_core.baselines.spectral import (
     gihs,
     gsa,
     infer_ratio,
+    mtf_glp,
     upsample_bicubic,
 )
 from maugif_core.errors import UnknownMethodError
@@ -56,11 +57,12 @@ __all__ = [
     "infer_ratio",
     "laplacian",
     "maxabs",
+    "mtf_glp",
     "upsample_bicubic",
 ]
 
 ADDITIVE_METHODS = ("average", "maxabs", "dwt", "laplacian")
-SPECTRAL_METHODS = ("bicubic", "brovey", "gihs", "gsa")
+SPECTRAL_METHODS = ("bicubic", "brovey", "gihs", "gsa", "mtf_glp")
 METHODS = ADDITIVE_METHODS + SPECTRAL_METHODS
 
 _REGISTRY: dict[str, Callable[..., np.ndarray]] = {
@@ -72,6 +74,7 @@ _REGISTRY: dict[str, Callable[..., np.ndarray]] = {
     "brovey": brovey,
     "gihs": gihs,
     "gsa": gsa,
+    "mtf_glp": mtf_glp,
 }
 
 

@@ -92,7 +92,12 @@ def evaluate_reduced(
 
 
 def evaluate_full(
-    fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int, block_size: int = 32
+    fused: np.ndarray,
+    ms: np.ndarray,
+    pan: np.ndarray,
+    ratio: int,
+    block_size: int = 32,
+    registration: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """Full-resolution (no-reference) quality of a pansharpened image: QNR, D_λ, D_s (Alparone et al. 2008).
 
@@ -102,9 +107,11 @@ def evaluate_full(
         pan: ``(H, W)`` or ``(H, W, 1)`` panchromatic image.
         ratio: integer resolution ratio >= 2.
         block_size: Q block side at full resolution (a multiple of ratio).
+        registration: where the MS pixel 0 lies on the PAN grid, for the PAN's degradation in D_s
+            (:func:`~maugif_core.metrics.degrade_pan`); None = ``ratio // 2``.
 
     Returns:
         ``{"qnr", "d_lambda", "d_s"}`` → float, QNR = (1 − D_λ)(1 − D_s).
     """
-    dl, ds = full_resolution_distortions(fused, ms, pan, ratio, block_size)
+    dl, ds = full_resolution_distortions(fused, ms, pan, ratio, block_size, registration)
     return {"qnr": (1.0 - dl) * (1.0 - ds), "d_lambda": dl, "d_s": ds}

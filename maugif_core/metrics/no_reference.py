@@ -23,7 +23,9 @@ from maugif_core.metrics.spectral import _as_cube, _uqi_from_moments
 __all__ = ["d_lambda", "d_s", "degrade_pan", "full_resolution_distortions", "qnr"]
 
 
-def degrade_pan(pan: np.ndarray, ratio: int, nyquist_gain: float = 0.3) -> np.ndarray:
+def degrade_pan(
+    pan: np.ndarray, ratio: int, nyquist_gain: float = 0.3, registration: tuple[float, float] | None = None
+) -> np.ndarray:
     """Bring a PAN image to the MS grid: Gaussian low-pass, then keep one pixel per ``ratio``×``ratio`` cell.
 
     The Gaussian's frequency response at the low-resolution Nyquist frequency 1/(2·ratio) equals
@@ -31,17 +33,28 @@ def degrade_pan(pan: np.ndarray, ratio: int, nyquist_gain: float = 0.3) -> np.nd
     kept pixel is the one at offset ``ratio // 2`` in each cell. This is the generic, sensor-agnostic stand-in
     for the MTF-matched filters of Vivone et al.'s toolbox.
 
+    ``registration`` ``(dy, dx)``: sample instead where the MS pixel ``(i, j)`` lies on the PAN grid,
+    ``(ratio·i + dy, ratio·j + dx)`` (cubic-spline interpolation of the low-passed PAN, edges replicated; equal
+    to the default for ``(ratio // 2, ratio // 2)``). A PAN sampled off the MS registration lowers
+    Q(MS, PAN_low) and so rewards fused images misregistered the same way (plain upsampling) in D_s.
+
     Args:
         pan: ``(H, W)`` float64 in unit range, H and W multiples of ``ratio``.
         ratio: integer resolution ratio >= 2.
         nyquist_gain: filter gain at the low-resolution Nyquist frequency, in (0, 1).
+        registration: where MS pixel 0 lies on the PAN grid, in PAN pixels; None = ``ratio // 2``.
 
     Returns:
         ``(H / ratio, W / ratio)`` float64.
     """
     sigma = ratio * np.sqrt(-2.0 * np.log(nyquist_gain)) / np.pi
     low = ndimage.gaussian_filter(pan, sigma, mode="reflect", truncate=4.0)
-    return low[ratio // 2 :: ratio, ratio // 2 :: ratio]
+    if registration is None:
+        return low[ratio // 2 :: ratio, ratio // 2 :: ratio]
+    rows = ratio * np.arange(pan.shape[0] // ratio) + float(registration[0])
+    cols = ratio * np.arange(pan.shape[1] // ratio) + float(registration[1])
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return ndimage.map_coordinates(low, grid, order=3, mode="nearest")
 
 
 def _block_q_matrix(cube: np.ndarray, block: int) -> np.ndarray:
@@ -64,10 +77,16 @@ def _block_q_matrix(cube: np.ndarray, block: int) -> np.ndarray:
 
 
 def _distortions(
-    f: np.ndarray, m: np.ndarray, pan: np.ndarray, ratio: int, block_size: int, nyquist_gain: float
+    f: np.ndarray,
+    m: np.ndarray,
+    pan: np.ndarray,
+    ratio: int,
+    block_size: int,
+    nyquist_gain: float,
+    registration: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Band-pair Q matrices at full and low resolution, the PAN appended as the last band of each."""
-    pan_low = degrade_pan(pan, ratio, nyquist_gain)
+    pan_low = degrade_pan(pan, ratio, nyquist_gain, registration)
     q_high = _block_q_matrix(np.concatenate([f, pan[..., None]], axis=2), block_size)
     q_low = _block_q_matrix(np.concatenate([m, pan_low[..., None]], axis=2), block_size // ratio)
     bands = f.shape[2]
@@ -196,7 +215,12 @@ def qnr(
 
 
 def full_resolution_distortions(
-    fused: np.ndarray, ms: np.ndarray, pan: np.ndarray, ratio: int, block_size: int = 32
+    fused: np.ndarray,
+    ms: np.ndarray,
+    pan: np.ndarray,
+    ratio: int,
+    block_size: int = 32,
+    registration: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """``(D_λ, D_s)`` with p = q = 1 from one pass over the block moments (what :func:`qnr` combines).
 
@@ -206,13 +230,15 @@ def full_resolution_distortions(
         pan: ``(H, W)`` or ``(H, W, 1)`` panchromatic image.
         ratio: integer resolution ratio >= 2.
         block_size: Q block side at full resolution.
+        registration: where the MS pixel 0 lies on the PAN grid for the PAN's degradation (:func:`degrade_pan`);
+            None = ``ratio // 2``.
 
     Returns:
         ``(d_lambda, d_s)``, both unitless in [0, 1].
     """
     f, m, pan_u, ratio = _prepare_full(fused, ms, pan, ratio, block_size)
     _check_two_bands(f)
-    q_ff, q_mm, q_fp, q_mp = _distortions(f, m, pan_u, ratio, block_size, 0.3)
+    q_ff, q_mm, q_fp, q_mp = _distortions(f, m, pan_u, ratio, block_size, 0.3, registration)
     return _d_lambda_from(q_ff, q_mm, 1.0), _d_s_from(q_fp, q_mp, 1.0)
 
 

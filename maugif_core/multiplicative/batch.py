@@ -111,6 +111,7 @@ def fit_many(
             for i, (basis, z, _), w, report in zip(batch, prepared, weights, reports, strict=True):
                 models[i].install_fit(basis, w, ratios[i], l)
                 models[i].calibrate_injection(z, to_chw(scenes[i][1]).to(device))
+                models[i].remember_scene(*scenes[i])
                 models[i].fit_report = report
     return models
 

@@ -49,16 +49,16 @@ E, D and their loss are SPEC §1.2's, unchanged; only the fusion rule that uses 
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maugif_core.multiplicative.spectral import blur_padding, blur_sample, blur_sigma, decimate
+from maugif_core.multiplicative.sensor import SensorModel, degrade_sensor, sensor_reach, upsample_registered
 
 __all__ = [
     "back_project",
+    "smooth_chroma",
     "consistency_radius",
     "degrade",
     "detail_features",
@@ -70,28 +70,42 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def upsample(image: Tensor, ratio: int) -> Tensor:
-    """Bicubic ``(B, C, h, w)`` → ``(B, C, r·h, r·w)``, pixel-centre aligned (``align_corners=False``)."""
-    h, w = image.shape[-2:]
-    return F.interpolate(image, size=(h * ratio, w * ratio), mode="bicubic", align_corners=False)
+def upsample(image: Tensor, ratio: int, sensor: SensorModel | None = None) -> Tensor:
+    """Bicubic ``(B, C, h, w)`` → ``(B, C, r·h, r·w)`` placing H's pixels where ``sensor`` registers them.
+
+    None: pixel-centre aligned (``align_corners=False``, the footprint centre), the ``bicubic`` baseline's grid.
+    """
+    if sensor is None:
+        h, w = image.shape[-2:]
+        return F.interpolate(image, size=(h * ratio, w * ratio), mode="bicubic", align_corners=False)
+    return upsample_registered(image, ratio, (sensor.shift_y, sensor.shift_x))
 
 
-def detail_features(decoder: nn.Module, image_b: Tensor, ratio: int, with_image: bool) -> Tensor:
+def degrade(image: Tensor, ratio: int, sensor: SensorModel) -> Tensor:
+    """The scene's sensor (:func:`~maugif_core.multiplicative.sensor.degrade_sensor`): MTF, then H's grid."""
+    return degrade_sensor(image, ratio, sensor)
+
+
+def detail_features(decoder: nn.Module, image_b: Tensor, ratio: int, with_image: bool, sensor: SensorModel) -> Tensor:
     """δ(M): D's high-frequency response ``D(M) − up(D(M↓))`` and, optionally, M's own ``M − up(M↓)``.
+
+    ``M↓`` is M as the scene's sensor records it (MTF and registration), ``up`` re-expands it on the same
+    registration: the detail is what that sensor cannot see (the MTF-GLP construction).
 
     Args:
         decoder: D, ``(B, l, H, W)`` → ``(B, K, H, W)``.
         image_b: M, ``(B, l, H, W)`` with H and W multiples of ``ratio``.
         ratio: r.
         with_image: append M's own detail (l channels).
+        sensor: the scene's sensor.
 
     Returns:
         ``(B, K [+ l], H, W)``.
     """
-    image_low = decimate(image_b, ratio, "blur")
-    features = decoder(image_b) - upsample(decoder(image_low), ratio)
+    image_low = degrade(image_b, ratio, sensor)
+    features = decoder(image_b) - upsample(decoder(image_low), ratio, sensor)
     if with_image:
-        features = torch.cat([features, image_b - upsample(image_low, ratio)], dim=1)
+        features = torch.cat([features, image_b - upsample(image_low, ratio, sensor)], dim=1)
     return features
 
 
@@ -102,18 +116,13 @@ def fit_injection_gains(
     ratio: int,
     with_image: bool,
     ridge: float,
-    offset: int | None = None,
+    sensor: SensorModel,
 ) -> Tensor:
     """G: the least-squares injection gains of one scene, fitted at reduced scale.
 
     The scene's low-resolution coefficients Z (cropped to a multiple of r) play the high-resolution truth, and
-    the scene is degraded once more: ``Z↓`` and the ``M↓`` fed to δ are Gaussian-blurred and decimated Z and M.
-    G maps ``δ(M↓)`` onto ``Z − up(Z↓)``. The simulated degradation follows the model's registration of H on
-    M: with ``offset`` (the ``plain`` decimation of the loss, H's pixel i at M's ``r·i + offset``) the Gaussian
-    is centred on that pixel (:func:`~maugif_core.multiplicative.spectral.blur_sample`); with None on the
-    footprint's centre (``blur`` decimation). For even r the two differ by half a high-resolution pixel, the
-    misregistration that ``up`` (centre-aligned, like the bicubic baseline) then has, so G learns how much
-    detail survives it.
+    the scene is degraded once more by its own sensor: ``Z↓`` and the ``M↓`` fed to δ are Z and M through
+    :func:`degrade` (the scene's MTF gain and registration). G maps ``δ(M↓)`` onto ``Z − up(Z↓)``.
 
     Args:
         decoder: the fitted D.
@@ -122,7 +131,7 @@ def fit_injection_gains(
         ratio: r.
         with_image: include M's own detail in δ (see :func:`detail_features`).
         ridge: λ, relative to the mean diagonal of XᵀX.
-        offset: registration of the simulated degradation (see above); None = footprint centre.
+        sensor: the scene's sensor.
 
     Returns:
         ``(F, K)`` float32; all zeros (plain bicubic upsampling) when the scene is smaller than r×r
@@ -135,57 +144,74 @@ def fit_injection_gains(
         logger.warning("scene of %s low-resolution pixels is too small to fit injection gains: G = 0", coeffs.shape)
         return torch.zeros(n_features, K, device=coeffs.device)
 
-    image_low = degrade(image_b[None].to(torch.float32), ratio, offset)[..., :m, :n]
+    image_low = degrade(image_b[None].to(torch.float32), ratio, sensor)[..., :m, :n]
     z = coeffs[None, :, :m, :n].to(torch.float32)
     with torch.no_grad():
-        x = detail_features(decoder, image_low, ratio, with_image)[0].reshape(n_features, -1).double()
-        y = (z - upsample(degrade(z, ratio, offset), ratio))[0].reshape(K, -1).double()
+        x = detail_features(decoder, image_low, ratio, with_image, sensor)[0].reshape(n_features, -1).double()
+        y = (z - upsample(degrade(z, ratio, sensor), ratio, sensor))[0].reshape(K, -1).double()
     gram = x @ x.T
     scale = gram.diagonal().mean().clamp_min(1e-30)
     gram = gram + ridge * scale * torch.eye(n_features, dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(gram, x @ y.T).to(torch.float32)
 
 
-def degrade(image: Tensor, ratio: int, offset: int | None) -> Tensor:
-    """The model's simulated sensor: the MTF-like Gaussian of ``blur`` decimation, sampled at H's registration
-    on M (``offset``: H's pixel i at M's ``r·i + offset``; None: the footprint centre)."""
-    return decimate(image, ratio, "blur") if offset is None else blur_sample(image, ratio, offset)
-
-
-def back_project(fused: Tensor, image_a: Tensor, ratio: int, offset: int | None, steps: int) -> Tensor:
+def back_project(fused: Tensor, image_a: Tensor, ratio: int, sensor: SensorModel, steps: int) -> Tensor:
     """``steps`` back-projection steps ``X ← X + up(H − degrade(X))``.
 
     Each step removes the part of X's disagreement with H that the low-resolution grid can see, under the
-    model's degradation (:func:`degrade`), re-expanded with the same bicubic ``up`` as the injection rule.
+    scene's sensor (:func:`degrade`), re-expanded with the same registered bicubic ``up`` as the injection rule.
 
     Args:
         fused: X, ``(B, L, r·h, r·w)``.
         image_a: H, ``(B, L, h, w)``.
         ratio: r.
-        offset: registration of H on M (see :func:`degrade`).
+        sensor: the scene's sensor.
         steps: number of steps (0 returns ``fused``).
     """
     for _ in range(steps):
-        fused = fused + upsample(image_a - degrade(fused, ratio, offset), ratio)
+        fused = fused + upsample(image_a - degrade(fused, ratio, sensor), ratio, sensor)
     return fused
 
 
 def consistency_radius(ratio: int) -> int:
     """Receptive-field growth of one back-projection step, in high-resolution pixels (an upper bound).
 
-    An output pixel at row y reads the bicubic taps of ``up`` (low-resolution pixels within 2 of y / r, plus
-    one for y's position in its cell), each of which reads X within the Gaussian's 3σ support around its
-    sample (at most one footprint plus :func:`blur_padding` beyond it, or ``ceil(3σ)`` around the plain sample).
+    An output pixel at row y reads the bicubic taps of ``up`` (low-resolution pixels within 2 of
+    ``(y − shift) / r``, plus one for the shift and y's position in its cell), each of which reads X within the
+    sensor's reach (:func:`~maugif_core.multiplicative.sensor.sensor_reach`, any sensor of the search) of its
+    sample.
     """
-    return ratio * (2 + 1 + 1) + max(blur_padding(ratio), math.ceil(3 * blur_sigma(ratio))) + 1
+    return ratio * (2 + 1 + 1) + sensor_reach(ratio) + 1
 
 
 def injection_radius(ratio: int) -> int:
     """Receptive-field radius of the injection rule, in high-resolution pixels (an upper bound).
 
     An output pixel at high-resolution row y reads: M within 1 (D at high resolution) and the bicubic taps of
-    ``up(·)`` — low-resolution pixels within 2 of y / r —, each of which reads D(M↓) within 1 low-resolution
-    pixel, each of which reads M within the blur footprint (``blur_padding(r)`` beyond its r×r cell). One more
-    low-resolution pixel covers the position of y inside its own cell.
+    ``up(·)`` — low-resolution pixels within 2 of ``(y − shift) / r`` —, each of which reads D(M↓) within 1
+    low-resolution pixel, each of which reads M within the sensor's reach of its sample. One more
+    low-resolution pixel covers the shift and the position of y inside its own cell.
     """
-    return ratio * (2 + 1 + 1) + blur_padding(ratio) + 1
+    return ratio * (2 + 1 + 1 + 1) + sensor_reach(ratio) + 1
+
+
+def smooth_chroma(injected: Tensor, base: Tensor, radius: int, eps: float = 1e-3) -> Tensor:
+    """Keep per-pixel detail achromatic: ``base · ρ + box(Δ − base · ρ)``, ``ρ = ΣΔ / Σbase`` (sums over bands).
+
+    ``base · ρ`` is the injected detail's brightness change spread over the bands in proportion to the local
+    spectrum (it leaves the chromaticity ``base_k / Σbase`` unchanged, as high-pass modulation does); the rest,
+    the chromatic part of the detail, is kept only at the scale of a ``(2·radius + 1)²`` box (borders: the
+    mean of the pixels inside the image). Per-pixel noise of B therefore changes brightness, never colour.
+
+    Args:
+        injected: Δ, ``(B, L, H, W)``.
+        base: the upsampled low-resolution image ``up(H)``, ``(B, L, H, W)``.
+        radius: box radius in pixels; 0 returns ``injected``.
+        eps: floor of ``Σbase`` (unit-float), so dark pixels do not amplify the detail.
+    """
+    if radius <= 0:
+        return injected
+    ratio = injected.sum(dim=1, keepdim=True) / base.sum(dim=1, keepdim=True).clamp_min(eps)
+    achromatic = base * ratio
+    chromatic = F.avg_pool2d(injected - achromatic, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return achromatic + chromatic

@@ -1,16 +1,17 @@
 """The multiplicative MAUGIF model: a per-scene fitted spectral basis, encoder and decoder (SPEC §1.2).
 
 A fitted model belongs to one scene: Φ is that scene's spectral basis and E, D were fitted on it (and, for the
-``injection`` rule, the injection gains G). ``fuse`` fits on the scene it is given unless the model is
-already fitted (then it reuses the fitted state — pass ``refit=True``, or call ``fit``, for a new scene).
+``injection`` rule, the injection gains G, and the scene's sensor: registration of H on M and MTF gain,
+:mod:`maugif_core.multiplicative.sensor`). ``fuse`` fits on the scene it is given unless the model is already
+fitted on that very scene (a fingerprint of the data, :func:`scene_fingerprint`): one scene's fit is never
+applied to another scene through ``fuse``.
 
 Fusion rules (``config.fusion``):
 
 * ``injection`` (default, ours): ``X̂ = up(H) + Φ · Gᵀ · [D(M) − up(D(M↓)), M − up(M↓)]`` — the low
   frequencies come from the measured H, only high-frequency detail is injected, with per-scene gains G fitted
   at reduced scale (:mod:`maugif_core.multiplicative.injection` says why and how). A local map of H and M with
-  receptive-field radius :func:`~maugif_core.multiplicative.injection.injection_radius` (12, 17, 22
-  high-resolution pixels for r = 2, 3, 4).
+  receptive-field radius :func:`~maugif_core.multiplicative.injection.injection_radius`.
 * ``decoder``: SPEC §1.2's ``X̂ = Φ · D(M)``, a map of M alone with receptive-field radius 1.
 
 Either way, tiles cut on the low-resolution grid with a halo of :attr:`MultiplicativeMAUGIF.receptive_field_radius`
@@ -19,6 +20,7 @@ Either way, tiles cut on the low-resolution grid with a halo of :attr:`Multiplic
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -36,6 +38,7 @@ from maugif_core.multiplicative.injection import (
     detail_features,
     fit_injection_gains,
     injection_radius,
+    smooth_chroma,
     upsample,
 )
 from maugif_core.multiplicative.networks import (
@@ -45,11 +48,32 @@ from maugif_core.multiplicative.networks import (
     init_stacked_parameters,
     multiplicative_loss,
 )
-from maugif_core.multiplicative.spectral import decimate, default_offset, spectral_basis
+from maugif_core.multiplicative.sensor import SensorModel, estimate_sensor
+from maugif_core.multiplicative.spectral import decimate, spectral_basis
 
-__all__ = ["MultiplicativeMAUGIF", "NotFittedError", "to_chw"]
+__all__ = ["MultiplicativeMAUGIF", "NotFittedError", "scene_fingerprint", "to_chw"]
 
 logger = logging.getLogger(__name__)
+
+_SENSOR_SOURCES = ("fixed", "estimated", "georeferencing")
+_FINGERPRINT_BYTES = 32
+
+
+def scene_fingerprint(image_a: np.ndarray, image_b: np.ndarray) -> bytes:
+    """SHA-256 of a scene: both shapes and dtypes, and every row's and column's sum of both images (float64).
+
+    One read pass over the data (cheap next to a fit), and any change of a pixel changes a row and a column sum,
+    so two different scenes share a fingerprint only by a float64 coincidence in every row and column.
+    """
+    digest = hashlib.sha256()
+    for image in (image_a, image_b):
+        array = np.asarray(image)
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        cube = array.reshape(array.shape[0], array.shape[1], -1)
+        digest.update(np.ascontiguousarray(cube.sum(axis=1, dtype=np.float64)).tobytes())
+        digest.update(np.ascontiguousarray(cube.sum(axis=0, dtype=np.float64)).tobytes())
+    return digest.digest()
+
 
 # High-resolution rows fused at a time by ``fuse``: bounds the (K, rows, W) float32 intermediate.
 _FUSE_ROWS = 1024
@@ -90,6 +114,8 @@ class MultiplicativeMAUGIF(nn.Module):
     basis: Tensor
     fitted: Tensor
     gains: Tensor
+    sensor: Tensor
+    fingerprint: Tensor
 
     def __init__(self, config: MultiplicativeConfig | None = None) -> None:
         super().__init__()
@@ -101,6 +127,11 @@ class MultiplicativeMAUGIF(nn.Module):
         self.register_buffer("basis", torch.zeros(0, 0))
         self.register_buffer("gains", torch.zeros(0))
         self.register_buffer("fitted", torch.tensor(False))
+        # The scene's sensor [shift_y, shift_x, gain, source code, residual] (see sensor_model) and the
+        # fingerprint of the scene the model was fitted on (all zeros: unknown); scene-level state, so both
+        # live in the state_dict and tiles fused elsewhere use the same sensor.
+        self.register_buffer("sensor", torch.tensor([0.0, 0.0, 0.3, 0.0, float("nan")], dtype=torch.float64))
+        self.register_buffer("fingerprint", torch.zeros(_FINGERPRINT_BYTES, dtype=torch.uint8))
         if self.config.bands_low is not None and self.config.bands_high is not None:
             self._build(self.config.bands_low, self.config.bands_high)
 
@@ -141,7 +172,8 @@ class MultiplicativeMAUGIF(nn.Module):
         """Receptive-field radius of fusion at ratio r, in high-resolution pixels."""
         if self.config.fusion == "decoder":
             return DECODER_RECEPTIVE_FIELD_RADIUS
-        return injection_radius(ratio) + self.config.consistency_steps * consistency_radius(ratio)
+        chroma = self.config.chroma_window * ratio
+        return injection_radius(ratio) + chroma + self.config.consistency_steps * consistency_radius(ratio)
 
     def _injection_features(self, rank: int, bands_high: int) -> int:
         """F, the number of detail channels the injection gains weight (K, or K + l with M's own detail)."""
@@ -172,6 +204,30 @@ class MultiplicativeMAUGIF(nn.Module):
         """r of the fitted scene (or of the config); None when not known yet."""
         return self._ratio
 
+    @property
+    def sensor_model(self) -> SensorModel:
+        """The scene's sensor: registration of H on M and MTF gain (estimated at fit time, or fixed)."""
+        shift_y, shift_x, gain, source, residual = (float(v) for v in self.sensor.tolist())
+        return SensorModel(shift_y, shift_x, gain, _SENSOR_SOURCES[int(source)], residual)  # type: ignore[arg-type]
+
+    @property
+    def details(self) -> dict[str, float | str]:
+        """What was estimated for the fitted scene, as plain values (for a manifest's extras)."""
+        self._require_fitted()
+        return self.sensor_model.as_dict()
+
+    def set_sensor(self, sensor: SensorModel) -> None:
+        """Install a scene's sensor (what :meth:`prepare_scene` estimates)."""
+        values = [sensor.shift_y, sensor.shift_x, sensor.gain, _SENSOR_SOURCES.index(sensor.source), sensor.residual]
+        with torch.no_grad():
+            self.sensor.copy_(torch.tensor(values, dtype=torch.float64))
+
+    def remember_scene(self, image_a: np.ndarray, image_b: np.ndarray) -> None:
+        """Record the fingerprint of the scene just fitted (``fuse`` refits any other scene)."""
+        with torch.no_grad():
+            digest = torch.frombuffer(bytearray(scene_fingerprint(image_a, image_b)), dtype=torch.uint8)
+            self.fingerprint.copy_(digest)
+
     def fitted_config(self) -> MultiplicativeConfig:
         """This model's config with ``bands_low``, ``bands_high``, ``rank`` (effective K) and ``ratio`` set.
 
@@ -197,6 +253,14 @@ class MultiplicativeMAUGIF(nn.Module):
         weight = state_dict.get(prefix + "decoder.conv1.weight")
         if self.decoder is None and basis is not None and weight is not None and basis.ndim == 2:
             self._build(int(basis.shape[0]), int(weight.shape[1]))
+        # Checkpoints written before the sensor was estimated: the fixed sensor, and an unknown scene.
+        if prefix + "sensor" not in state_dict and basis is not None:
+            ratio = self._ratio or self.config.ratio or 2
+            fixed = SensorModel.fixed(ratio)
+            values = [fixed.shift_y, fixed.shift_x, fixed.gain, 0.0, float("nan")]
+            state_dict[prefix + "sensor"] = torch.tensor(values, dtype=torch.float64)
+        if prefix + "fingerprint" not in state_dict and basis is not None:
+            state_dict[prefix + "fingerprint"] = torch.zeros(_FINGERPRINT_BYTES, dtype=torch.uint8)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ validation
@@ -241,20 +305,44 @@ class MultiplicativeMAUGIF(nn.Module):
 
     # ------------------------------------------------------------------ fitting
 
-    def prepare_scene(self, image_a: Tensor, image_b: Tensor, ratio: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Φ, Z and M↓ of one scene.
+    def prepare_scene(
+        self, image_a: Tensor, image_b: Tensor, ratio: int, *, registration: tuple[float, float] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Φ, Z and M↓ of one scene; also sets the scene's sensor (:attr:`sensor_model`).
+
+        Sensor: ``config.sensor == "estimate"`` estimates it from Z and M
+        (:func:`~maugif_core.multiplicative.sensor.estimate_sensor`; with ``registration``, only its MTF gain);
+        ``"fixed"`` takes the footprint centre and gain 0.3 (or ``registration`` with gain 0.3). The ``plain``
+        decimation of the loss samples M at the sensor's registration rounded to a pixel
+        (``config.decimation_offset`` overrides it).
 
         Args:
             image_a: H, ``(L, m, n)`` unit-float.
             image_b: M, ``(l, r·m, r·n)`` unit-float.
             ratio: r.
+            registration: H's pixel ``(i, j)`` centred on M's ``(r·i + dy, r·j + dx)``, e.g. from the rasters'
+                georeferencing (:func:`~maugif_core.multiplicative.sensor.registration_from_transforms`).
 
         Returns:
             ``basis (L, K)``, ``coeffs (K, m, n)`` and ``target_low (l, m, n)``, float32.
         """
         basis = spectral_basis(image_a, self.config.rank)
         coeffs = torch.einsum("lk,lhw->khw", basis, image_a.to(torch.float32))
-        target = decimate(image_b[None].to(torch.float32), ratio, self.config.decimation, self.config.decimation_offset)
+        if self.config.sensor == "estimate":
+            sensor = estimate_sensor(coeffs, image_b, ratio, registration=registration)
+        elif registration is not None:
+            sensor = SensorModel(registration[0], registration[1], 0.3, "georeferencing")
+        else:
+            sensor = SensorModel.fixed(ratio)
+        self.set_sensor(sensor)
+        high = image_b[None].to(torch.float32)
+        if self.config.decimation == "blur":
+            target = decimate(high, ratio, "blur")
+        elif self.config.decimation_offset is not None:
+            target = decimate(high, ratio, "plain", self.config.decimation_offset)
+        else:
+            oy, ox = (min(ratio - 1, max(0, round(s))) for s in (sensor.shift_y, sensor.shift_x))
+            target = high[..., oy::ratio, ox::ratio]
         return basis, coeffs, target[0]
 
     def compute_loss(self, coeffs: Tensor, target_low: Tensor) -> Tensor:
@@ -284,22 +372,12 @@ class MultiplicativeMAUGIF(nn.Module):
             self.fitted.fill_(True)
         self._ratio = ratio
 
-    def _registration_offset(self, ratio: int | None = None) -> int | None:
-        """Where H's pixel i sits on M's grid, as the loss decimates: ``r·i + offset``; None = footprint centre."""
-        if self.config.decimation == "blur":
-            return None
-        ratio = self._ratio if ratio is None else ratio
-        assert ratio is not None
-        return default_offset(ratio) if self.config.decimation_offset is None else self.config.decimation_offset
-
     def calibrate_injection(self, coeffs: Tensor, image_b: Tensor) -> None:
         """Fit the scene's injection gains G (the ``gains`` buffer, ``(F, K)``) on the fitted decoder.
 
         Least squares at reduced scale (see :func:`~maugif_core.multiplicative.injection.fit_injection_gains`),
-        the simulated degradation registered like the loss' decimation (``config.decimation`` and
-        ``decimation_offset``: H's pixel i at M's ``r·i + offset`` for ``plain``, the footprint centre for
-        ``blur``). Called by :meth:`fit` and :func:`~maugif_core.multiplicative.fit_many`; cheap (D at low
-        resolution and an F×F solve).
+        the simulated degradation being the scene's sensor (:attr:`sensor_model`). Called by :meth:`fit` and
+        :func:`~maugif_core.multiplicative.fit_many`; cheap (D at low resolution and an F×F solve).
 
         Args:
             coeffs: the scene's Z, ``(K, m, n)``.
@@ -315,12 +393,19 @@ class MultiplicativeMAUGIF(nn.Module):
             self._ratio,
             self.config.injection_sources == "decoder+image",
             self.config.injection_ridge,
-            offset=self._registration_offset(),
+            self.sensor_model,
         )
         with torch.no_grad():
             self.gains.copy_(gains)
 
-    def fit(self, image_a: np.ndarray, image_b: np.ndarray, *, warm_start: bool = False) -> FitReport:
+    def fit(
+        self,
+        image_a: np.ndarray,
+        image_b: np.ndarray,
+        *,
+        warm_start: bool = False,
+        registration: tuple[float, float] | None = None,
+    ) -> FitReport:
         """Fit Φ, E and D to one scene (always anew: a previous fit is replaced), then the injection gains G.
 
         Runs on the model's device (move it with ``.to(device)`` first). Deterministic on CPU for a given
@@ -331,6 +416,9 @@ class MultiplicativeMAUGIF(nn.Module):
             image_b: M, ``(r·h, r·w)`` or ``(r·h, r·w, l)``, same dtype rules; r an integer ≥ 2.
             warm_start: start E and D from the current weights when their shapes fit this scene (instead of
                 the seeded initialisation) — cheaper for similar scenes; Φ is always recomputed.
+            registration: the registration of H on M when known (e.g. from georeferencing,
+                :func:`~maugif_core.multiplicative.sensor.registration_from_transforms`); else estimated (see
+                :meth:`prepare_scene`).
 
         Returns:
             The :class:`FitReport` (also kept as ``self.fit_report``).
@@ -343,7 +431,7 @@ class MultiplicativeMAUGIF(nn.Module):
         L, l, r = self.check_scene(image_a, image_b)
         device = self.basis.device
         image_b_t = to_chw(image_b).to(device)
-        basis, coeffs, target = self.prepare_scene(to_chw(image_a).to(device), image_b_t, r)
+        basis, coeffs, target = self.prepare_scene(to_chw(image_a).to(device), image_b_t, r, registration=registration)
         K = basis.shape[1]
         if warm_start and self.encoder is not None and (self.bands_high, self.rank) == (l, K):
             init = {name: p.detach()[None].clone() for name, p in self.named_parameters()}
@@ -352,6 +440,7 @@ class MultiplicativeMAUGIF(nn.Module):
         weights, reports = fit_stacked(init, coeffs[None], target[None], self.config)
         self.install_fit(basis, weights[0], r, l)
         self.calibrate_injection(coeffs, image_b_t)
+        self.remember_scene(image_a, image_b)
         self.fit_report = reports[0]
         logger.debug("fitted scene: %s", self.fit_report)
         return self.fit_report
@@ -410,25 +499,37 @@ class MultiplicativeMAUGIF(nn.Module):
         assert image_a is not None
         ratio = image_b.shape[-1] // image_a.shape[-1]
         with_image = self.config.injection_sources == "decoder+image"
-        features = detail_features(self.decoder, image_b.to(dtype), ratio, with_image)
+        sensor = self.sensor_model
+        features = detail_features(self.decoder, image_b.to(dtype), ratio, with_image, sensor)
         injected = torch.einsum("lk,fk,bfhw->blhw", self.basis, self.gains, features)
         image_a = image_a.to(dtype)
-        fused = upsample(image_a, ratio) + injected
-        offset = self._registration_offset(ratio)
-        fused = back_project(fused, image_a, ratio, offset, self.config.consistency_steps)
+        base = upsample(image_a, ratio, sensor)
+        injected = smooth_chroma(injected, base, self.config.chroma_window * ratio)
+        fused = base + injected
+        fused = back_project(fused, image_a, ratio, sensor, self.config.consistency_steps)
         return fused.clamp_(0.0, 1.0)
 
-    def fuse(self, image_a: np.ndarray, image_b: np.ndarray, *, refit: bool = False) -> np.ndarray:
+    def fuse(
+        self,
+        image_a: np.ndarray,
+        image_b: np.ndarray,
+        *,
+        refit: bool = False,
+        registration: tuple[float, float] | None = None,
+    ) -> np.ndarray:
         """Fuse one scene given as NumPy arrays, fitting first when needed.
 
-        Fits when the model is not fitted or ``refit`` is True; otherwise reuses the fitted state (a fitted
-        model is per scene: pass ``refit=True`` or call :meth:`fit` for another scene). Runs in strips of
-        rows cut on the low-resolution grid with the receptive-field halo (memory bound, same result).
+        A fitted model belongs to one scene, so ``fuse`` fits when the model is not fitted, when ``refit`` is
+        True, or when the scene is not the one the model was fitted on (its :func:`scene_fingerprint` differs;
+        logged at INFO) — one scene's fit is never applied to another. A fitted state loaded from an older
+        checkpoint without a fingerprint is reused (logged as a warning). Runs in strips of rows cut on the
+        low-resolution grid with the receptive-field halo (memory bound, same result).
 
         Args:
             image_a: H, ``(h, w, L)``, L ≥ 2, uint8 / uint16 / float32 / float64 (floats in [0, 1]).
             image_b: M, ``(r·h, r·w)`` or ``(r·h, r·w, l)``.
-            refit: fit on this scene even if already fitted.
+            refit: fit on this scene even if already fitted on it.
+            registration: passed to :meth:`fit` when fitting (georeferencing), see there.
 
         Returns:
             ``(r·h, r·w, L)``: A's bands on B's grid, clamped to [0, 1], in ``image_a``'s dtype.
@@ -439,8 +540,15 @@ class MultiplicativeMAUGIF(nn.Module):
             RatioError, ShapeError, DTypeError, NonFiniteError: see :meth:`fit`.
         """
         L, l, r = self.check_scene(image_a, image_b)
+        if not refit and self.is_fitted:
+            stored = bytes(self.fingerprint.cpu().numpy().tobytes())
+            if not any(stored):
+                logger.warning("fuse: the fitted state carries no scene fingerprint (older checkpoint); reusing it")
+            elif stored != scene_fingerprint(image_a, image_b):
+                logger.info("fuse: this scene is not the one the model was fitted on; fitting it")
+                refit = True
         if refit or not self.is_fitted:
-            self.fit(image_a, image_b)
+            self.fit(image_a, image_b, registration=registration)
         else:
             self._check_fitted(L, l, r)
         device = self.basis.device

@@ -89,7 +89,7 @@ def _sharp_material_scene(h: int, w: int, bands: int, seed: int, materials: int 
 
 def test_methods_registry_and_dispatch() -> None:
     assert METHODS == ADDITIVE_METHODS + SPECTRAL_METHODS
-    assert set(METHODS) == {"average", "maxabs", "dwt", "laplacian", "bicubic", "brovey", "gihs", "gsa"}
+    assert set(METHODS) == {"average", "maxabs", "dwt", "laplacian", "bicubic", "brovey", "gihs", "gsa", "mtf_glp"}
     a, b = _smooth_rgb(20, 24, 1), _smooth_rgb(20, 24, 2)
     for name in ADDITIVE_METHODS:
         np.testing.assert_array_equal(fuse(name, a, b), getattr(baselines, name)(a, b))
@@ -370,9 +370,48 @@ def test_pansharpening_beats_bicubic_on_synthetic_scene(ratio: int, bands: int) 
     truth = _material_scene(128, 128, bands, seed=ratio * 10 + bands)
     ms = downsample_block_mean(truth, ratio)
     pan = truth.mean(axis=-1)
-    err = {m: _rmse(fuse(m, ms, pan), truth) for m in SPECTRAL_METHODS}
-    for method in ("brovey", "gihs", "gsa"):
+    # MTF-GLP is told this sensor's MTF: an r-pixel block mean has gain 1 / (r sin(pi / 2r)) ~ 0.7 at Nyquist.
+    options = {"mtf_glp": {"nyquist_gain": 1.0 / (ratio * np.sin(np.pi / (2 * ratio)))}}
+    err = {m: _rmse(fuse(m, ms, pan, **options.get(m, {})), truth) for m in SPECTRAL_METHODS}
+    for method in ("brovey", "gihs", "gsa", "mtf_glp"):
         assert err[method] < 0.5 * err["bicubic"], err
+
+
+@pytest.mark.parametrize("injection", ["regression", "hpm", "unit"])
+@pytest.mark.parametrize("ratio", [2, 4])
+def test_mtf_glp_recovers_proportional_bands_seen_through_its_mtf(injection: str, ratio: int) -> None:
+    # Bands that are scaled copies of the PAN, degraded by exactly the MTF MTF-GLP assumes (Gaussian, gain 0.3
+    # at the MS Nyquist, centred on each footprint): the matched PAN minus its GLP low-pass is each band's
+    # missing detail, and all three injection rules put it back.
+    import torch
+
+    from maugif_core.multiplicative.sensor import SensorModel, degrade_sensor
+
+    pan = gaussian_filter(_textured_grey(128, 128, 31), 1.0).astype(np.float32)
+    scales = np.array([0.4, 0.7, 1.0], np.float32)
+    truth = pan[..., None] * scales
+    tensor = torch.from_numpy(np.ascontiguousarray(truth.transpose(2, 0, 1)))[None]
+    ms = degrade_sensor(tensor, ratio, SensorModel.fixed(ratio, 0.3))[0].numpy().transpose(1, 2, 0)
+    fused = fuse("mtf_glp", np.ascontiguousarray(ms), pan, injection=injection)
+    inner = slice(4 * ratio, -4 * ratio)
+    err = _rmse(fused[inner, inner], truth[inner, inner])
+    err_bicubic = _rmse(fuse("bicubic", np.ascontiguousarray(ms), pan)[inner, inner], truth[inner, inner])
+    assert err < 0.05 * err_bicubic, (err, err_bicubic)
+
+
+def test_mtf_glp_gain_options() -> None:
+    ms, pan = _material_scene(16, 16, 3, 5), _textured_grey(64, 64, 6)
+    sharp = fuse("mtf_glp", ms, pan, nyquist_gain=0.45)
+    soft = fuse("mtf_glp", ms, pan, nyquist_gain=0.15)
+    assert np.abs(sharp - soft).max() > 1e-3  # the gain sets the GLP filter
+    per_band = fuse("mtf_glp", ms, pan, nyquist_gain=[0.3, 0.3, 0.3])
+    np.testing.assert_allclose(per_band, fuse("mtf_glp", ms, pan), atol=1e-6)
+    with pytest.raises(BandCountError, match="nyquist_gain: expected one value or 3"):
+        fuse("mtf_glp", ms, pan, nyquist_gain=[0.3, 0.3])
+    with pytest.raises(OptionError, match="nyquist_gain"):
+        fuse("mtf_glp", ms, pan, nyquist_gain=1.2)
+    with pytest.raises(OptionError, match="injection"):
+        fuse("mtf_glp", ms, pan, injection="cbd")
 
 
 def test_gsa_and_brovey_recover_proportional_bands_from_any_pan_combination() -> None:
