@@ -97,20 +97,41 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from pipeline.batch import exit_code, format_summary, run_batch_fuse
+    from pipeline.console import ProgressConsole, quiet_known_warnings
 
+    if not args.verbose:
+        quiet_known_warnings()
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # ours counts pairs, Ray's count blocks
+        for name in ("ray", "ray.data"):  # Ray's INFO/WARNING lines about its own internals
+            logging.getLogger(name).setLevel(logging.ERROR)
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
-    ray.init(address=address or "local", log_to_driver=False)
-    print(f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})")
+    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.ERROR)
+    if not args.verbose:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if not args.quiet:
+        where = "attached to " + address if address else "local"
+        print(f"ray ready in {time.perf_counter() - t0:.1f} s ({where})", file=sys.stderr)
+    console = None if args.quiet else ProgressConsole(sys.stderr, interactive=sys.stderr.isatty())
     try:
-        summary = run_batch_fuse(config)
+        summary = run_batch_fuse(config, on_progress=console)
+    except Exception as e:  # a failure of the whole job (not of a pair): one line, the traceback with --verbose
+        if args.verbose:
+            raise
+        print(f"batch_fuse: error: the job failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     finally:
+        if console is not None:
+            console.close()
         ray.shutdown()
     print(format_summary(summary))
     if config.dry_run is None:
         print(f"summary: {config.output.uri.rstrip('/')}/_summary.json")
     else:
-        print(json.dumps({k: summary[k] for k in ("pairs_per_s", "projected_node_hours_total")}, indent=2))
+        keys = ("startup_s", "steady_pairs_per_s", "pairs_per_s", "projected_node_hours_total")
+        print(json.dumps({k: summary[k] for k in keys}, indent=2))
     return exit_code(summary)
 
 

@@ -214,12 +214,14 @@ def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = N
     remote: dict[str, Any] = {"num_cpus": fusion.num_cpus_per_actor}
     if fusion.num_gpus_per_actor > 0:
         remote["num_gpus"] = fusion.num_gpus_per_actor
+    from ray.data import ActorPoolStrategy
+
     return ds.map_batches(
         FusionPredictor,
         fn_constructor_kwargs={"config": predictor_config(config)},
         batch_size=fusion.batch_size,
         batch_format="numpy",
-        concurrency=fusion.num_actors,  # a fixed-size pool: every actor starts at once
+        compute=ActorPoolStrategy(size=fusion.num_actors),  # a fixed-size pool: every actor starts at once
         max_restarts=-1,
         max_task_retries=-1,
         **remote,
@@ -231,6 +233,16 @@ def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
 
     payload = json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True).encode()
     atomic_write_bytes(f"{output.rstrip('/')}/{S.MANIFEST_DIR}/config-{run_id}.json", payload)
+
+
+def _with_lookahead(windows: Iterator[tuple[Any, int]]) -> Iterator[tuple[Any, int, bool]]:
+    """``(dataset, rows, is_last)``: the next window is discovered before the current one runs, so the progress
+    total is final as soon as the last window starts (one extra window of pair rows in the object store)."""
+    current = next(windows, None)
+    while current is not None:
+        following = next(windows, None)
+        yield current[0], current[1], following is None
+        current = following
 
 
 def _alive_nodes() -> int:
@@ -320,8 +332,9 @@ def run_batch_fuse(
         total = 0
         limit = config.dry_run
         with ProgressPoller(counter, report) as poller:
-            for index, (pairs, rows) in enumerate(discover_windows(config)):
+            for index, (pairs, rows, last) in enumerate(_with_lookahead(discover_windows(config))):
                 total += rows
+                state["discovering"] = not last
                 state["total"] = total if limit is None else min(total, config.dry_run or 0)
                 if limit is not None and limit <= 0:
                     continue  # dry run: the rest is only counted

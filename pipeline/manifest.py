@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import logging
 import posixpath
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -244,11 +245,17 @@ def done_pair_ids(output_uri: str) -> set[str]:
 
 
 def _reason(error: str | None) -> str:
-    """The kind of a failure: its error type or the text before the first colon (``RasterReadError``,
-    ``missing partner``), at most 60 characters."""
-    text = (error or "unknown").strip()
-    head = text.split(":", 1)[0].strip()
-    return (head or text)[:60]
+    """The kind of a failure, for grouping: its error type when the text names one, else the text with URIs,
+    quoted values and numbers blanked, up to the first ``;`` or ``(``, at most 80 characters."""
+    text = " ".join((error or "unknown").split())
+    named = re.match(r"(?:unexpected )?([A-Z][A-Za-z]*(?:Error|Exception))\b", text)
+    if named:
+        return named.group(1)
+    text = re.sub(r"\S*[/\\]\S*", "<uri>", text)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"\d+", "N", text)
+    text = re.split(r"[;(]", text, maxsplit=1)[0].strip().removeprefix("<uri>").lstrip(": ").strip()
+    return text[:80] or "unknown"
 
 
 def run_failures(output_uri: str, run_id: str, *, first: int = 10) -> dict[str, Any]:
