@@ -209,3 +209,68 @@ def test_config_error_is_one_line_per_problem(tmp_path, capsys):
     code, _, err = _main(capsys, "--input", str(tmp_path), "--set", "fusion.batch_sise=3")
     assert code == 2 and err.startswith("batch_fuse: error: invalid configuration")
     assert "fusion.batch_sise: unknown key; did you mean 'fusion.batch_size'?" in err
+
+
+# ------------------------------------------------------------------- the console while a job runs (cases 5, 6)
+
+
+def test_progress_console_in_a_terminal_and_in_a_log():
+    import io
+
+    from pipeline.console import ProgressConsole
+
+    tty = io.StringIO()
+    bar = ProgressConsole(tty, interactive=True)
+    for done in (0, 40, 120):
+        bar({"ok": done, "failed": 2, "skipped": 10, "total": 1000, "discovering": False})
+        time.sleep(0.05)
+    bar.close()
+    text = tty.getvalue()
+    assert "132/1000" in text and "pair/s" in text and "<" in text  # tqdm: count/total, rate, elapsed<ETA
+    assert "failed=2" in text
+    log = io.StringIO()
+    lines = ProgressConsole(log, interactive=False, interval_s=0.0)
+    lines({"ok": 0, "failed": 0, "skipped": 0, "total": 500, "discovering": True})
+    lines({"ok": 10, "failed": 1, "skipped": 0, "total": 500, "discovering": False})
+    time.sleep(0.2)
+    lines({"ok": 60, "failed": 1, "skipped": 0, "total": 500, "discovering": False})
+    first, second, third = log.getvalue().splitlines()
+    assert first.startswith("progress: 0/500+ pairs, 0 failed")  # total still growing while discovering
+    assert "11/500 pairs (2.2%), 1 failed" in second
+    assert "61/500 pairs (12.2%)" in third and "pairs/s, ETA " in third
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_job_in_a_log_shows_progress_digest_and_keeps_its_exit_code(ray_session, tmp_path, mff_checkpoint):
+    """As a user runs it with output to a log: progress lines, no warning noise, a failure digest, and the rerun
+    of the unchanged input exits like the first run (3 of 7 pairs unreadable, budget 0.5: exit 0 both times)."""
+    import ray
+
+    data = tmp_path / "in"
+    data.mkdir()
+    rows = []
+    for i, path in enumerate(sorted((SAMPLES / "source1").glob("*.png"))):
+        rows.append([f"p{i}", str(path), str(SAMPLES / "source2" / path.name), "mff"])
+    (data / "broken.png").write_bytes((SAMPLES / "source1" / "mfiwhu_1.png").read_bytes()[:500])
+    rows += [[f"bad{i}", str(data / "broken.png"), rows[0][2], "mff"] for i in range(3)]
+    with (data / "pairs.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["pair_id", "uri_a", "uri_b", "task"], *rows])
+    address = ray.get_runtime_context().gcs_address
+    args = ["--input", str(data / "pairs.csv"), "--output", str(tmp_path / "out"), "--address", address,
+            "--task", "mff", "--checkpoint", mff_checkpoint, "--set", "failures.max_fraction=0.5"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_DATA_DISABLE_PROGRESS_BARS", None)
+    runs = [
+        subprocess.run([sys.executable, "jobs/batch_fuse.py", *args], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=240)
+        for _ in range(2)
+    ]  # fmt: skip
+    first, second = runs
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "progress: " in first.stderr and "pairs" in first.stderr
+    for noise in ("Warning", "Traceback", "Total Progress", "INFO"):
+        assert noise not in first.stderr + second.stderr, (noise, first.stderr)
+    assert "failures by stage and reason (3 pairs):" in first.stdout and "bad0  [read]" in first.stdout
+    assert "0 ok, 3 failed, 4 already done" in second.stdout
+    assert "input state: 4 ok (earlier runs included), 3 failed" in second.stdout

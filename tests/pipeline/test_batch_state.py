@@ -110,6 +110,7 @@ def test_resume_trusts_only_outputs_with_this_tools_mark(ray_session, tmp_path, 
     }
 
 
+@pytest.mark.slow
 def test_dry_run_writes_through_s3_and_separates_startup(ray_session, s3_server, s3_bucket, tmp_path, checkpoint):
     """Case 7: a dry run to s3:// writes to a scratch prefix of the real output (removed afterwards) and projects
     from the steady-state rate, reported apart from the start-up."""
