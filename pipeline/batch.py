@@ -147,8 +147,9 @@ class MeteredDatasink(FusedImageDatasink):
         self.summary["bytes_in"] = sum(int(r.get("bytes_in", 0)) for r in returns)
 
 
-def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
-    """The plain-data config each fusion actor is built from."""
+def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -> dict[str, Any]:
+    """The plain-data config each fusion actor is built from (``progress_actor``: see
+    :func:`pipeline.progress.report_scene`)."""
     from pipeline.predictor import PredictorConfig
 
     return PredictorConfig(
@@ -162,6 +163,7 @@ def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
         torch_threads=config.fusion.torch_threads,
         autocast=config.fusion.autocast,
         job=config.job_name,
+        progress_actor=progress_actor,
     ).model_dump()
 
 
@@ -185,7 +187,13 @@ def discover(config: FuseJobConfig):
     return next(iter(discover_windows(config, windowed=False)))[0]
 
 
-def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = None, pairs: Any = None):
+def build_dataset(
+    config: FuseJobConfig,
+    done: Any = None,
+    limit: int | None = None,
+    pairs: Any = None,
+    progress_actor: str | None = None,
+):
     """The lazy Ray Dataset of fused rows (before the sink).
 
     Args:
@@ -193,6 +201,7 @@ def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = N
         done: set or ObjectRef of pair ids to mark ``skipped``.
         limit: fuse only the first ``limit`` pairs (dry run).
         pairs: the discovered pairs (:func:`discover`); discovered here when None.
+        progress_actor: name of the job's progress counter (per-scene fits report to it).
     """
     from pipeline.predictor import FusionPredictor
 
@@ -218,7 +227,7 @@ def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = N
 
     return ds.map_batches(
         FusionPredictor,
-        fn_constructor_kwargs={"config": predictor_config(config)},
+        fn_constructor_kwargs={"config": predictor_config(config, progress_actor)},
         batch_size=fusion.batch_size,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=fusion.num_actors),  # a fixed-size pool: every actor starts at once
@@ -296,7 +305,8 @@ def run_batch_fuse(
     Args:
         config: the job config.
         on_progress: called about twice a second from a driver thread with ``{"ok", "failed", "skipped",
-            "total", "discovering"}`` (rows finished so far; pairs discovered so far; whether discovery goes on).
+            "total", "discovering", "fitting", "fitted"}`` (rows finished so far; pairs discovered so far; whether
+            discovery goes on; ``(pair_id, started_at)`` of the per-scene fits running now; fits finished).
     """
     import ray
 
@@ -314,12 +324,15 @@ def run_batch_fuse(
     if config.fusion.details:
         update["extra_columns"] = tuple(dict.fromkeys([*config.output.extra_columns, S.DETAIL_B, S.DETAIL_A]))
     output_config = config.output.model_copy(update=update)
-    counter = start_counter()
+    counter_name = f"maugif-progress-{run_id}"
+    counter = start_counter(counter_name)
     state = {"total": 0, "discovering": True}
 
     def report(snapshot: dict[str, Any]) -> None:
         if on_progress is not None:
-            on_progress({**{k: snapshot.get(k, 0) for k in ("ok", "failed", "skipped")}, **state})
+            counts = {k: snapshot.get(k, 0) for k in ("ok", "failed", "skipped")}
+            scenes = {"fitting": snapshot.get("fitting", []), "fitted": snapshot.get("fitted", 0)}
+            on_progress({**counts, **scenes, **state})
 
     try:
         _save_config(config, output, run_id)
@@ -338,7 +351,7 @@ def run_batch_fuse(
                 state["total"] = total if limit is None else min(total, config.dry_run or 0)
                 if limit is not None and limit <= 0:
                     continue  # dry run: the rest is only counted
-                ds = build_dataset(config, done_ref, limit=limit, pairs=pairs)
+                ds = build_dataset(config, done_ref, limit=limit, pairs=pairs, progress_actor=counter_name)
                 sink = MeteredDatasink(
                     output_config,
                     run_id=run_id,

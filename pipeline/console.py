@@ -35,6 +35,17 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _scenes(fitting: list, fitted: int) -> str:
+    """``fitting 2 scene(s) (p7 for 1m05s, ...), 3 fitted`` for per-scene fits (multiplicative tasks)."""
+    if not fitting and not fitted:
+        return ""
+    now = time.time()
+    running = ", ".join(f"{pid} for {_duration(now - started)}" for pid, started in list(fitting)[:3])
+    more = " …" if len(fitting) > 3 else ""
+    text = f"fitting {len(fitting)} scene(s) ({running}{more})" if fitting else "no scene fitting now"
+    return f"{text}, {fitted} fitted"
+
+
 class ProgressConsole:
     """The ``on_progress`` callback of :func:`pipeline.batch.run_batch_fuse` for a console.
 
@@ -54,12 +65,14 @@ class ProgressConsole:
         self.last_line = 0.0
         self.first_processed: tuple[float, int] | None = None
         self._bar: Any = None
+        self.scenes = ""
 
     def __call__(self, state: dict[str, Any]) -> None:
         ok, failed, skipped = (int(state.get(k, 0)) for k in ("ok", "failed", "skipped"))
         total = int(state.get("total", 0))
         discovering = bool(state.get("discovering", False))
         done = ok + failed + skipped
+        self.scenes = _scenes(state.get("fitting") or [], int(state.get("fitted", 0)))
         if self.interactive:
             self._update_bar(done, total, failed, skipped, discovering)
         else:
@@ -76,6 +89,8 @@ class ProgressConsole:
         postfix = {"failed": failed, "done before": skipped}
         if discovering:
             postfix["discovering"] = "…"
+        if self.scenes:
+            postfix["scenes"] = self.scenes
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.refresh()
 
@@ -96,7 +111,7 @@ class ProgressConsole:
         speed = f", {rate:.2f} pairs/s" if rate else ""
         print(
             f"progress: {done}/{of} {self.label}{share}, {failed} failed, {skipped} done before{speed}{eta}, "
-            f"elapsed {_duration(now - self.started)}",
+            f"elapsed {_duration(now - self.started)}" + (f"; {self.scenes}" if self.scenes else ""),
             file=self.stream,
             flush=True,
         )

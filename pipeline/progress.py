@@ -4,7 +4,8 @@ Ray Data's own progress bars count blocks and print ``Total Progress: 0/?`` in a
 tasks call :meth:`ProgressCounter.add` (fire-and-forget, batched: every ``REPORT_ROWS`` rows or
 ``REPORT_SECONDS``); the driver's :class:`ProgressPoller` thread reads :meth:`ProgressCounter.snapshot` every
 half second and hands it to a callback (the job's console: a tqdm bar in a terminal, a line every few seconds in
-a log). The counter also keeps when each report arrived, so a dry run can tell start-up from steady state.
+a log). The counter also keeps when each report arrived, so a dry run can tell start-up from steady state, and
+which per-scene fits (multiplicative tasks, minutes each) run now, so a long fit is visible as it happens.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ProgressCounter", "ProgressPoller", "RowReporter", "rates_from_history", "start_counter"]
+__all__ = [
+    "ProgressCounter",
+    "ProgressPoller",
+    "RowReporter",
+    "rates_from_history",
+    "report_scene",
+    "start_counter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,15 @@ class ProgressCounter:
     def __init__(self) -> None:
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
         self.history: list[tuple[float, int]] = []  # (wall time, rows processed so far: ok + failed)
+        self.fitting: dict[str, float] = {}  # scenes whose per-scene fit runs now → wall time it started
+        self.fitted = 0
+
+    def scene(self, pair_id: str, event: str, at: float) -> None:
+        """A per-scene fit (multiplicative tasks) started (``event="start"``) or ended (``"end"``)."""
+        if event == "start":
+            self.fitting[pair_id] = at
+        elif self.fitting.pop(pair_id, None) is not None:
+            self.fitted += 1
 
     def add(self, counts: dict[str, int], at: float) -> None:
         for key, value in counts.items():
@@ -38,14 +55,36 @@ class ProgressCounter:
             self.history.append((at, processed))
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.counts, "history": list(self.history)}
+        return {
+            **self.counts,
+            "history": list(self.history),
+            "fitting": sorted(self.fitting.items(), key=lambda kv: kv[1]),
+            "fitted": self.fitted,
+        }
 
 
-def start_counter() -> Any:
-    """A :class:`ProgressCounter` actor on the connected cluster (no CPU reserved)."""
+def start_counter(name: str | None = None) -> Any:
+    """A :class:`ProgressCounter` actor on the connected cluster (no CPU reserved); ``name`` makes it findable by
+    the fusion actors (:func:`report_scene`)."""
     import ray
 
-    return ray.remote(num_cpus=0)(ProgressCounter).remote()
+    options: dict[str, Any] = {"num_cpus": 0}
+    if name:
+        options["name"] = name
+    return ray.remote(**options)(ProgressCounter).remote()
+
+
+def report_scene(counter_name: str | None, pair_id: str, event: str) -> None:
+    """Tell the job's named counter that a per-scene fit of ``pair_id`` starts or ends (no-op without a name;
+    never raises: progress is informative only)."""
+    if not counter_name:
+        return
+    try:
+        import ray
+
+        ray.get_actor(counter_name).scene.remote(pair_id, event, time.time())
+    except Exception:
+        logger.debug("scene progress report failed", exc_info=True)
 
 
 class RowReporter:

@@ -144,3 +144,21 @@ def test_dry_run_writes_through_s3_and_separates_startup(ray_session, s3_server,
     assert summary["projected_node_hours_total"] == pytest.approx(expected)
     assert "start-up" in format_summary(summary) and "steady state" in format_summary(summary)
     assert np.isfinite(summary["projected_node_hours_total"])
+
+
+def test_per_scene_fits_report_their_progress(ray_session, tmp_path, checkpoint):
+    """Case 6: a multiplicative pair's per-scene fit (minutes at full settings) is visible while it runs."""
+    import csv
+
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    with open(samples / "manifest.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["task"] == "pansharpen"][:1]
+    for r in rows:
+        r["uri_a"], r["uri_b"] = str(samples / r["uri_a"]), str(samples / r["uri_b"])
+    _write_manifest(tmp_path / "pairs.csv", rows)
+    states: list[dict] = []
+    summary = run_batch_fuse(_config(str(tmp_path / "pairs.csv"), str(tmp_path / "out"), checkpoint),
+                             on_progress=states.append)  # fmt: skip
+    assert summary["pairs_ok"] == 1
+    assert states[-1]["fitted"] == 1 and states[-1]["fitting"] == []
+    assert states[-1]["ok"] == 1 and states[-1]["total"] == 1 and not states[-1]["discovering"]
