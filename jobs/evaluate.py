@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     code = report_preflight("evaluate", run_checks(eval_steps(config)), args)
     if code is not None:
         return code
+    if not args.verbose:
+        from pipeline.console import quiet_known_warnings
+
+        quiet_known_warnings()
     import ray
 
     from pipeline.evaluation import run_evaluation

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     code = report_preflight("train", run_checks(train_steps(config)), args)
     if code is not None:
         return code
+    if not args.verbose:
+        from pipeline.console import quiet_known_warnings
+
+        quiet_known_warnings()
 
     import ray
 

@@ -6,6 +6,8 @@ argparse only: a bad command line fails before pydantic, torch or Ray is importe
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 __all__ = ["add_console_options", "job_parser", "report_preflight", "setup_logging"]
 
@@ -51,13 +53,31 @@ def add_console_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record arrives (test runners and notebooks swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(args: argparse.Namespace) -> None:
     """Console logging for a job: warnings by default, INFO with ``--verbose``, errors only with ``--quiet``."""
-    import logging
-
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)  # also when a host (pytest, a notebook) configured logging first
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h, _CurrentStderr)]
+    if not root.handlers:
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        ours = [handler]
+    for handler in ours:
+        handler.setLevel(level)  # also filters loggers that set their own level (werkzeug, botocore)
+    root.setLevel(level)  # also when a host (pytest, a notebook) configured logging first
 
 
 def report_preflight(prog: str, checks: list, args: argparse.Namespace) -> int | None:

@@ -12,13 +12,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline import schema as S
 
-__all__ = ["checkpoint_provenance", "common_pairs", "training_sets"]
+__all__ = ["checkpoint_provenance", "common_pairs", "pair_uris", "pairs_frame", "training_sets"]
+
+logger = logging.getLogger(__name__)
 
 COL_METHOD = "method"
 
@@ -144,3 +148,35 @@ def checkpoint_provenance(config: Any, uris: dict[str, tuple[str, str]]) -> dict
         "training_data": training,
         "trained_on": flagged,
     }
+
+
+def pair_uris(config: Any, pairs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """pair_id → (uri_a, uri_b) of the evaluated pairs (discovery again: evaluation sets are small)."""
+    from pipeline.pairs import iter_pairs
+
+    wanted = {str(p) for p in pairs}
+    uris: dict[str, tuple[str, str]] = {}
+    try:
+        for batch in iter_pairs(config.input, task=config.task, config=config.pairs, storage=config.storage):
+            for r in batch.pairs.select([S.PAIR_ID, S.URI_A, S.URI_B]).to_pylist():
+                if r[S.PAIR_ID] in wanted:
+                    uris[r[S.PAIR_ID]] = (r[S.URI_A], r[S.URI_B])
+    except Exception:  # provenance is informative; the report must still be written
+        logger.warning("could not list the pairs' files for the training-data check", exc_info=True)
+    return uris
+
+
+def pairs_frame(pairs: Sequence[str], comparison: dict[str, Any], provenance: dict[str, Any] | None) -> Any:
+    """``pairs.csv``: per pair, whether it is in the comparison, why it was dropped, the training set it lies in."""
+    import pandas as pd
+
+    trained = (provenance or {}).get("trained_on", {})
+    common = set(comparison["common"])
+    return pd.DataFrame(
+        {
+            S.PAIR_ID: [str(p) for p in pairs],
+            "in_comparison": [str(p) in common for p in pairs],
+            "dropped_because": [comparison["dropped"].get(str(p), "") for p in pairs],
+            "in_training_data": [trained.get(str(p), "") for p in pairs],
+        }
+    )

@@ -40,7 +40,7 @@ from pipeline.evaluation import (
     metric_order,
     write_bytes,
 )
-from pipeline.evaluation_pairs import checkpoint_provenance, common_pairs
+from pipeline.evaluation_pairs import checkpoint_provenance, common_pairs, pair_uris, pairs_frame
 
 __all__ = [
     "encode_image",
@@ -372,37 +372,6 @@ def _html_page(
     return "\n".join(parts)
 
 
-def _pair_uris(config: Any, pairs: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """pair_id → (uri_a, uri_b) of the evaluated pairs (discovery again: evaluation sets are small)."""
-    from pipeline.pairs import iter_pairs
-
-    wanted = {str(p) for p in pairs}
-    uris: dict[str, tuple[str, str]] = {}
-    try:
-        for batch in iter_pairs(config.input, task=config.task, config=config.pairs, storage=config.storage):
-            for r in batch.pairs.select([S.PAIR_ID, S.URI_A, S.URI_B]).to_pylist():
-                if r[S.PAIR_ID] in wanted:
-                    uris[r[S.PAIR_ID]] = (r[S.URI_A], r[S.URI_B])
-    except Exception:  # provenance is informative; the report must still be written
-        logger.warning("could not list the pairs' files for the training-data check", exc_info=True)
-    return uris
-
-
-def _pairs_frame(pairs: Sequence[str], comparison: dict[str, Any], provenance: dict[str, Any] | None) -> Any:
-    import pandas as pd
-
-    trained = (provenance or {}).get("trained_on", {})
-    common = set(comparison["common"])
-    return pd.DataFrame(
-        {
-            S.PAIR_ID: [str(p) for p in pairs],
-            "in_comparison": [str(p) in common for p in pairs],
-            "dropped_because": [comparison["dropped"].get(str(p), "") for p in pairs],
-            "in_training_data": [trained.get(str(p), "") for p in pairs],
-        }
-    )
-
-
 def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dict[str, Any]:
     """Write every output file of the job; return the summary (also written as ``summary.json``)."""
     from pipeline.fsutil import join_key
@@ -416,12 +385,12 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
     compared = rows[rows[S.PAIR_ID].astype(str).isin(common)] if not rows.empty else rows
     means = mean_table(compared, methods, metrics)
     counts = compared.groupby(COL_METHOD)[S.PAIR_ID].nunique().to_dict() if not compared.empty else {}
-    provenance = checkpoint_provenance(config, _pair_uris(config, result.pairs))
+    provenance = checkpoint_provenance(config, pair_uris(config, result.pairs))
 
     write_bytes(join_key(out, "metrics_per_image.csv"), csv_bytes(rows))
     write_bytes(join_key(out, "metrics_mean.csv"), csv_bytes(means))
     write_bytes(join_key(out, "failures.csv"), csv_bytes(result.failures))
-    write_bytes(join_key(out, "pairs.csv"), csv_bytes(_pairs_frame(result.pairs, comparison, provenance)))
+    write_bytes(join_key(out, "pairs.csv"), csv_bytes(pairs_frame(result.pairs, comparison, provenance)))
     write_bytes(join_key(out, "config.yaml"), config_yaml.encode("utf-8"))
 
     table_md = markdown_table(means, counts, methods, metrics)

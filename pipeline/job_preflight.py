@@ -12,12 +12,12 @@ from pipeline.io_config import PairsConfig, StorageConfig
 from pipeline.preflight import (
     DiscoverySeen,
     Step,
-    check_checkpoint,
     check_input,
     check_output_outside,
     check_output_writable,
     probe_pairs,
 )
+from pipeline.preflight_checkpoint import check_checkpoint
 
 __all__ = ["eval_steps", "fuse_steps", "io_steps", "train_steps"]
 

@@ -8,8 +8,7 @@ Each check is cheap and bounded, so a job over a million-pair manifest starts as
 - the output bucket exists, the output is writable (a probe object is written and removed) and the output is
   neither inside nor equal to an input location (the input folder, a manifest, or the folders of the pair URIs
   in the manifest's first rows), after normalising local paths and ``s3://`` URIs;
-- every checkpoint loads (no pickle, a MAUGIF safetensors file whose weights fit its stored config) and was
-  trained for the task it is given for (a mismatch is an error unless explicitly allowed).
+- every checkpoint loads and was trained for the task it is given for (:mod:`pipeline.preflight_checkpoint`).
 
 :func:`run_checks` runs the steps in order, skipping those whose prerequisite failed, and returns
 :class:`Check` results; jobs print them (``--check``) or turn any failure into exit code 2.
@@ -32,14 +31,15 @@ from pipeline.io_config import PairsConfig, StorageConfig
 __all__ = [
     "Check",
     "DiscoverySeen",
+    "check_bucket",
     "PreflightError",
     "Step",
-    "check_checkpoint",
     "check_input",
     "check_output_outside",
     "check_output_writable",
     "format_checks",
     "is_inside",
+    "is_s3_uri",
     "normalize_location",
     "probe_pairs",
     "run_checks",
@@ -153,14 +153,20 @@ def _bucket(uri: str) -> str:
     return uri.split("://", 1)[1].split("/", 1)[0]
 
 
-def _is_s3(uri: str) -> bool:
+def is_s3_uri(uri: str) -> bool:
+    """True for ``s3://`` and ``s3a://`` URIs."""
     return "://" in uri and uri.split("://", 1)[0].lower() in ("s3", "s3a")
 
 
 # ------------------------------------------------------------------------------------------------- input
 
 
-def _s3_bucket_exists(fs: Any, uri: str, role: str) -> None:
+def check_bucket(fs: Any, uri: str, role: str) -> None:
+    """The bucket of ``uri`` exists (``role`` names it in the message: input, output, checkpoint).
+
+    Raises:
+        PreflightError: a missing, unreachable or forbidden bucket.
+    """
     bucket = _bucket(uri)
     try:
         fs.invalidate_cache()
@@ -182,8 +188,8 @@ def check_input(source: str, storage: StorageConfig | None = None, *, what: str 
     from pipeline.storage import get_filesystem
 
     fs, path = get_filesystem(source, storage)
-    if _is_s3(source):
-        _s3_bucket_exists(fs, source, what)
+    if is_s3_uri(source):
+        check_bucket(fs, source, what)
     try:
         is_file, is_dir = fs.isfile(path), fs.isdir(path)
     except Exception as e:
@@ -328,9 +334,9 @@ def check_output_writable(output: str, storage: StorageConfig | None = None) -> 
     from pipeline.storage import get_filesystem
 
     fs, path = get_filesystem(output, storage)
-    if _is_s3(output):
-        _s3_bucket_exists(fs, output, "output")
-    local = not _is_s3(output) and "://" not in output.replace("file://", "")
+    if is_s3_uri(output):
+        check_bucket(fs, output, "output")
+    local = not is_s3_uri(output) and "://" not in output.replace("file://", "")
     created: list[str] = []
     if local:
         target = os.path.abspath(path)
@@ -357,70 +363,3 @@ def check_output_writable(output: str, storage: StorageConfig | None = None) -> 
             except OSError:
                 break
     return f"{output} is writable (probe object written and removed)"
-
-
-# ------------------------------------------------------------------------------------------------- checkpoints
-
-
-def _checkpoint_bytes(uri: str, storage: StorageConfig | None) -> tuple[bytes, str]:
-    from pipeline.storage import get_filesystem
-
-    fs, path = get_filesystem(uri, storage)
-    if _is_s3(uri):
-        _s3_bucket_exists(fs, uri, "checkpoint")
-    candidates = (
-        [path] if path.endswith(".safetensors") else [path, f"{path.rstrip('/')}/model.safetensors",
-                                                      f"{path.rstrip('/')}/final/model.safetensors"]
-    )  # fmt: skip
-    for candidate in candidates:
-        if fs.isfile(candidate):
-            with fs.open(candidate, "rb") as handle:
-                return handle.read(), candidate
-    raise PreflightError(
-        f"checkpoint {uri!r} does not exist: expected a .safetensors file, a folder holding model.safetensors, or a "
-        "training output (final/model.safetensors)"
-    )
-
-
-def check_checkpoint(uri: str, task: str, *, allow_task_mismatch: bool = False, storage: Any = None) -> str:
-    """The checkpoint loads safely (no pickle; weights fit the stored config) and was trained for ``task``.
-
-    A ``general`` checkpoint fits every additive task. Any other task mismatch is an error unless
-    ``allow_task_mismatch``; a mechanism mismatch (additive vs multiplicative) always is.
-
-    Raises:
-        PreflightError, CheckpointError: naming the checkpoint and what was expected.
-    """
-    from maugif_core.checkpoint import load_checkpoint
-    from maugif_core.config import ADDITIVE_TASKS
-    from maugif_core.errors import CheckpointError
-
-    data, found = _checkpoint_bytes(uri, storage)
-    try:
-        model = load_checkpoint(data)
-    except CheckpointError as e:
-        message = str(e).replace("checkpoint <bytes>", f"checkpoint {uri!r}")
-        if "expected" not in message:
-            message += "; expected a MAUGIF .safetensors checkpoint written by save_checkpoint or jobs/train.py"
-        raise PreflightError(message) from e
-    except Exception as e:  # safetensors raises its own error for a truncated body (header intact)
-        raise PreflightError(
-            f"checkpoint {uri!r} cannot be loaded ({type(e).__name__}: {e}): truncated or corrupt? expected a "
-            "complete MAUGIF .safetensors checkpoint"
-        ) from e
-    stored = model.config.task
-    kind = "additive" if task in ADDITIVE_TASKS else "multiplicative"
-    if model.mechanism != kind:
-        raise PreflightError(
-            f"checkpoint {uri!r} holds a {model.mechanism} {stored!r} model, but it is given for the {kind} task "
-            f"{task!r}: expected a checkpoint trained for {task!r}"
-        )
-    card = f"{found}: task {stored!r}, {sum(p.numel() for p in model.parameters())} parameters"
-    if stored == task or (stored == "general" and task in ADDITIVE_TASKS):
-        return card
-    if allow_task_mismatch:
-        return f"{card}; used for {task!r} although trained for {stored!r} (allowed by allow_task_mismatch)"
-    raise PreflightError(
-        f"checkpoint {uri!r} was trained for task {stored!r} but is given for task {task!r}: expected a {task!r} "
-        f"(or 'general') checkpoint; pass --allow-task-mismatch (allow_task_mismatch=true) to use it anyway"
-    )

@@ -16,12 +16,12 @@ from pipeline.io_config import PairsConfig
 from pipeline.preflight import (
     DiscoverySeen,
     PreflightError,
-    check_checkpoint,
     check_output_outside,
     is_inside,
     normalize_location,
     probe_pairs,
 )
+from pipeline.preflight_checkpoint import check_checkpoint
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "mff"
 
