@@ -1,11 +1,12 @@
 """The tool's mark on its outputs, and resume's test for it.
 
-Every fused output this tool commits carries a mark: ``{"run_id": ..., "pair_id": ...}`` as JSON, in a PNG
+Every fused output this tool commits carries a mark: ``{"tool": "maugif-ray", "pair_id": ...}`` as JSON, in a PNG
 ``tEXt`` chunk (keyword :data:`MARK_KEY`, placed right after ``IHDR`` so the first kilobytes of the file hold it)
 or in a VRT's dataset ``<Metadata>`` (the VRT is a raster's commit point). Resume trusts an output that is not in
-the manifest only when its mark names this pair and a run recorded at this output (its
+the manifest only when its mark names this pair and this tool recorded a run at this output (a
 ``_manifest/config-<run_id>.json``): a file that merely has an output's name (an input, a copy, another tool's
-output) is never taken for a finished pair.
+output) is never taken for a finished pair. The mark holds no run id, so that outputs stay byte-identical across
+runs; an output is trusted only at a location where this tool recorded a run.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ _HEAD_BYTES = 4096
 _VRT_MARK = re.compile(r'<MDI key="' + MARK_KEY + r'">([^<]*)</MDI>')
 
 
-def make_mark(run_id: str, pair_id: str) -> str:
-    """The mark's text: JSON naming the run and the pair."""
-    return json.dumps({"run_id": run_id, "pair_id": pair_id}, sort_keys=True, separators=(",", ":"))
+def make_mark(pair_id: str) -> str:
+    """The mark's text: JSON naming the tool and the pair.
+
+    No run id: outputs stay byte-identical whichever run writes them (rewrites are harmless, and a killed job's
+    rerun produces the bytes of a clean run, see tests/ops/test_faults.py); which runs wrote at an output is in its
+    manifest and ``config-<run_id>.json`` files.
+    """
+    return json.dumps({"tool": MARK_KEY, "pair_id": pair_id}, sort_keys=True, separators=(",", ":"))
 
 
 def add_png_mark(png: bytes, mark: str) -> bytes:
@@ -117,7 +123,8 @@ def recorded_runs(fs: Any, root: str) -> set[str]:
 
 
 def marked_pair_ids(output: str, exclude: Iterable[str] = ()) -> tuple[set[str], int]:
-    """Pair ids whose final output at the top of ``output`` carries this tool's mark from a run recorded there.
+    """Pair ids whose final output at the top of ``output`` carries this tool's mark for that pair, at an output
+    where this tool recorded a run.
 
     Only outputs not in ``exclude`` (the manifest's ``ok`` pairs) are opened, and only their first kilobytes
     (a VRT is small) are read: normally just the outputs committed after the last manifest flush of a crashed run.
@@ -149,7 +156,7 @@ def marked_pair_ids(output: str, exclude: Iterable[str] = ()) -> tuple[set[str],
         except OSError:
             continue
         mark = read_mark(head)
-        if mark and mark.get("pair_id") == stem and mark.get("run_id") in runs:
+        if mark and mark.get("tool") == MARK_KEY and mark.get("pair_id") == stem and runs:
             trusted.add(stem)
         else:
             untrusted += 1

@@ -152,7 +152,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
                 uri,
                 compress_level=config.png_compress_level,
                 fs=fs,
-                mark=make_mark(config.run_id, pair_id) if config.run_id else None,
+                mark=make_mark(pair_id),
             )
         else:
             uri, nbytes = write_raster(

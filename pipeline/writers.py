@@ -290,8 +290,7 @@ def commit_raster(
         return folder, written
     refs = [TileRef(f"{pair_id}/{ref.href}", ref.row_off, ref.col_off, ref.height, ref.width) for _, _, ref in tiles]
     uri = vrt_uri(output, pair_id)
-    mark = make_mark(config.run_id, pair_id) if config.run_id else None
-    written += write_vrt(uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs, mark=mark)
+    written += write_vrt(uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs, mark=make_mark(pair_id))
     return uri, written
 
 

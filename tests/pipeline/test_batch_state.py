@@ -91,14 +91,14 @@ def test_resume_trusts_only_outputs_with_this_tools_mark(ray_session, tmp_path, 
     assert (summary["pairs_ok"], summary["pairs_skipped"]) == (3, 0)  # p001 fused, not skipped
     assert impostor.read_bytes() != (data / "p001_a.png").read_bytes()
     mark = read_mark(impostor.read_bytes()[:4096])
-    assert mark == {"run_id": summary["run_id"], "pair_id": "p001"}
+    assert mark == {"tool": "maugif-ray", "pair_id": "p001"}
 
     # A crash after the commit of an output but before its manifest part: the marked output is trusted...
     for part in (out / S.MANIFEST_DIR).glob("part-*.parquet"):
         part.unlink()
     again = run_batch_fuse(_config(str(data / "pairs.csv"), str(out), checkpoint))
     assert (again["pairs_ok"], again["pairs_skipped"]) == (0, 3)
-    # ... but not when the run that marked it is not recorded at this output (an output copied from elsewhere).
+    # ... but not where this tool recorded no run (outputs copied to a fresh location are fused again).
     for part in (out / S.MANIFEST_DIR).glob("*"):
         part.unlink()
     third = run_batch_fuse(_config(str(data / "pairs.csv"), str(out), checkpoint))
