@@ -260,7 +260,7 @@ def _alive_nodes() -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
-def resume_done(output: str) -> set[str]:
+def resume_done(output: str, current_run: str | None = None) -> set[str]:
     """Pair ids a rerun skips: the manifest's ``ok`` pairs, plus outputs carrying this tool's mark from a run
     recorded at ``output`` (committed after the last manifest flush of a crashed run). A file that merely has an
     output's name is never trusted (see :mod:`pipeline.marks`)."""
@@ -268,7 +268,7 @@ def resume_done(output: str) -> set[str]:
     from pipeline.marks import marked_pair_ids
 
     done = done_pair_ids(output)
-    marked, _ = marked_pair_ids(output, exclude=done)
+    marked, _ = marked_pair_ids(output, exclude=done, current_run=current_run)
     return done | marked
 
 
@@ -338,7 +338,7 @@ def run_batch_fuse(
         _save_config(config, output, run_id)
         done: set[str] = set()
         if config.resume and not dry:
-            done = resume_done(output)
+            done = resume_done(output, run_id)
         logger.info("resume: %d pairs already done at %s", len(done), output)
         done_ref = ray.put(done) if done else None
         counts: dict[str, int] = {}

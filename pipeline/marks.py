@@ -122,12 +122,16 @@ def recorded_runs(fs: Any, root: str) -> set[str]:
     return runs
 
 
-def marked_pair_ids(output: str, exclude: Iterable[str] = ()) -> tuple[set[str], int]:
+def marked_pair_ids(
+    output: str, exclude: Iterable[str] = (), *, current_run: str | None = None
+) -> tuple[set[str], int]:
     """Pair ids whose final output at the top of ``output`` carries this tool's mark for that pair, at an output
     where this tool recorded a run.
 
     Only outputs not in ``exclude`` (the manifest's ``ok`` pairs) are opened, and only their first kilobytes
     (a VRT is small) are read: normally just the outputs committed after the last manifest flush of a crashed run.
+
+    ``current_run``: this run's id, not counted as a run recorded at the output (it has written nothing yet).
 
     Returns:
         ``(trusted pair ids, number of same-named files that were not trusted)``.
@@ -149,7 +153,7 @@ def marked_pair_ids(output: str, exclude: Iterable[str] = ()) -> tuple[set[str],
         if not dot or ext not in ("png", "vrt") or base.startswith((".", "_")) or stem in skip:
             continue
         if runs is None:
-            runs = recorded_runs(fs, root)
+            runs = recorded_runs(fs, root) - {current_run}  # an earlier run must have written here
         try:
             with fs.open(name, "rb") as handle:
                 head = handle.read(_HEAD_BYTES if ext == "png" else 1 << 20)
