@@ -5,8 +5,11 @@
         --checkpoint s3://bucket/train/final --set fusion.num_actors=8 --set fusion.num_gpus_per_actor=0.25
     ray job submit --working-dir . -- python jobs/batch_fuse.py --config configs/fuse.yaml
 
-Attaches to ``--address`` or ``RAY_ADDRESS`` when given, else starts a local Ray instance.
-Exit code: 0 when the failed fraction is within ``failures.max_fraction``, 1 otherwise, 2 for a bad config.
+Attaches to ``--address`` or ``RAY_ADDRESS`` when given, else starts a local Ray instance. Before Ray starts, a
+pre-flight checks the input, the output and every checkpoint (``--check`` prints that checklist and exits).
+Exit code (docs/OPERATIONS.md): 0 when failed / (ok, earlier runs included, + failed) is within
+``failures.max_fraction``, 1 otherwise, 2 for a user mistake (config, input, output, checkpoint) found before Ray
+starts.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ DEFAULT_INPUT = str(REPO / "samples" / "manifest.csv")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.cli import job_parser
+    from pipeline.cli import add_console_options, job_parser
 
     parser = job_parser(
         "jobs/batch_fuse.py",
@@ -40,19 +43,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--task", help="Task of pairs whose source names none.")
     parser.add_argument("--checkpoint", help="Checkpoint (file, folder or training output) for --task.")
     parser.add_argument(
+        "--allow-task-mismatch",
+        action="store_true",
+        default=None,
+        help="Use a checkpoint trained for another task of the same mechanism (sets allow_task_mismatch).",
+    )
+    parser.add_argument(
         "--dry-run",
         type=int,
         metavar="N",
         help="Fuse N pairs into a scratch location; print throughput and the cost projection.",
     )
+    add_console_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pydantic import ValidationError
 
+    from pipeline.cli import report_preflight, setup_logging
     from pipeline.errors import ConfigError
     from pipeline.fuse_config import FuseJobConfig
     from pipeline.jobconfig import load_job_config
@@ -64,32 +74,64 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": args.checkpoint,
         "address": args.address,
         "dry_run": args.dry_run,
+        "allow_task_mismatch": args.allow_task_mismatch,
     }
     if args.config is None and args.input is None and not any(o.startswith("input=") for o in args.overrides):
         cli["input"] = DEFAULT_INPUT
     try:
         config = load_job_config(FuseJobConfig, args.config, args.overrides, **cli)
     except (ValidationError, ConfigError, OSError) as e:
-        print(f"batch_fuse: invalid configuration:\n{e}", file=sys.stderr)
+        print(f"batch_fuse: error: invalid configuration: {e}", file=sys.stderr)
         return 2
+    setup_logging(args)
+
+    from pipeline.job_preflight import fuse_steps
+    from pipeline.preflight import run_checks
+
+    t0 = time.perf_counter()
+    code = report_preflight("batch_fuse", run_checks(fuse_steps(config)), args)
+    if code is not None:
+        return code
+    logging.getLogger(__name__).info("pre-flight passed in %.1f s", time.perf_counter() - t0)
 
     import ray
 
     from pipeline.batch import exit_code, format_summary, run_batch_fuse
+    from pipeline.console import ProgressConsole, quiet_known_warnings
 
+    if not args.verbose:
+        quiet_known_warnings()
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # ours counts pairs, Ray's count blocks
+        for name in ("ray", "ray.data"):  # Ray's INFO/WARNING lines about its own internals
+            logging.getLogger(name).setLevel(logging.ERROR)
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
-    ray.init(address=address or "local", log_to_driver=False)
-    print(f"ray ready in {time.perf_counter() - t0:.1f} s ({'attached to ' + address if address else 'local'})")
+    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.ERROR)
+    if not args.verbose:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if not args.quiet:
+        where = "attached to " + address if address else "local"
+        print(f"ray ready in {time.perf_counter() - t0:.1f} s ({where})", file=sys.stderr)
+    console = None if args.quiet else ProgressConsole(sys.stderr, interactive=sys.stderr.isatty())
     try:
-        summary = run_batch_fuse(config)
+        summary = run_batch_fuse(config, on_progress=console)
+    except Exception as e:  # a failure of the whole job (not of a pair): one line, the traceback with --verbose
+        if args.verbose:
+            raise
+        print(f"batch_fuse: error: the job failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     finally:
+        if console is not None:
+            console.close()
         ray.shutdown()
     print(format_summary(summary))
     if config.dry_run is None:
         print(f"summary: {config.output.uri.rstrip('/')}/_summary.json")
     else:
-        print(json.dumps({k: summary[k] for k in ("pairs_per_s", "projected_node_hours_total")}, indent=2))
+        keys = ("startup_s", "steady_pairs_per_s", "pairs_per_s", "projected_node_hours_total")
+        print(json.dumps({k: summary[k] for k in keys}, indent=2))
     return exit_code(summary)
 
 

@@ -13,13 +13,13 @@ Writes ``<output>/metrics_per_image.csv`` (pair_id,method,metric,value), ``metri
 (method,metric,mean), ``metrics_table.md``, ``plots/``, ``grid.png``, ``failures.csv`` and ``report.html``.
 Attaches to ``--address`` or ``RAY_ADDRESS`` when given, else starts its own local Ray instance.
 Exit code: 0 when every method scored every pair (or failures stay within ``max_failed_fraction``), 1
-otherwise, 2 for a bad config or arguments.
+otherwise, 2 for a user mistake (config, input, output, checkpoint) found by the pre-flight before Ray starts
+(``--check`` prints that checklist and exits).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:  # running from a checkout without `pip install -e
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.cli import job_parser
+    from pipeline.cli import add_console_options, job_parser
 
     parser = job_parser(
         "jobs/evaluate.py",
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=int, help="Evaluate only the first N pairs (a quick look).")
     parser.add_argument("--grid-pairs", type=int, help="Pairs shown in the visual grid (default 4).")
+    add_console_options(parser)
     return parser.parse_args(argv)
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_job_config(EvalJobConfig, args.config, args.overrides, **cli)
     except ConfigError as e:
-        print(f"evaluate: invalid configuration:\n{e}", file=sys.stderr)
+        print(f"evaluate: error: invalid configuration: {e}", file=sys.stderr)
         return 2
 
     # Local paths become absolute: Ray workers may run in another working directory.
@@ -106,7 +107,18 @@ def main(argv: list[str] | None = None) -> int:
             if (value := getattr(config, key)) is not None and "://" not in value
         }
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.cli import report_preflight, setup_logging
+    from pipeline.job_preflight import eval_steps
+    from pipeline.preflight import run_checks
+
+    setup_logging(args)
+    code = report_preflight("evaluate", run_checks(eval_steps(config)), args)
+    if code is not None:
+        return code
+    if not args.verbose:
+        from pipeline.console import quiet_known_warnings
+
+        quiet_known_warnings()
     import ray
 
     from pipeline.evaluation import run_evaluation

@@ -8,7 +8,8 @@ Usage::
 
 The config is validated before Ray starts, so a bad one fails in well under a second with a message naming the
 field. Re-running the same command (same output and ``storage.name``) resumes from the last checkpoint.
-Exit codes: 0 success, 2 bad config or arguments, 1 training failed.
+Exit codes: 0 success, 2 a user mistake (config, arguments, input, output) found before Ray starts (``--check``
+prints the pre-flight checklist and exits), 1 training failed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ DEFAULT_INPUT = REPO_ROOT / "samples" / "mff"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.cli import job_parser
+    from pipeline.cli import add_console_options, job_parser
 
     parser = job_parser(
         "jobs/train.py",
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         output_help="Output root, local or s3:// (storage.path); the final model goes to <output>/final.",
     )
     parser.add_argument("--task", help="Additive task preset: vif, medical, mff, mef, general (model.task).")
+    add_console_options(parser)
     return parser.parse_args(argv)
 
 
@@ -52,11 +54,10 @@ def load_config(args: argparse.Namespace):
         config_path = str(DEFAULT_CONFIG)
         cli["data.input"] = str(DEFAULT_INPUT)
     config = load_job_config(TrainJobConfig, config_path, args.overrides, **cli)
-    source = config.data.input or ""
-    if "://" not in source and not os.path.exists(source):
+    if not config.data.input:
         from pipeline.errors import ConfigError
 
-        raise ConfigError(f"data.input: {source!r} does not exist (expected a manifest file or a folder of pairs)")
+        raise ConfigError("data.input: missing (expected a manifest file or a folder of pairs, or --input)")
     return config
 
 
@@ -67,14 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"train: error: {e}", file=sys.stderr)
         return 2
+    from pipeline.cli import report_preflight, setup_logging
+    from pipeline.job_preflight import train_steps
+    from pipeline.preflight import run_checks
 
-    import logging
+    setup_logging(args)
+    code = report_preflight("train", run_checks(train_steps(config)), args)
+    if code is not None:
+        return code
+    if not args.verbose:
+        from pipeline.console import quiet_known_warnings
+
+        quiet_known_warnings()
 
     import ray
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from pipeline.training import run_training
 
     started = time.perf_counter()

@@ -8,25 +8,27 @@ Composition of the public pieces (``read_pairs``, ``decode_pair``, :class:`~pipe
     ds = ds.map_batches(FusionPredictor, fn_constructor_kwargs={"config": {...}}, concurrency=4, num_gpus=0.25)
     ds.write_datasink(MeteredDatasink(OutputConfig(uri="s3://bucket/out")))
 
-Resume: pairs whose latest manifest status is ``ok`` are marked ``skipped`` before decoding and flow through as
-such (no I/O, no fusion), so the summary can count them.
+Resume: pairs whose latest manifest status is ``ok``, or whose output carries this tool's mark from a run recorded
+at the output (:mod:`pipeline.marks`), are marked ``skipped`` before decoding and flow through as such (no I/O, no
+fusion), so the summary can count them. The summary and exit code (:mod:`pipeline.batch_summary`) describe the
+input's cumulative state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
-import shutil
-import tempfile
+import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema as S
+from pipeline.batch_summary import build_summary, exit_code, format_summary, save_summary
 from pipeline.fuse_config import FuseJobConfig
 from pipeline.io_config import ReadConfig, StorageConfig
 from pipeline.job_metrics import JobMetrics
@@ -34,7 +36,16 @@ from pipeline.sinks import FusedImageDatasink
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MeteredDatasink", "build_dataset", "decode_row", "mark_done", "run_batch_fuse"]
+__all__ = [
+    "MeteredDatasink",
+    "build_dataset",
+    "decode_row",
+    "exit_code",
+    "format_summary",
+    "mark_done",
+    "resume_done",
+    "run_batch_fuse",
+]
 
 
 def mark_done(batch: pa.Table, done: Any) -> pa.Table:
@@ -136,8 +147,9 @@ class MeteredDatasink(FusedImageDatasink):
         self.summary["bytes_in"] = sum(int(r.get("bytes_in", 0)) for r in returns)
 
 
-def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
-    """The plain-data config each fusion actor is built from."""
+def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -> dict[str, Any]:
+    """The plain-data config each fusion actor is built from (``progress_actor``: see
+    :func:`pipeline.progress.report_scene`)."""
     from pipeline.predictor import PredictorConfig
 
     return PredictorConfig(
@@ -151,6 +163,7 @@ def predictor_config(config: FuseJobConfig) -> dict[str, Any]:
         torch_threads=config.fusion.torch_threads,
         autocast=config.fusion.autocast,
         job=config.job_name,
+        progress_actor=progress_actor,
     ).model_dump()
 
 
@@ -174,7 +187,13 @@ def discover(config: FuseJobConfig):
     return next(iter(discover_windows(config, windowed=False)))[0]
 
 
-def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = None, pairs: Any = None):
+def build_dataset(
+    config: FuseJobConfig,
+    done: Any = None,
+    limit: int | None = None,
+    pairs: Any = None,
+    progress_actor: str | None = None,
+):
     """The lazy Ray Dataset of fused rows (before the sink).
 
     Args:
@@ -182,6 +201,7 @@ def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = N
         done: set or ObjectRef of pair ids to mark ``skipped``.
         limit: fuse only the first ``limit`` pairs (dry run).
         pairs: the discovered pairs (:func:`discover`); discovered here when None.
+        progress_actor: name of the job's progress counter (per-scene fits report to it).
     """
     from pipeline.predictor import FusionPredictor
 
@@ -203,38 +223,18 @@ def build_dataset(config: FuseJobConfig, done: Any = None, limit: int | None = N
     remote: dict[str, Any] = {"num_cpus": fusion.num_cpus_per_actor}
     if fusion.num_gpus_per_actor > 0:
         remote["num_gpus"] = fusion.num_gpus_per_actor
+    from ray.data import ActorPoolStrategy
+
     return ds.map_batches(
         FusionPredictor,
-        fn_constructor_kwargs={"config": predictor_config(config)},
+        fn_constructor_kwargs={"config": predictor_config(config, progress_actor)},
         batch_size=fusion.batch_size,
         batch_format="numpy",
-        concurrency=fusion.num_actors,  # a fixed-size pool: every actor starts at once
+        compute=ActorPoolStrategy(size=fusion.num_actors),  # a fixed-size pool: every actor starts at once
         max_restarts=-1,
         max_task_retries=-1,
         **remote,
     )
-
-
-def committed_pair_ids(output: str) -> set[str]:
-    """Pair ids whose final output exists at the top level of ``output`` (``<id>.png`` or ``<id>.vrt``).
-
-    Outputs are committed atomically (temp name, then rename) and a raster's VRT is written after all its tiles,
-    so a final name means a complete output even if the job died before its manifest part was flushed.
-    """
-    from pipeline.fsutil import filesystem_for
-
-    fs, root = filesystem_for(output)
-    try:
-        names = fs.ls(root, detail=False)
-    except FileNotFoundError:
-        return set()
-    done = set()
-    for name in names:
-        base = name.rstrip("/").rsplit("/", 1)[-1]
-        for suffix in (".png", ".vrt"):
-            if base.endswith(suffix) and not base.startswith((".", "_")):
-                done.add(base[: -len(suffix)])
-    return done
 
 
 def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
@@ -244,121 +244,150 @@ def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
     atomic_write_bytes(f"{output.rstrip('/')}/{S.MANIFEST_DIR}/config-{run_id}.json", payload)
 
 
+def _with_lookahead(windows: Iterator[tuple[Any, int]]) -> Iterator[tuple[Any, int, bool]]:
+    """``(dataset, rows, is_last)``: the next window is discovered before the current one runs, so the progress
+    total is final as soon as the last window starts (one extra window of pair rows in the object store)."""
+    current = next(windows, None)
+    while current is not None:
+        following = next(windows, None)
+        yield current[0], current[1], following is None
+        current = following
+
+
 def _alive_nodes() -> int:
     import ray
 
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
-def run_batch_fuse(config: FuseJobConfig) -> dict[str, Any]:
+def resume_done(output: str, current_run: str | None = None) -> set[str]:
+    """Pair ids a rerun skips: the manifest's ``ok`` pairs, plus outputs carrying this tool's mark from a run
+    recorded at ``output`` (committed after the last manifest flush of a crashed run). A file that merely has an
+    output's name is never trusted (see :mod:`pipeline.marks`)."""
+    from pipeline.manifest import done_pair_ids
+    from pipeline.marks import marked_pair_ids
+
+    done = done_pair_ids(output)
+    marked, _ = marked_pair_ids(output, exclude=done, current_run=current_run)
+    return done | marked
+
+
+def _scratch_uri(output: str, run_id: str) -> str:
+    from pipeline.fsutil import join_key
+
+    return join_key(output, f"_dry-run-{run_id}")
+
+
+def _remove_scratch(scratch: str, output: str, output_existed: bool) -> None:
+    from pipeline.fsutil import filesystem_for, is_local
+
+    fs, root = filesystem_for(scratch)
+    try:
+        fs.rm(root, recursive=True)
+    except FileNotFoundError:
+        pass
+    except Exception:
+        logger.warning("dry run: could not remove the scratch prefix %s", scratch, exc_info=True)
+    if is_local(fs) and not output_existed:
+        with contextlib.suppress(OSError):
+            os.rmdir(filesystem_for(output)[1])  # the output folder the dry run created, if now empty
+
+
+def run_batch_fuse(
+    config: FuseJobConfig, *, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """Run the job on the connected Ray cluster; returns the summary (also saved as ``<output>/_summary.json``).
 
-    With ``config.dry_run = N`` the first N pairs are fused into a scratch folder that is deleted afterwards, and
-    the summary holds the projection for the whole input; nothing is written to the real output.
+    With ``config.dry_run = N`` the first N pairs are fused through the real output storage into a scratch
+    prefix ``<output>/_dry-run-<run_id>/`` that is removed afterwards; the summary separates the start-up time
+    from the steady-state rate and projects the whole input from the steady state.
+
+    Args:
+        config: the job config.
+        on_progress: called about twice a second from a driver thread with ``{"ok", "failed", "skipped",
+            "total", "discovering", "fitting", "fitted"}`` (rows finished so far; pairs discovered so far; whether
+            discovery goes on; ``(pair_id, started_at)`` of the per-scene fits running now; fits finished).
     """
     import ray
 
-    from pipeline.fsutil import atomic_write_bytes
-    from pipeline.manifest import done_pair_ids, new_run_id
+    from pipeline.fsutil import filesystem_for
+    from pipeline.manifest import new_run_id, run_failures
+    from pipeline.progress import ProgressPoller, rates_from_history, start_counter
 
     started = time.perf_counter()
+    wall_start = time.time()
     run_id = config.output.run_id or new_run_id()
-    scratch = tempfile.mkdtemp(prefix="maugif-dry-run-") if config.dry_run is not None else None
-    output = scratch if scratch is not None else config.output.uri
+    dry = config.dry_run is not None
+    output_existed = filesystem_for(config.output.uri)[0].exists(filesystem_for(config.output.uri)[1])
+    output = _scratch_uri(config.output.uri, run_id) if dry else config.output.uri
     update: dict[str, Any] = {"uri": output, "run_id": run_id}
     if config.fusion.details:
         update["extra_columns"] = tuple(dict.fromkeys([*config.output.extra_columns, S.DETAIL_B, S.DETAIL_A]))
     output_config = config.output.model_copy(update=update)
+    counter_name = f"maugif-progress-{run_id}"
+    counter = start_counter(counter_name)
+    state = {"total": 0, "discovering": True}
+
+    def report(snapshot: dict[str, Any]) -> None:
+        if on_progress is not None:
+            counts = {k: snapshot.get(k, 0) for k in ("ok", "failed", "skipped")}
+            scenes = {"fitting": snapshot.get("fitting", []), "fitted": snapshot.get("fitted", 0)}
+            on_progress({**counts, **scenes, **state})
+
     try:
         _save_config(config, output, run_id)
         done: set[str] = set()
-        if config.resume and scratch is None:
-            done = done_pair_ids(output) | committed_pair_ids(output)
+        if config.resume and not dry:
+            done = resume_done(output, run_id)
         logger.info("resume: %d pairs already done at %s", len(done), output)
         done_ref = ray.put(done) if done else None
         counts: dict[str, int] = {}
         total = 0
         limit = config.dry_run
-        for index, (pairs, rows) in enumerate(discover_windows(config)):
-            total += rows
-            if limit is not None and limit <= 0:
-                continue  # dry run: the rest is only counted
-            ds = build_dataset(config, done_ref, limit=limit, pairs=pairs)
-            sink = MeteredDatasink(
-                output_config,
-                run_id=run_id,
-                min_rows_per_write=config.resources.rows_per_write,
-                job=config.job_name,
-                part_prefix=f"w{index:05d}-",
-            )
-            ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
-            for key, value in (sink.summary or {}).items():
-                if isinstance(value, int):
-                    counts[key] = counts.get(key, 0) + value
-            if limit is not None:
-                limit -= min(rows, limit)
-            del ds, pairs, sink  # release this window's block references before the next one
+        with ProgressPoller(counter, report) as poller:
+            for index, (pairs, rows, last) in enumerate(_with_lookahead(discover_windows(config))):
+                total += rows
+                state["discovering"] = not last
+                state["total"] = total if limit is None else min(total, config.dry_run or 0)
+                if limit is not None and limit <= 0:
+                    continue  # dry run: the rest is only counted
+                ds = build_dataset(config, done_ref, limit=limit, pairs=pairs, progress_actor=counter_name)
+                sink = MeteredDatasink(
+                    output_config,
+                    run_id=run_id,
+                    min_rows_per_write=config.resources.rows_per_write,
+                    job=config.job_name,
+                    part_prefix=f"w{index:05d}-",
+                    progress=counter,
+                )
+                ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
+                for key, value in (sink.summary or {}).items():
+                    if isinstance(value, int):
+                        counts[key] = counts.get(key, 0) + value
+                if limit is not None:
+                    limit -= min(rows, limit)
+                del ds, pairs, sink  # release this window's block references before the next one
+            state["discovering"] = False
         elapsed = time.perf_counter() - started
-        ok, failed, skipped = (int(counts.get(k, 0)) for k in (S.STATUS_OK, S.STATUS_FAILED, S.STATUS_SKIPPED))
-        processed = ok + failed
-        rate = processed / elapsed if elapsed > 0 else 0.0
-        nodes = _alive_nodes()
-        remaining = max(total - skipped, 0)
-        projected = (remaining / rate / 3600.0 * nodes) if rate > 0 else math.inf
-        fraction = failed / processed if processed else 0.0
-        summary = {
-            "run_id": run_id,
-            "input": config.input,
-            "output": config.output.uri if scratch is None else None,
-            "dry_run": config.dry_run,
-            "pairs_total": total,
-            "pairs_ok": ok,
-            "pairs_failed": failed,
-            "pairs_skipped": skipped,
-            "failure_fraction": fraction,
-            "failure_budget": config.failures.max_fraction,
-            "within_budget": fraction <= config.failures.max_fraction,
-            "elapsed_s": elapsed,
-            "pairs_per_s": rate,
-            "bytes_in": int(counts.get("bytes_in", 0)),
-            "bytes_out": int(counts.get("bytes", 0)),
-            "nodes": nodes,
-            "projected_node_hours_total": (total / rate / 3600.0 * nodes) if rate > 0 else None,
-            "projected_node_hours_remaining": projected if math.isfinite(projected) else None,
-        }
-        if scratch is None:
-            atomic_write_bytes(
-                f"{output.rstrip('/')}/{S.SUMMARY_FILE}",
-                json.dumps(summary, indent=2, sort_keys=True).encode(),
-            )
+        summary = build_summary(
+            run_id=run_id,
+            input_uri=config.input,
+            output=None if dry else config.output.uri,
+            dry_run=config.dry_run,
+            counts=counts,
+            total=total,
+            elapsed=elapsed,
+            nodes=_alive_nodes(),
+            budget=config.failures.max_fraction,
+            rates=rates_from_history(poller.latest.get("history", []), wall_start),
+        )
+        summary["failures"] = run_failures(output, run_id) if counts.get(S.STATUS_FAILED) else None
+        if dry:
+            summary["scratch"] = output
+        else:
+            save_summary(summary, output)
         return summary
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def exit_code(summary: dict[str, Any]) -> int:
-    """0 when the failure fraction is within budget, 1 otherwise."""
-    return 0 if summary.get("within_budget", False) else 1
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """Human-readable summary for the console."""
-    lines = [
-        f"pairs: {summary['pairs_ok']} ok, {summary['pairs_failed']} failed, {summary['pairs_skipped']} skipped "
-        f"(of {summary['pairs_total']} discovered)",
-        f"time: {summary['elapsed_s']:.1f} s, {summary['pairs_per_s']:.2f} pairs/s on {summary['nodes']} node(s)",
-        f"bytes: {summary['bytes_in'] / 1e6:.1f} MB in, {summary['bytes_out'] / 1e6:.1f} MB out",
-    ]
-    if summary.get("projected_node_hours_total") is not None:
-        lines.append(
-            f"projection: {summary['projected_node_hours_total']:.4f} node-hours for all {summary['pairs_total']} "
-            f"pairs at this rate"
-        )
-    lines.append(
-        f"failures: {summary['failure_fraction']:.2%} (budget {summary['failure_budget']:.2%})"
-        + ("" if summary["within_budget"] else " — OVER BUDGET")
-    )
-    if summary.get("output"):
-        lines.append(f"output: {summary['output']}")
-    return "\n".join(lines)
+        ray.kill(counter)
+        if dry:
+            _remove_scratch(output, config.output.uri, output_existed)

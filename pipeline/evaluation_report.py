@@ -3,9 +3,10 @@
 Files written under the job's output folder (local path or ``s3://`` prefix)::
 
     metrics_per_image.csv   pair_id,method,metric,value      (long format, one row per metric)
-    metrics_mean.csv        method,metric,mean               (mean over the pairs a method was scored on)
-    metrics_table.md        methods × metrics, best per column in bold, pair counts and failures
+    metrics_mean.csv        method,metric,mean               (mean over the pairs every method scored)
+    metrics_table.md        methods × metrics, best per column in bold, pair counts, dropped pairs, weights
     failures.csv            pair_id,method,stage,error       (method empty: the whole pair failed)
+    pairs.csv               pair_id,in_comparison,dropped_because,in_training_data
     plots/dist_<metric>.png per-metric distributions per method (box plot + points)
     grid.png                sources, reference (Wald) and every method on the first grid_pairs pairs
     grid/<pair_id>/*.png    the thumbnails the grid is made of
@@ -39,6 +40,7 @@ from pipeline.evaluation import (
     metric_order,
     write_bytes,
 )
+from pipeline.evaluation_pairs import checkpoint_provenance, common_pairs, pair_uris, pairs_frame
 
 __all__ = [
     "encode_image",
@@ -343,6 +345,7 @@ def _html_page(
                 "metrics_mean.csv",
                 "metrics_table.md",
                 "failures.csv",
+                "pairs.csv",
                 "config.yaml",
             )
         )
@@ -377,12 +380,17 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
     methods = list(config.method_names)
     metrics = list(metric_order(config.task, config.protocol))
     rows = result.rows
-    means = mean_table(rows, methods, metrics)
-    counts = rows.groupby(COL_METHOD)[S.PAIR_ID].nunique().to_dict() if not rows.empty else {}
+    comparison = common_pairs(rows, result.failures, methods, [str(p) for p in result.pairs])
+    common = set(comparison["common"])
+    compared = rows[rows[S.PAIR_ID].astype(str).isin(common)] if not rows.empty else rows
+    means = mean_table(compared, methods, metrics)
+    counts = compared.groupby(COL_METHOD)[S.PAIR_ID].nunique().to_dict() if not compared.empty else {}
+    provenance = checkpoint_provenance(config, pair_uris(config, result.pairs))
 
     write_bytes(join_key(out, "metrics_per_image.csv"), csv_bytes(rows))
     write_bytes(join_key(out, "metrics_mean.csv"), csv_bytes(means))
     write_bytes(join_key(out, "failures.csv"), csv_bytes(result.failures))
+    write_bytes(join_key(out, "pairs.csv"), csv_bytes(pairs_frame(result.pairs, comparison, provenance)))
     write_bytes(join_key(out, "config.yaml"), config_yaml.encode("utf-8"))
 
     table_md = markdown_table(means, counts, methods, metrics)
@@ -394,9 +402,32 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
             if config.mechanism == "multiplicative"
             else f", convention `{config.convention}`"
         ),
-        "n = pairs scored per method; ↓ = lower is better; bold = best per metric; "
-        "seconds = fusion wall time per pair.",
+        f"Methods are compared on the {len(common)} pairs every method scored (n); ↓ = lower is better; "
+        "bold = best per metric over those pairs; seconds = fusion wall time per pair.",
     ]
+    dropped = comparison["dropped"]
+    if dropped:
+        first = "; ".join(f"{p}: {why}" for p, why in list(dropped.items())[:3])
+        notes.append(
+            f"{len(dropped)} pairs dropped from the comparison (not scored by every method; pairs.csv says why), "
+            f"e.g. {first}"
+        )
+    if comparison["unscored_methods"]:
+        notes.append(
+            f"Methods that scored no pair (left out of the comparison): {', '.join(comparison['unscored_methods'])}."
+        )
+    if provenance is not None:
+        sha = f", sha256 {provenance['sha256'][:12]}…" if provenance["sha256"] else ""
+        trained = provenance["trained_on"]
+        notes.append(
+            f"MAUGIF weights: {provenance['name']}{sha}; training data: {provenance['training_data']}."
+            + (
+                f" {len(trained)} of the {len(result.pairs)} pairs scored here lie in its training data "
+                f"({', '.join(sorted(set(trained.values())))}): they are not held-out scores (flagged in pairs.csv)."
+                if trained
+                else " None of the pairs scored here lies in its training data (by folder)."
+            )
+        )
     if failed_pairs:
         notes.append(f"{len(result.failures)} failures on {len(failed_pairs)} pairs: see failures.csv.")
     write_bytes(
@@ -430,6 +461,10 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
         "plots": plot_names,
         "grid": "grid.png" if has_grid else None,
         "report": join_key(out, "report.html"),
+        "common_pairs": len(common),
+        "dropped_pairs": comparison["dropped"],
+        "unscored_methods": comparison["unscored_methods"],
+        "checkpoint": provenance,
     }
     write_bytes(join_key(out, "summary.json"), json.dumps(summary, indent=2).encode("utf-8"))
     return summary

@@ -93,6 +93,11 @@ class FuseJobConfig(FrozenConfig):
     checkpoints: dict[str, str] = Field(
         default_factory=dict, description="Per-task checkpoints, for manifests that mix tasks."
     )
+    allow_task_mismatch: bool = Field(
+        False,
+        description="Use a checkpoint trained for another task of the same mechanism (otherwise a mismatch between "
+        "a checkpoint's stored task and the task it is given for stops the job before it starts).",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where and how outputs are written.")
     tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiling of large images.")
     fusion: FusionConfig = Field(default_factory=FusionConfig, description="Fusion actors.")

@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import logging
 import posixpath
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = [
     "make_record",
     "new_run_id",
     "read_manifest",
+    "run_failures",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,3 +242,50 @@ def done_pair_ids(output_uri: str) -> set[str]:
         return set()
     done = latest.filter(pc.equal(latest.column(STATUS), STATUS_OK)).column(PAIR_ID)
     return set(done.to_pylist())
+
+
+def _reason(error: str | None) -> str:
+    """The kind of a failure, for grouping: its error type when the text names one, else the text with URIs,
+    quoted values and numbers blanked, up to the first ``;`` or ``(``, at most 80 characters."""
+    text = " ".join((error or "unknown").split())
+    named = re.match(r"(?:unexpected )?([A-Z][A-Za-z]*(?:Error|Exception))\b", text)
+    if named:
+        return named.group(1)
+    text = re.sub(r"\S*[/\\]\S*", "<uri>", text)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"\d+", "N", text)
+    text = re.split(r"[;(]", text, maxsplit=1)[0].strip().removeprefix("<uri>").lstrip(": ").strip()
+    return text[:80] or "unknown"
+
+
+def run_failures(output_uri: str, run_id: str, *, first: int = 10) -> dict[str, Any]:
+    """The failures one run recorded: counts by (stage, reason) and the first ``first`` pair ids with reasons.
+
+    Returns:
+        ``{"by_stage_reason": [{"stage", "reason", "count"}, ...] (largest first), "first": [{"pair_id",
+        "stage", "error"}, ...], "manifest": "<output>/_manifest"}``.
+    """
+    dataset = _manifest_dataset(output_uri)
+    empty = {"by_stage_reason": [], "first": [], "manifest": join_key(output_uri, MANIFEST_DIR)}
+    if dataset is None:
+        return empty
+    table = dataset.to_table(
+        columns=[PAIR_ID, ERROR_STAGE, ERROR],
+        filter=(pc.field(RUN_ID) == run_id) & (pc.field(STATUS) == STATUS_FAILED),
+    )
+    if table.num_rows == 0:
+        return empty
+    table = table.sort_by([(PAIR_ID, "ascending")])
+    counts: dict[tuple[str, str], int] = {}
+    for stage, error in zip(table.column(ERROR_STAGE).to_pylist(), table.column(ERROR).to_pylist(), strict=True):
+        key = (stage or "unknown", _reason(error))
+        counts[key] = counts.get(key, 0) + 1
+    rows = table.slice(0, first).to_pylist()
+    return {
+        "by_stage_reason": [
+            {"stage": stage, "reason": reason, "count": n}
+            for (stage, reason), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "first": [{"pair_id": r[PAIR_ID], "stage": r[ERROR_STAGE], "error": r[ERROR]} for r in rows],
+        "manifest": empty["manifest"],
+    }

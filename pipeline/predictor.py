@@ -70,6 +70,9 @@ class PredictorConfig(FrozenConfig):
         "16,777,216 on CUDA.",
     )
     job: str = Field("maugif", description="Job tag of the exported metrics.")
+    progress_actor: str | None = Field(
+        None, description="Name of the job's progress counter actor, told when a per-scene fit starts and ends."
+    )
 
 
 def load_model_uri(uri: str, *, expect_task: str | None = None) -> torch.nn.Module:
@@ -183,7 +186,7 @@ class FusionPredictor:
                     groups[(task, image_a.shape, image_b.shape, image_a.dtype.str)].append(i)
                     continue
                 started = time.perf_counter()
-                fused, details = self._fuse_one(task, image_a, image_b, meta_a, meta_b)
+                fused, details = self._fuse_one(task, image_a, image_b, meta_a, meta_b, row.get(S.PAIR_ID))
                 out[i] = _fused_row(row, fused, details, time.perf_counter() - started)
             except Exception as e:  # a bad pair becomes a failure row, never an actor crash
                 out[i] = _failed_row(row, e)
@@ -250,7 +253,7 @@ class FusionPredictor:
 
     # ------------------------------------------------------------------ one pair (tiled / rasters / multiplicative)
     def _fuse_one(
-        self, task: str, image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dict
+        self, task: str, image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dict, pair_id: Any = None
     ) -> tuple[np.ndarray, dict | None]:
         import maugif_core
         from pipeline.tiling import fuse_tiled
@@ -259,8 +262,14 @@ class FusionPredictor:
         unit_a, unit_b, inverse = _stretch(image_a, image_b)
         cfg = self.config
         if task in maugif_core.MULTIPLICATIVE_TASKS:
+            from pipeline.progress import report_scene
+
             model = maugif_core.build_model(task, **cfg.multiplicative_overrides).to(self.device)
-            model.fit(_fill(unit_a, nodata_a, image_a), _fill(unit_b, nodata_b, image_b))
+            report_scene(cfg.progress_actor, str(pair_id), "start")
+            try:
+                model.fit(_fill(unit_a, nodata_a, image_a), _fill(unit_b, nodata_b, image_b))
+            finally:
+                report_scene(cfg.progress_actor, str(pair_id), "end")
             fuse_fn = self._multiplicative_tile_fn(model)
             ratio = model.ratio
         elif task in maugif_core.ADDITIVE_TASKS:

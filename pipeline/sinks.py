@@ -33,7 +33,9 @@ from ray.data.block import BlockAccessor
 from pipeline.cog import RasterMeta, TileRef, cast_to_dtype
 from pipeline.fsutil import filesystem_for, is_local
 from pipeline.manifest import ManifestWriter, make_record, new_run_id
+from pipeline.marks import make_mark
 from pipeline.output_config import OutputConfig
+from pipeline.progress import RowReporter
 from pipeline.schema import (
     ERROR,
     ERROR_STAGE,
@@ -146,7 +148,11 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
         if choose_format(meta, config) == "png":
             uri = png_uri(config.uri, pair_id)
             nbytes = write_png(
-                cast_to_dtype(fused, dtype, meta.nodata), uri, compress_level=config.png_compress_level, fs=fs
+                cast_to_dtype(fused, dtype, meta.nodata),
+                uri,
+                compress_level=config.png_compress_level,
+                fs=fs,
+                mark=make_mark(pair_id),
             )
         else:
             uri, nbytes = write_raster(
@@ -262,6 +268,7 @@ class FusedImageDatasink(Datasink):
         run_id: run identifier for manifest part names; ``config.run_id`` or a new sortable id when None.
         min_rows_per_write: rows Ray Data bundles into each write task (None: Ray's choice).
         part_prefix: prefix of this sink's manifest part names, for several executions (windows) in one run.
+        progress: a :class:`~pipeline.progress.ProgressCounter` actor that write tasks report finished rows to.
 
     After ``write_datasink`` returns, :attr:`summary` holds ``{"ok", "failed", "skipped", "bytes",
     "run_id"}``.
@@ -278,9 +285,14 @@ class FusedImageDatasink(Datasink):
         run_id: str | None = None,
         min_rows_per_write: int | None = 16,
         part_prefix: str = "",
+        progress: Any = None,
     ) -> None:
+        self.progress = progress  # a pipeline.progress.ProgressCounter actor handle, or None
         self.config = config
         self.run_id = run_id or config.run_id or new_run_id()
+        if config.run_id != self.run_id:  # outputs carry the run id in their mark (pipeline.marks)
+            config = config.model_copy(update={"run_id": self.run_id})
+            self.config = config
         self.part_prefix = part_prefix  # tells apart the manifest parts of several executions in one run
         self.summary: dict[str, Any] | None = None
         self._min_rows_per_write = min_rows_per_write
@@ -316,6 +328,7 @@ class FusedImageDatasink(Datasink):
             writer=f"{self.part_prefix}task{task_idx:06d}",
             flush_rows=self.config.manifest_flush_rows,
         ) as manifest:
+            reporter = RowReporter(self.progress)
             for block in blocks:
                 for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
                     result = write_row(row, self.config, fs)
@@ -325,6 +338,8 @@ class FusedImageDatasink(Datasink):
                         continue
                     manifest.add(result["record"])
                     counts[result["record"][STATUS]] += 1
+                    reporter.row(result["record"][STATUS])
+        reporter.flush()
         return {"counts": counts, "bytes": total_bytes, "tiles": tiles}
 
     def on_write_complete(self, write_result: Any) -> None:
@@ -349,6 +364,10 @@ class FusedImageDatasink(Datasink):
                 manifest.add_many(records)
             for record in records:
                 counts[record[STATUS]] += 1
+            reporter = RowReporter(self.progress)
+            for record in records:
+                reporter.row(record[STATUS])
+            reporter.flush()
         self.summary = {**counts, "bytes": total_bytes, "run_id": self.run_id}
         logger.info("write complete: %s", self.summary)
 

@@ -35,6 +35,7 @@ from rasterio.io import MemoryFile
 from pipeline.cog import RasterMeta, TileRef, build_vrt_xml, cast_to_dtype, encode_cog
 from pipeline.errors import OutputKeyError, RasterWriteError
 from pipeline.fsutil import atomic_write_bytes, filesystem_for, join_key, strip_protocol
+from pipeline.marks import add_png_mark, add_vrt_mark, make_mark
 from pipeline.output_config import OutputConfig
 from pipeline.schema import EXTRAS_DIR, MANIFEST_DIR, SUMMARY_FILE
 from pipeline.stac import build_stac_item, dumps_item
@@ -178,10 +179,19 @@ def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
 
 
 def write_png(
-    array: np.ndarray, uri: str, *, compress_level: int = 6, fs: fsspec.AbstractFileSystem | None = None
+    array: np.ndarray,
+    uri: str,
+    *,
+    compress_level: int = 6,
+    fs: fsspec.AbstractFileSystem | None = None,
+    mark: str | None = None,
 ) -> int:
-    """Encode and write a PNG atomically; return the bytes written. See :func:`encode_png` for the inputs."""
-    return atomic_write_bytes(uri, encode_png(array, compress_level=compress_level), fs)
+    """Encode and write a PNG atomically; return the bytes written. See :func:`encode_png` for the inputs.
+
+    ``mark``: this tool's mark (:func:`pipeline.marks.make_mark`), stored in a ``tEXt`` chunk.
+    """
+    data = encode_png(array, compress_level=compress_level)
+    return atomic_write_bytes(uri, add_png_mark(data, mark) if mark else data, fs)
 
 
 # ------------------------------------------------------------------------------------------- COG / VRT / STAC
@@ -225,9 +235,15 @@ def write_vrt(
     dtype: str | None = None,
     band_count: int | None = None,
     fs: fsspec.AbstractFileSystem | None = None,
+    mark: str | None = None,
 ) -> int:
-    """Write the VRT mosaic of ``tiles`` (hrefs relative to ``uri``) atomically; return the bytes written."""
+    """Write the VRT mosaic of ``tiles`` (hrefs relative to ``uri``) atomically; return the bytes written.
+
+    ``mark``: this tool's mark (:func:`pipeline.marks.make_mark`), stored in the dataset metadata.
+    """
     xml = build_vrt_xml(meta, dtype or meta.dtype, tiles, band_count or meta.count)
+    if mark:
+        xml = add_vrt_mark(xml, mark)
     return atomic_write_bytes(uri, xml.encode("utf-8"), fs)
 
 
@@ -274,7 +290,7 @@ def commit_raster(
         return folder, written
     refs = [TileRef(f"{pair_id}/{ref.href}", ref.row_off, ref.col_off, ref.height, ref.width) for _, _, ref in tiles]
     uri = vrt_uri(output, pair_id)
-    written += write_vrt(uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs)
+    written += write_vrt(uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs, mark=make_mark(pair_id))
     return uri, written
 
 

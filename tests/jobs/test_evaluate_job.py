@@ -100,3 +100,46 @@ def test_evaluate_job_writes_consistent_tables_and_a_report(ray_session, tiny_pa
         assert f'"{name}"' in report and (out / name).is_file()
     assert "| maugif | 3 |" in (out / "metrics_table.md").read_text()
     assert sorted(p.name for p in (out / "grid").iterdir()) == ["mfiwhu_1", "mfiwhu_3"]
+
+
+TNO = Path("/work/shared/datasets/TNO")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not (TNO / "vi" / "01.png").is_file(), reason="shared TNO data set not present")
+def test_report_compares_common_pairs_and_names_the_weights_and_their_training_data(ray_session, tmp_path):
+    """Case 9: another tool's folder fused only one of two pairs, and the bundled vif model was trained on TNO.
+    The table compares every method on the one common pair, says why the other was dropped, names the weights
+    with their training data and flags the TNO pairs as seen in training."""
+    manifest = tmp_path / "tno.csv"
+    with manifest.open("w", newline="") as fh:
+        csv.writer(fh).writerows(
+            [["pair_id", "uri_a", "uri_b", "task"]]
+            + [[f"tno_{n}", str(TNO / "vi" / f"{n}.png"), str(TNO / "ir" / f"{n}.png"), "vif"] for n in ("01", "02")]
+        )
+    fused = tmp_path / "othertool"
+    fused.mkdir()
+    Image.open(TNO / "vi" / "01.png").save(fused / "tno_01.png")  # the other tool has no result for tno_02
+    out = tmp_path / "eval"
+    code = _load_job().main(
+        ["--input", str(manifest), "--task", "vif", "--output", str(out), "--methods", "maugif,average,othertool",
+         "--fused-dir", f"othertool={fused}", "--grid-pairs", "0", "--set", "num_actors=1",
+         "--set", "max_failed_fraction=1.0"]
+    )  # fmt: skip
+    assert code == 0
+    table = (out / "metrics_table.md").read_text()
+    for method in ("maugif", "average", "othertool"):
+        assert f"| {method} | 1 |" in table  # n = the common pair, for every method
+    assert "compared on the 1 pairs every method scored" in table
+    assert "1 pairs dropped from the comparison" in table and "tno_02: othertool failed" in table
+    assert "bundled `vif` model" in table and "training data: TNO, RoadScene" in table
+    assert "2 of the 2 pairs scored here lie in its training data (TNO)" in table
+    pairs = pd.read_csv(out / "pairs.csv", keep_default_na=False).set_index("pair_id")
+    assert list(pairs["in_comparison"]) == [True, False]
+    assert "no fused image for pair 'tno_02'" in pairs.loc["tno_02", "dropped_because"]
+    assert set(pairs["in_training_data"]) == {"TNO"}
+    means = pd.read_csv(out / "metrics_mean.csv")
+    per_image = pd.read_csv(out / "metrics_per_image.csv")
+    common = per_image[(per_image["pair_id"] == "tno_01") & (per_image["method"] == "average")]
+    en = means[(means["method"] == "average") & (means["metric"] == "en")]["mean"].item()
+    assert en == pytest.approx(common[common["metric"] == "en"]["value"].item())  # mean over the common pair only
