@@ -17,6 +17,7 @@ URI_A = "uri_a"
 URI_B = "uri_b"
 TASK = "task"
 PAIR_COLUMNS = (PAIR_ID, URI_A, URI_B, TASK)
+SOURCE_LINE = "source_line"  # discovery only: the manifest line (row for Parquet) a pair came from
 
 # Decoded rows (reading → fusion → writing).
 IMAGE_A = "image_a"
