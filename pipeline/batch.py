@@ -80,7 +80,11 @@ def decode_row(
     storage: dict[str, Any] | None = None,
     job: str = "",
 ) -> dict[str, Any]:
-    """``decode_pair`` for ``Dataset.map`` plus metrics; skipped rows pass through without any I/O."""
+    """``decode_pair`` for ``Dataset.map`` plus metrics; skipped rows pass through without any I/O.
+
+    The images leave as ``.npy`` bytes (:func:`pipeline.schema.encode_array`) so that blocks of ok and failed
+    rows, or of uint8 and uint16 pairs, always concatenate.
+    """
     from pipeline.readers import decode_pair
 
     if row.get(S.STATUS) == S.STATUS_SKIPPED:
@@ -90,6 +94,7 @@ def decode_row(
         ReadConfig(**read) if read else None,
         StorageConfig(**storage) if storage else None,
     )
+    out[S.IMAGE_A], out[S.IMAGE_B] = S.encode_array(out[S.IMAGE_A]), S.encode_array(out[S.IMAGE_B])
     metrics = JobMetrics(job)
     if out.get(S.STATUS) == S.STATUS_FAILED:
         metrics.pairs("failed", 1, stage=out.get(S.ERROR_STAGE) or S.STAGE_READ)

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "GridError",
+    "ManifestError",
     "OutputKeyError",
     "PairDiscoveryError",
     "PipelineError",
@@ -23,6 +24,14 @@ class ConfigError(PipelineError, ValueError):
 
 class PairDiscoveryError(PipelineError, ValueError):
     """A pair source that cannot be read or matched (bad manifest, missing columns, empty folder)."""
+
+
+class ManifestError(PairDiscoveryError):
+    """A manifest unusable as a whole: not UTF-8 text, no header, missing or repeated columns, no data rows.
+
+    Raised on the driver while discovery reads the header and the first batch, before any pair is processed; a
+    single bad row is never this error (it becomes a failure record naming the manifest and its line).
+    """
 
 
 class RasterReadError(PipelineError, OSError):

@@ -70,6 +70,24 @@ class StorageConfig(FrozenConfig):
     max_pool_connections: PositiveInt = Field(
         32, description="HTTP connections per filesystem instance (one instance per worker process)."
     )
+    allowed_schemes: tuple[str, ...] = Field(
+        ("file", "s3"),
+        description=(
+            "URI schemes the job may read: 'file' (local paths and file://), 's3' (also s3a://). A manifest is "
+            "data, so a URI it names with another scheme fails that pair; an input (manifest or folder) with "
+            "another scheme is a config error. Add e.g. 'https' or 'gs' only when the job should reach them."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_schemes(self) -> StorageConfig:
+        for scheme in self.allowed_schemes:
+            if not scheme or scheme != scheme.lower() or "://" in scheme or ":" in scheme:
+                raise ValueError(
+                    f"allowed_schemes entry {scheme!r}: expected a lower-case scheme name such as 'file', 's3' "
+                    "or 'https'"
+                )
+        return self
 
 
 class PairsConfig(FrozenConfig):
@@ -160,6 +178,21 @@ class ReadConfig(FrozenConfig):
     )
     allowed_dtypes: tuple[Literal["uint8", "uint16", "int16", "float32"], ...] = Field(
         SUPPORTED_DTYPES, description="Pixel types accepted; anything else is a read failure."
+    )
+    max_object_bytes: PositiveInt = Field(
+        2 * 1024**3,
+        description=(
+            "Largest stored object read for one image, in bytes (checked from its size before the read; an "
+            "object of unknown size is read up to this limit). Larger objects fail their pair."
+        ),
+    )
+    read_timeout_s: PositiveFloat = Field(
+        600.0,
+        description=(
+            "Wall-clock limit for reading one image (open, fetch, decode), seconds. A read past it fails its "
+            "pair and is abandoned; only regular files and stored objects are read at all (FIFOs and devices "
+            "fail at once)."
+        ),
     )
     max_pixels: PositiveInt = Field(
         256 * 1024 * 1024,

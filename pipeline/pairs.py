@@ -5,10 +5,17 @@ JSONL lines); folder listings are paginated and, past ``PairsConfig.spill_thresh
 disk in hash partitions that are matched one at a time. The driver therefore holds one batch of keys, plus an
 8-byte fingerprint per pair for duplicate detection, never the whole bucket.
 
-Bad pairs do not raise: a missing partner, an ambiguous stem, a duplicate id, an unknown task or an id that
-cannot become an output key becomes a failure record (``status=failed``, ``error_stage=discover``, ``error``)
-that the batch job writes to its failure manifest. Only a source that cannot be read at all raises
-:class:`~pipeline.errors.PairDiscoveryError`.
+Bad pairs do not raise: a missing partner, an ambiguous stem, a duplicate id, an unknown task, an id that
+cannot become an output key, or a manifest row that cannot be parsed (wrong number of fields, invalid UTF-8,
+malformed JSON) becomes a failure record (``status=failed``, ``error_stage=discover``, ``error``) that the batch
+job writes to its failure manifest; a manifest row's reason starts with the manifest URI and its line (row for
+Parquet) and the row's URIs. Only a source that cannot be read at all raises
+:class:`~pipeline.errors.PairDiscoveryError`, or its subclass :class:`~pipeline.errors.ManifestError` for a
+manifest unusable as a whole (not UTF-8 text, no header, missing or repeated columns, no data rows); those are
+found on the driver while the header and the first batch are read (:func:`check_pair_source`).
+
+Ids are text: every manifest cell is read as a string, so ``NA``, ``null``, ``nan``, ``None`` and ``007`` are
+ids like any other; only an empty (or all-blank) id is missing.
 
 Pair ids become output keys (``<output>/<pair_id>.png``), so they pass :func:`sanitize_pair_id`: safe ids are
 kept verbatim; anything else is mapped deterministically to a readable slug plus an 8-hex digest of the
@@ -17,7 +24,9 @@ original.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -36,13 +45,14 @@ import pyarrow.compute as pc
 
 from maugif_core.config import TASKS
 from pipeline import schema as S
-from pipeline.errors import OutputKeyError, PairDiscoveryError
+from pipeline.errors import ManifestError, OutputKeyError, PairDiscoveryError
 from pipeline.io_config import PairsConfig, StorageConfig
 from pipeline.storage import get_filesystem, iter_files, list_child_dirs, parent_uri, to_uri
 
 __all__ = [
     "PAIR_SCHEMA",
     "PairBatch",
+    "check_pair_source",
     "failure_record",
     "iter_pair_windows",
     "iter_pairs",
@@ -138,15 +148,18 @@ class PairBatch:
     failures: pa.Table
 
 
-RAW_SCHEMA = pa.schema([(c, pa.string()) for c in (*S.PAIR_COLUMNS, S.ERROR)])
-"""Rows as sources yield them, before validation (``error`` set for rows the source already rejected)."""
+RAW_SCHEMA = pa.schema([(c, pa.string()) for c in (*S.PAIR_COLUMNS, S.ERROR)] + [(S.SOURCE_LINE, pa.int64())])
+"""Rows as sources yield them, before validation (``error`` set for rows the source already rejected;
+``source_line`` the manifest line, or Parquet row, a row came from, null for folder listings)."""
 
 _RESERVED_RX = r"(?i)^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\.|$)"
 _ABSOLUTE_RX = r"^([A-Za-z][A-Za-z0-9+.-]*://|/|[A-Za-z]:)"
 
 
 def _raw_table(rows: dict[str, list]) -> pa.Table:
-    return pa.table({c: pa.array(rows[c], pa.string()) for c in RAW_SCHEMA.names})
+    """Rows as column lists (a column left empty is null throughout) → a :data:`RAW_SCHEMA` table."""
+    n = len(rows[S.PAIR_ID])
+    return pa.table({f.name: pa.array(rows.get(f.name) or [None] * n, f.type) for f in RAW_SCHEMA})
 
 
 def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -192,6 +205,7 @@ class _Validator:
         self.config = config
         self.task = task
         self._seen = _FingerprintSet()
+        self.where: tuple[str, str] | None = None  # (manifest URI, "line" or "row") once the source is a manifest
         self.n_ok = 0
         self.n_failed = 0
 
@@ -227,9 +241,29 @@ class _Validator:
             schema=PAIR_SCHEMA,
         )
         pairs, failures = table.filter(pc.invert(failed)), table.filter(failed)
+        if self.where is not None and failures.num_rows:
+            failures = self._locate(failures, raw[S.SOURCE_LINE].filter(failed))
         self.n_ok += pairs.num_rows
         self.n_failed += failures.num_rows
         return PairBatch(pairs, failures)
+
+    def _locate(self, failures: pa.Table, lines: pa.ChunkedArray) -> pa.Table:
+        """Prefix each manifest row's reason with the manifest, its line and its URIs (failures are few)."""
+        source, unit = self.where or ("", "line")
+        errors = []
+        for line, uri_a, uri_b, error in zip(
+            lines.to_pylist(),
+            failures[S.URI_A].to_pylist(),
+            failures[S.URI_B].to_pylist(),
+            failures[S.ERROR].to_pylist(),
+            strict=True,
+        ):
+            if line is None:
+                errors.append(error)
+                continue
+            uris = ", ".join(f"{name} {uri}" for name, uri in (("uri_a", uri_a), ("uri_b", uri_b)) if uri)
+            errors.append(f"manifest {source} {unit} {line}{f' ({uris})' if uris else ''}: {error}")
+        return failures.set_column(failures.schema.get_field_index(S.ERROR), S.ERROR, pa.array(errors, pa.string()))
 
     def _duplicates(self, ids: pa.Array, error: pa.Array) -> pa.Array:
         """``error`` plus "duplicate" for ids seen before (this batch or earlier); the first is kept."""
@@ -334,89 +368,202 @@ def _resolve_column(base: str, uris: pa.Array) -> pa.Array:
 
 
 def iter_manifest_tables(source: str, fs: Any, path: str, kind: str, config: PairsConfig) -> Iterator[pa.Table]:
-    """Raw tables (:data:`RAW_SCHEMA`) of a manifest, streamed batch by batch, URIs resolved."""
+    """Raw tables (:data:`RAW_SCHEMA`) of a manifest, streamed batch by batch, URIs resolved.
+
+    Raises:
+        ManifestError: the manifest is unusable as a whole (encoding, header, columns, no data rows); raised
+            before the first table is yielded.
+        PairDiscoveryError: it cannot be opened or read.
+    """
     base = _manifest_base(source)
     try:
         handle = fs.open(path, "rb")
     except (OSError, ValueError) as e:
         raise PairDiscoveryError(f"cannot open manifest {source!r}: {e}") from e
+    rows = 0
     with handle:
         if kind == "jsonl":
             batches = _jsonl_batches(handle, source, config.batch_size)
+        elif kind == "csv":
+            batches = _csv_batches(handle, source, config.batch_size)
         else:
-            batches = _arrow_batches(handle, source, kind, config.batch_size)
+            batches = _parquet_batches(handle, source, config.batch_size)
         for table in batches:
+            rows += table.num_rows
             for column in (S.URI_A, S.URI_B):
                 table = table.set_column(
                     table.schema.get_field_index(column), column, _resolve_column(base, table[column])
                 )
             yield table
+    if not rows:
+        raise ManifestError(
+            f"manifest {source!r} has no data rows: expected one row per pair after the header "
+            f"({', '.join(S.PAIR_COLUMNS)})"
+        )
 
 
 def _check_columns(names: list[str], source: str) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ManifestError(
+            f"manifest {source!r} repeats column(s) {repeated} in its header: expected each of pair_id, uri_a, "
+            f"uri_b (task optional) once; found {names}"
+        )
     missing = [c for c in (S.PAIR_ID, S.URI_A, S.URI_B) if c not in names]
     if missing:
-        raise PairDiscoveryError(
+        raise ManifestError(
             f"manifest {source!r} lacks column(s) {missing}: expected pair_id, uri_a, uri_b (task optional); "
             f"found {names}"
         )
     return [c for c in S.PAIR_COLUMNS if c in names]
 
 
-def _to_raw(batch: pa.RecordBatch | pa.Table, columns: list[str]) -> pa.Table:
-    n = batch.num_rows
-    return pa.table(
-        {c: batch.column(c).cast(pa.string()) if c in columns else pa.nulls(n, pa.string()) for c in RAW_SCHEMA.names}
-    )
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 
 
-def _arrow_batches(handle: Any, source: str, kind: str, batch_size: int) -> Iterator[pa.Table]:
-    import pyarrow.csv as pacsv
+def _text_lines(handle: Any, source: str) -> io.TextIOWrapper:
+    """The manifest as UTF-8 text (a UTF-8 BOM is dropped); bytes that are not UTF-8 come through as lone
+    surrogates, so one bad row can be reported alone. Another encoding's BOM, or NUL bytes in the first line (UTF-16
+    without a BOM), make the manifest unusable."""
+    buffered = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
+    head = buffered.peek(4)[:4]
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            raise ManifestError(f"manifest {source!r} is {name} text: expected UTF-8 (save it as UTF-8)")
+    return io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _check_text(value: str) -> str | None:
+    """None when ``value`` is valid text, else the reason."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid UTF-8 text"
+    return None
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # bad bytes as \xNN
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _csv_batches(handle: Any, source: str, batch_size: int) -> Iterator[pa.Table]:
+    """CSV rows with their line numbers; every cell is text (no null literals: ``NA`` is an id).
+
+    A row with the wrong number of fields, invalid UTF-8 or a CSV syntax error becomes a row with ``error`` set
+    (id ``line-N``); the header decides the columns.
+    """
+    text = _text_lines(handle, source)
+    reader = csv.reader(text, strict=False)
+    header: list[str] | None = None
+    try:
+        while header is None:
+            fields = next(reader)
+            header = [f.strip() for f in fields] if any(f.strip() for f in fields) else None
+    except StopIteration:
+        raise ManifestError(
+            f"manifest {source!r} is empty: expected a header line pair_id,uri_a,uri_b[,task] and one row per pair"
+        ) from None
+    except csv.Error as e:
+        raise ManifestError(f"manifest {source!r}: cannot parse its header as CSV ({e})") from e
+    if "\x00" in "".join(header) or _check_text("".join(header)):
+        raise ManifestError(
+            f"manifest {source!r}: its header is not UTF-8 text ({_clip(','.join(header), 60)!r}): expected a "
+            "UTF-8 CSV with the header pair_id,uri_a,uri_b[,task]"
+        )
+    columns = _check_columns(header, source)
+    index = {c: header.index(c) for c in columns}
+    width = len(header)
+    rows: dict[str, list] = {c: [] for c in RAW_SCHEMA.names}
+    last = reader.line_num
+    while True:
+        try:
+            fields = next(reader)
+            error = None
+        except StopIteration:
+            break
+        except csv.Error as e:
+            fields, error = [], f"cannot parse the row as CSV: {e}"
+        line, last = last + 1, reader.line_num
+        if error is None:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            if len(fields) != width:
+                error = f"expected {width} fields ({','.join(header)}), got {len(fields)}: {_clip(','.join(fields))!r}"
+            else:
+                bad = _check_text("".join(fields))
+                error = f"{bad}: {_clip(','.join(fields))!r}" if bad else None
+        for column in (S.PAIR_ID, S.URI_A, S.URI_B, S.TASK):
+            value = None
+            if error is None and column in index:
+                value = fields[index[column]]
+            elif error is not None and column == S.PAIR_ID:
+                value = f"line-{line}"
+            rows[column].append(value)
+        rows[S.ERROR].append(error)
+        rows[S.SOURCE_LINE].append(line)
+        if len(rows[S.PAIR_ID]) >= batch_size:
+            yield _raw_table(rows)
+            rows = {c: [] for c in RAW_SCHEMA.names}
+    if rows[S.PAIR_ID]:
+        yield _raw_table(rows)
+
+
+def _parquet_batches(handle: Any, source: str, batch_size: int) -> Iterator[pa.Table]:
     import pyarrow.parquet as pq
 
     try:
-        if kind == "csv":
-            reader = pacsv.open_csv(
-                handle,
-                read_options=pacsv.ReadOptions(block_size=1 << 20),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in S.PAIR_COLUMNS}, strings_can_be_null=True
-                ),
-            )
-            columns = _check_columns(reader.schema.names, source)
-            batches = iter(reader)
-        else:
-            parquet = pq.ParquetFile(handle)
-            columns = _check_columns(parquet.schema_arrow.names, source)
-            batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
-        for record_batch in batches:
-            yield _to_raw(record_batch, columns)
-    except PairDiscoveryError:
-        raise
+        parquet = pq.ParquetFile(handle)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise PairDiscoveryError(f"cannot read {kind} manifest {source!r}: {e}") from e
+        raise ManifestError(f"manifest {source!r} is not a readable Parquet file: {e}") from e
+    columns = _check_columns(parquet.schema_arrow.names, source)
+    first = 1
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            n = batch.num_rows
+            table = {
+                c: batch.column(c).cast(pa.string()) if c in columns else pa.nulls(n, pa.string())
+                for c in RAW_SCHEMA.names
+                if c != S.SOURCE_LINE
+            }
+            table[S.SOURCE_LINE] = pa.array(np.arange(first, first + n, dtype=np.int64))
+            first += n
+            yield pa.table(table, schema=RAW_SCHEMA)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise PairDiscoveryError(f"cannot read parquet manifest {source!r} past row {first - 1}: {e}") from e
 
 
 def _jsonl_batches(handle: Any, source: str, batch_size: int) -> Iterator[pa.Table]:
+    text = _text_lines(handle, source)
     rows: dict[str, list] = {c: [] for c in RAW_SCHEMA.names}
     checked = False
-    for number, line in enumerate(handle, start=1):
-        text = line.decode("utf-8", "replace").strip()
-        if not text:
+    for number, line in enumerate(text, start=1):
+        line = line.strip()
+        if not line:
             continue
         try:
-            record = json.loads(text)
+            bad = _check_text(line)
+            if bad:
+                raise ValueError(bad)
+            record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, got {type(record).__name__}")
         except ValueError as e:
-            record = {S.PAIR_ID: f"line-{number}", S.ERROR: f"{source} line {number}: {e}"}
+            record = {S.PAIR_ID: f"line-{number}", S.ERROR: f"{e}: {_clip(line)!r}"}
         else:
             if not checked:
                 _check_columns(list(record), source)
                 checked = True
-        for column in RAW_SCHEMA.names:
+            record.pop(S.ERROR, None)
+        for column in (*S.PAIR_COLUMNS, S.ERROR):
             value = record.get(column)
             rows[column].append(None if value is None else str(value))
+        rows[S.SOURCE_LINE].append(number)
         if len(rows[S.PAIR_ID]) >= batch_size:
             yield _raw_table(rows)
             rows = {c: [] for c in RAW_SCHEMA.names}
@@ -635,7 +782,8 @@ def iter_pairs(
         :class:`PairBatch` es of at most ``config.batch_size`` rows each (pairs plus failures).
 
     Raises:
-        PairDiscoveryError: the source itself cannot be read (missing file, missing columns, no such folder).
+        PairDiscoveryError: the source itself cannot be read (missing file, no such folder); its subclass
+            ManifestError for a manifest unusable as a whole (raised before the first batch is yielded).
     """
     config = config or PairsConfig()
     if task is not None and task not in TASKS:
@@ -644,6 +792,7 @@ def iter_pairs(
     layout, detail = _detect_layout(source, fs, path, config, task)
     validator = _Validator(config, task)
     if layout == "manifest":
+        validator.where = (source, "row" if detail == "parquet" else "line")
         tables = iter_manifest_tables(source, fs, path, detail, config)
     else:
         if layout == "folders":
@@ -660,6 +809,37 @@ def iter_pairs(
             logger.info("discovered %d pairs, %d failures so far", validator.n_ok, validator.n_failed)
             yield batch
     logger.info("discovery of %s done: %d pairs, %d failures", source, validator.n_ok, validator.n_failed)
+
+
+def check_pair_source(
+    source: str,
+    *,
+    task: str | None = None,
+    config: PairsConfig | None = None,
+    storage: StorageConfig | None = None,
+) -> str:
+    """Cheap driver-side check that ``source`` can be discovered, for a pre-flight before Ray starts.
+
+    A manifest is opened and its header and first batch are read (encoding, columns, at least one data row); a
+    folder is checked for its layout (sub-folders found, or a folder that exists) without listing every file.
+
+    Returns:
+        The layout: ``"manifest"``, ``"folders"`` or ``"suffix"``.
+
+    Raises:
+        ManifestError: the manifest is unusable as a whole.
+        PairDiscoveryError: the source cannot be read, or the task is unknown.
+    """
+    config = config or PairsConfig()
+    if task is not None and task not in TASKS:
+        raise PairDiscoveryError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    fs, path = get_filesystem(source, storage)
+    layout, detail = _detect_layout(source, fs, path, config, task)
+    if layout == "manifest":
+        tables = iter_manifest_tables(source, fs, path, detail, config.model_copy(update={"batch_size": 1024}))
+        next(tables, None)
+        tables.close()
+    return layout
 
 
 def _tables_from_groups(groups: Iterator[tuple[str, list[str], list[str]]], batch_size: int) -> Iterator[pa.Table]:

@@ -12,7 +12,9 @@ and fuses every decoded pair it is handed:
   fused whole or in tiles with the scene's fitted state.
 
 A pair that fails here becomes a failure row (``error_stage=fuse``); it never raises out of the batch.
-The ``fused`` column is channel-first ``(C, H, W)`` (what the sinks write); the decoded inputs are dropped.
+The ``fused`` column is channel-first ``(C, H, W)`` (what the sinks write), carried as ``.npy`` bytes
+(:func:`pipeline.schema.encode_array`) like the detail maps, so ok and failed rows of any size and dtype share one
+Arrow type; the decoded inputs are dropped.
 """
 
 from __future__ import annotations
@@ -177,7 +179,10 @@ class FusionPredictor:
                 continue
             task = row.get(S.TASK) or ""
             try:
-                image_a, image_b = np.asarray(row[S.IMAGE_A]), np.asarray(row[S.IMAGE_B])
+                image_a, image_b = S.decode_array(row[S.IMAGE_A]), S.decode_array(row[S.IMAGE_B])
+                if image_a is None or image_b is None:
+                    raise ValueError("row has no decoded images: expected image_a and image_b from decode_row")
+                rows[i] = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b}
                 meta_a, meta_b = json.loads(row[S.META_A]), json.loads(row[S.META_B])
                 small = image_b.shape[0] * image_b.shape[1] <= self.config.max_untiled_pixels
                 plain = _nodata(meta_a) is None and _nodata(meta_b) is None
@@ -406,7 +411,7 @@ def _fused_row(row: dict, chw: np.ndarray, details: dict | None, seconds: float)
     out = _base(row)
     out.update(
         {
-            S.FUSED: np.ascontiguousarray(chw),
+            S.FUSED: S.encode_array(chw),
             S.STATUS: S.STATUS_OK,
             S.ERROR_STAGE: None,
             S.ERROR: None,
@@ -414,7 +419,7 @@ def _fused_row(row: dict, chw: np.ndarray, details: dict | None, seconds: float)
         }
     )
     if details:
-        out.update(details)
+        out.update({k: S.encode_array(v) for k, v in details.items()})
     return out
 
 

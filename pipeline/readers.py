@@ -20,6 +20,8 @@ import io
 import json
 import logging
 import math
+import os
+import stat
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -31,7 +33,17 @@ from maugif_core.config import MULTIPLICATIVE_TASKS
 from pipeline import schema as S
 from pipeline.errors import GridError, RasterReadError
 from pipeline.io_config import ReadConfig, StorageConfig
-from pipeline.storage import call_with_retries, gdal_path, get_filesystem, is_s3, rasterio_env
+from pipeline.storage import (
+    call_with_deadline,
+    call_with_retries,
+    disallowed_scheme,
+    gdal_path,
+    get_filesystem,
+    is_s3,
+    rasterio_env,
+    strip_protocol,
+    uri_scheme,
+)
 
 __all__ = [
     "decode_pair",
@@ -79,10 +91,85 @@ def _error_text(uri: str, e: BaseException) -> str:
     return f"{uri}: {type(e).__name__}: {e}"
 
 
-def _fetch(uri: str, storage: StorageConfig | None, *, head_only: bool = False) -> bytes:
-    """The file's bytes (or its first bytes) through fsspec, with operation retries on throttling."""
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _check_object(uri: str, config: ReadConfig, storage: StorageConfig | None) -> int | None:
+    """Refuse what must not be read before touching its bytes; returns the object's size (None: unknown).
+
+    A scheme outside ``storage.allowed_schemes``, anything but a regular file (a FIFO blocks forever on open,
+    ``/dev/zero`` never ends) and objects over ``config.max_object_bytes`` fail here, at the cost of one
+    ``stat`` (local) or one HEAD request (object storage).
+    """
+    reason = disallowed_scheme(uri, storage)
+    if reason:
+        raise RasterReadError(reason)
+    try:
+        if uri_scheme(uri) == "file":
+            info = os.stat(strip_protocol(uri))
+            for test, kind in _FILE_KINDS:
+                if test(info.st_mode):
+                    raise RasterReadError(f"{uri}: {kind}, not a regular file: expected a PNG, JPEG, BMP or TIFF file")
+            size = int(info.st_size) or None  # /proc-like files report 0: read them bounded
+        else:
+            fs, path = get_filesystem(uri, storage)
+            info = call_with_retries(lambda: fs.info(path), config=storage, what=f"stat {uri}")
+            if info.get("type") == "directory":
+                raise RasterReadError(f"{uri}: a folder, not a file: expected a PNG, JPEG, BMP or TIFF file")
+            size = info.get("size")
+            size = None if size is None else int(size)
+    except (OSError, ValueError) as e:
+        raise RasterReadError(_error_text(uri, e)) from e
+    if size is not None and size > config.max_object_bytes:
+        raise RasterReadError(
+            f"{uri}: {size} bytes exceeds read.max_object_bytes={config.max_object_bytes}: expected a smaller object"
+        )
+    return size
+
+
+def _bounded(uri: str, config: ReadConfig, fn: Any) -> Any:
+    """``fn()`` under ``config.read_timeout_s``; a timeout becomes a :class:`RasterReadError` naming the URI."""
+    try:
+        return call_with_deadline(fn, config.read_timeout_s, what=f"read {uri}")
+    except TimeoutError as e:
+        raise RasterReadError(
+            f"{uri}: read timed out after {config.read_timeout_s:g} s (read.read_timeout_s): expected an image "
+            "that can be read in that time"
+        ) from e
+
+
+def _fetch(
+    uri: str,
+    storage: StorageConfig | None,
+    *,
+    head_only: bool = False,
+    size: int | None = None,
+    limit: int | None = None,
+) -> bytes:
+    """The file's bytes (or its first bytes) through fsspec, with operation retries on throttling.
+
+    ``size`` is the object's known size; when it is unknown the whole read stops past ``limit`` bytes and fails.
+    """
     try:
         fs, path = get_filesystem(uri, storage)
+        if not head_only and size is None and limit is not None:
+
+            def read_bounded() -> bytes:
+                with fs.open(path, "rb") as handle:
+                    return handle.read(limit + 1)
+
+            data = call_with_retries(read_bounded, config=storage, what=f"read {uri}")
+            if len(data) > limit:
+                raise RasterReadError(
+                    f"{uri}: more than read.max_object_bytes={limit} bytes: expected a smaller object"
+                )
+            return data
         if head_only:
             try:
                 return call_with_retries(
@@ -285,20 +372,26 @@ def _read_raster(uri: str, dataset: Any, fmt: str, config: ReadConfig, window: A
     return _to_hwc(bands), meta
 
 
-def _sniff(uri: str, storage: StorageConfig | None) -> str:
-    return _check_not_empty(uri, _fetch(uri, storage, head_only=True))
+def _sniff(uri: str, config: ReadConfig, storage: StorageConfig | None) -> tuple[str, int | None]:
+    """(format, size) of an object that may be read (see :func:`_check_object`)."""
+    size = _check_object(uri, config, storage)
+    return _check_not_empty(uri, _fetch(uri, storage, head_only=True)), size
 
 
 def read_meta(uri: str, *, config: ReadConfig | None = None, storage: StorageConfig | None = None) -> dict[str, Any]:
     """Header metadata of an image without decoding its pixels (plain formats are fetched, not decoded)."""
     config = config or ReadConfig()
-    fmt = _sniff(uri, storage)
+    return _bounded(uri, config, lambda: _read_meta(uri, config, storage))
+
+
+def _read_meta(uri: str, config: ReadConfig, storage: StorageConfig | None) -> dict[str, Any]:
+    fmt, size = _sniff(uri, config, storage)
     if fmt == "TIFF":
         with open_raster(uri, config=config, storage=storage) as dataset:
-            meta = _raster_meta(uri, dataset, fmt, None)
+            meta = _raster_meta(uri, dataset, fmt, size)
         _check_dtype(uri, meta["dtype"], config)
         return meta
-    return read_image(uri, config=config, storage=storage)[1]
+    return _read_image(uri, config, storage)[1]
 
 
 def read_image(
@@ -320,27 +413,23 @@ def read_image(
             too large.
     """
     config = config or ReadConfig()
-    fmt = _sniff(uri, storage)
+    return _bounded(uri, config, lambda: _read_image(uri, config, storage))
+
+
+def _read_image(uri: str, config: ReadConfig, storage: StorageConfig | None) -> tuple[np.ndarray, dict[str, Any]]:
+    fmt, size = _sniff(uri, config, storage)
     if fmt == "TIFF":
         with open_raster(uri, config=config, storage=storage) as dataset:
             image, meta = _read_raster(uri, dataset, fmt, config, None)
-        meta["bytes"] = _size(uri, storage)
+        meta["bytes"] = size
         return image, meta
-    data = _fetch(uri, storage)
+    data = _fetch(uri, storage, size=size, limit=config.max_object_bytes)
     if fmt == "PNG" and _png_is_16bit_colour(data):
         with open_raster(uri, config=config, storage=storage, data=data) as dataset:
             image, meta = _read_raster(uri, dataset, fmt, config, None)
         meta.update(transform=None, crs=None, bytes=len(data))
         return image, meta
     return _decode_pillow(uri, data, fmt, config)
-
-
-def _size(uri: str, storage: StorageConfig | None) -> int | None:
-    try:
-        fs, path = get_filesystem(uri, storage)
-        return int(fs.size(path))
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def _as_window(window: Any) -> Any:
@@ -385,7 +474,7 @@ def read_window(
     row_off, col_off, height, width = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
     if height <= 0 or width <= 0:
         raise GridError(f"{uri}: empty window {height}x{width}: expected a positive height and width")
-    fmt = _sniff(uri, storage)
+    fmt, _ = _sniff(uri, config, storage)
 
     def check(full_h: int, full_w: int) -> None:
         inside = row_off >= 0 and col_off >= 0 and row_off + height <= full_h and col_off + width <= full_w

@@ -6,12 +6,18 @@ elsewhere: import it from here.
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
+import numpy as np
+
 # Pair rows (discovery → reading).
 PAIR_ID = "pair_id"
 URI_A = "uri_a"
 URI_B = "uri_b"
 TASK = "task"
 PAIR_COLUMNS = (PAIR_ID, URI_A, URI_B, TASK)
+SOURCE_LINE = "source_line"  # discovery only: the manifest line (row for Parquet) a pair came from
 
 # Decoded rows (reading → fusion → writing).
 IMAGE_A = "image_a"
@@ -51,3 +57,42 @@ STAGE_WRITE = "write"
 MANIFEST_DIR = "_manifest"
 SUMMARY_FILE = "_summary.json"
 EXTRAS_DIR = "_extras"
+
+
+# Array columns. Images travel between stages as self-describing ``.npy`` bytes in a binary column, never as
+# Ray tensor columns: a tensor column cannot hold a failed row's null next to fused arrays, nor uint8 next to
+# uint16 arrays, so two blocks of an ordinary mixed batch would fail to concatenate and take the job down.
+ARRAY_COLUMNS = (IMAGE_A, IMAGE_B, FUSED, DETAIL_A, DETAIL_B)
+
+
+def encode_array(array: Any) -> bytes | None:
+    """An array as ``.npy`` bytes (dtype and shape included) for an :data:`ARRAY_COLUMNS` column; None stays None.
+
+    Raises:
+        TypeError: an object array (it could only travel pickled).
+    """
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise TypeError(f"cannot encode an array of dtype {array.dtype}: expected numeric pixels")
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_array(value: Any) -> np.ndarray | None:
+    """Inverse of :func:`encode_array`; arrays pass through unchanged (rows built outside Ray Data), None stays None.
+
+    Raises:
+        TypeError: a value that is neither bytes nor an array.
+    """
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.dtype.kind != "O":
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return np.lib.format.read_array(io.BytesIO(value), allow_pickle=False)
+    raise TypeError(f"expected .npy bytes or an ndarray in an array column, got {type(value).__name__}")

@@ -53,6 +53,7 @@ from pipeline.schema import (
     TILE_COL,
     TILE_ROW,
     WINDOW,
+    decode_array,
 )
 from pipeline.writers import (
     choose_format,
@@ -119,7 +120,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
         )
         return {**result, "record": record, "ok": False, "seconds": upstream}
     try:
-        fused = row.get(FUSED)
+        fused = decode_array(row.get(FUSED))
         if fused is None or np.size(fused) == 0:
             raise ValueError(f"row of pair {pair_id!r} has no fused array")
         fused = np.asarray(fused)
@@ -161,7 +162,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
         for column in config.extra_columns:
             if row.get(column) is not None:
                 nbytes += write_extra(
-                    np.asarray(row[column]), config.uri, pair_id, column, config=config, meta=meta, fs=fs
+                    np.asarray(decode_array(row[column])), config.uri, pair_id, column, config=config, meta=meta, fs=fs
                 )[1]
         seconds = upstream + time.perf_counter() - start
         record = make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds)

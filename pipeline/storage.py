@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -28,7 +29,10 @@ from fsspec.core import url_to_fs
 from pipeline.io_config import StorageConfig
 
 __all__ = [
+    "call_with_deadline",
     "call_with_retries",
+    "disallowed_scheme",
+    "uri_scheme",
     "filesystem_for",
     "iter_files",
     "list_child_dirs",
@@ -69,6 +73,59 @@ _THROTTLE_TEXT = ("slowdown", "slow down", "throttl", "reduce your request rate"
 def is_s3(uri: str) -> bool:
     """True for ``s3://`` / ``s3a://`` URIs."""
     return uri.split("://", 1)[0].lower() in ("s3", "s3a") if "://" in uri else False
+
+
+def uri_scheme(uri: str) -> str:
+    """The scheme a URI is read through: ``"file"`` for local paths and ``file://``, ``"s3"`` for ``s3://`` and
+    ``s3a://``, else the lower-cased text before ``://`` (a chained fsspec URL keeps its whole chain, e.g.
+    ``"simplecache::s3"``, so it matches no plain entry)."""
+    if "://" not in uri:
+        return "file"
+    scheme = uri.split("://", 1)[0].lower()
+    return "s3" if scheme == "s3a" else scheme
+
+
+def disallowed_scheme(uri: str, config: StorageConfig | None = None) -> str | None:
+    """None when ``config.allowed_schemes`` admits ``uri``, else the reason (naming the URI and what is allowed)."""
+    allowed = (config or StorageConfig()).allowed_schemes
+    scheme = uri_scheme(uri)
+    if scheme in allowed:
+        return None
+    return (
+        f"{uri}: scheme {scheme!r} is not allowed: expected one of {', '.join(repr(a) for a in allowed)} "
+        "(storage.allowed_schemes)"
+    )
+
+
+def call_with_deadline(fn: Callable[[], T], seconds: float, *, what: str) -> T:
+    """Run ``fn`` with a wall-clock limit; past it raise :class:`TimeoutError` and abandon the call.
+
+    ``fn`` runs in a daemon thread (a blocked read cannot be interrupted, so it is left behind rather than
+    holding the worker); calls nested inside ``fn`` run inline under the outer deadline.
+    """
+    if getattr(_DEADLINE, "active", False):
+        return fn()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        _DEADLINE.active = True
+        try:
+            outcome["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name=f"deadline: {what}"[:60], daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        logger.warning("%s: no result after %.1f s; abandoning the call", what, seconds)
+        raise TimeoutError(f"{what}: no result after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+_DEADLINE = threading.local()
 
 
 def strip_protocol(uri: str) -> str:

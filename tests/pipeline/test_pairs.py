@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import schema as S
-from pipeline.errors import OutputKeyError, PairDiscoveryError
+from pipeline.errors import ManifestError, OutputKeyError, PairDiscoveryError
 from pipeline.io_config import PairsConfig
-from pipeline.pairs import PAIR_SCHEMA, iter_pairs, read_pairs, sanitize_pair_id
+from pipeline.pairs import PAIR_SCHEMA, check_pair_source, iter_pairs, read_pairs, sanitize_pair_id
 
 
 def collect(source: str, **kwargs) -> tuple[list[dict], list[dict]]:
@@ -125,6 +125,107 @@ def test_manifest_missing_columns_or_file_raise(tmp_path: Path, s3_server: str, 
         collect(str(tmp_path / "nope.csv"))
     with pytest.raises(PairDiscoveryError, match="nope.parquet"):
         collect(f"s3://{s3_bucket}/nope.parquet")
+
+
+def test_csv_malformed_rows_fail_alone_naming_their_line(tmp_path: Path) -> None:
+    """Wrong field counts, an empty id, invalid UTF-8 and a quoted newline: each bad row is one failure naming the
+    manifest and its line (and its URIs where it has them); the 20 good rows around them all proceed."""
+    good = [f"g{i:02d},a{i}.png,b{i}.png" for i in range(20)]
+    lines = [
+        b"pair_id,uri_a,uri_b",
+        *[g.encode() for g in good[:5]],
+        b"two,fields",  # line 7
+        b"four,a.png,b.png,extra",  # line 8
+        *[g.encode() for g in good[5:10]],
+        b",ea.png,eb.png",  # line 14: empty id
+        b'"quoted\nid",qa.png,qb.png',  # lines 15-16: one record over two lines, a valid (sanitised) id
+        b"bad\xff\xfeutf8,u.png,v.png",  # line 17
+        b"",  # blank lines are skipped
+        *[g.encode() for g in good[10:]],
+    ]
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    pairs, failures = collect(str(path), config=PairsConfig(batch_size=6))
+    assert [p[S.PAIR_ID] for p in pairs] == [f"g{i:02d}" for i in range(10)] + [sanitize_pair_id("quoted\nid")] + [
+        f"g{i:02d}" for i in range(10, 20)
+    ]
+    reasons = {f[S.PAIR_ID]: f[S.ERROR] for f in failures}
+    assert set(reasons) == {"line-7", "line-8", "", "line-17"}
+    assert reasons["line-7"].startswith(f"manifest {path} line 7: expected 3 fields")
+    assert "got 2" in reasons["line-7"] and "two,fields" in reasons["line-7"]
+    assert reasons["line-8"].startswith(f"manifest {path} line 8: expected 3 fields") and "got 4" in reasons["line-8"]
+    assert reasons[""].startswith(f"manifest {path} line 14 (uri_a {tmp_path / 'ea.png'}, uri_b {tmp_path / 'eb.png'})")
+    assert "empty" in reasons[""]
+    assert reasons["line-17"].startswith(f"manifest {path} line 17: not valid UTF-8") and "\\xff" in reasons["line-17"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_ids_are_text_never_null(tmp_path: Path, fmt: str) -> None:
+    """The CSV reader's null literals are ids like any other; only an empty id is missing, and its failure names
+    the manifest row and its URIs."""
+    ids = ["NA", "null", "nan", "None", "N/A", "NULL", "#N/A", "-nan", "1.0", "007"]
+    rows = [{"pair_id": i, "uri_a": f"a{n}.png", "uri_b": f"b{n}.png"} for n, i in enumerate(ids)]
+    rows.append({"pair_id": "", "uri_a": "ea.png", "uri_b": "eb.png"})
+    path = write_manifest(tmp_path / f"m.{fmt}", rows)
+    pairs, failures = collect(str(path))
+    assert sorted(p[S.PAIR_ID] for p in pairs) == sorted(sanitize_pair_id(i) for i in ids)
+    assert {sanitize_pair_id(i) for i in ids} >= {"NA", "null", "nan", "None", "NULL", "1.0", "007"}
+    assert len(failures) == 1
+    unit = "row" if fmt == "parquet" else "line"
+    number = 11 if fmt == "parquet" else (12 if fmt == "csv" else 11)
+    assert failures[0][S.ERROR].startswith(f"manifest {path} {unit} {number} (uri_a {tmp_path / 'ea.png'}")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("dup.csv", b"pair_id,uri_a,uri_b,pair_id\np,a.png,b.png,q\n", "repeats column"),
+        ("cols.csv", b"id,uri_a,uri_b\np,a.png,b.png\n", r"lacks column\(s\) \['pair_id'\]"),
+        ("u16.csv", "pair_id,uri_a,uri_b\np,a.png,b.png\n".encode("utf-16"), "UTF-16 text: expected UTF-8"),
+        ("u16le.csv", "pair_id,uri_a,uri_b\np,a.png,b.png\n".encode("utf-16-le"), "header is not UTF-8"),
+        ("junk.csv", bytes(range(256)) * 4, "not UTF-8|lacks column"),
+        ("empty.csv", b"", "is empty"),
+        ("blank.csv", b"\n\n", "is empty"),
+        ("header.csv", b"pair_id,uri_a,uri_b,task\n", "no data rows"),
+        ("header.jsonl", b"\n", "no data rows"),
+        ("u16.jsonl", '{"pair_id": "p"}\n'.encode("utf-16"), "UTF-16 text"),
+        ("cols.jsonl", b'{"id": "p", "uri_a": "a", "uri_b": "b"}\n', "lacks column"),
+        ("junk.parquet", b"PAR1 not really", "not a readable Parquet file"),
+    ],
+)
+def test_manifest_unusable_as_a_whole_is_a_manifest_error(tmp_path: Path, name: str, content: bytes, reason: str):
+    """One clear error naming the manifest (exit 2 in the job), found by the cheap pre-flight check too."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ManifestError, match=reason) as raised:
+        collect(str(path))
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ManifestError, match=reason):
+        check_pair_source(str(path))
+
+
+def test_zero_row_parquet_and_duplicate_parquet_columns(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({c: pa.array([], pa.string()) for c in ("pair_id", "uri_a", "uri_b")}), empty)
+    with pytest.raises(ManifestError, match="no data rows"):
+        check_pair_source(str(empty))
+    dup = tmp_path / "dup.parquet"
+    columns = [pa.array(["p"]), pa.array(["a.png"]), pa.array(["b.png"]), pa.array(["q"])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["pair_id", "uri_a", "uri_b", "uri_a"]), dup)
+    with pytest.raises(ManifestError, match=r"repeats column\(s\) \['uri_a'\]"):
+        collect(str(dup))
+
+
+def test_check_pair_source_is_cheap_and_names_the_layout(tmp_path: Path) -> None:
+    rows = [{"pair_id": f"p{i}", "uri_a": "a.png", "uri_b": "b.png"} for i in range(3000)]
+    path = write_manifest(tmp_path / "m.csv", rows)
+    assert check_pair_source(str(path)) == "manifest"
+    make_folder_pairs(tmp_path / "src", "vi", "ir", ["1.png"], ["1.png"])
+    assert check_pair_source(str(tmp_path / "src")) == "folders"
+    with pytest.raises(PairDiscoveryError, match="neither a manifest"):
+        check_pair_source(str(tmp_path / "nothing"))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -313,7 +414,8 @@ def test_read_pairs_is_a_ray_dataset(tmp_path: Path, ray_session, s3_server: str
     assert ok_only.count() == 2
     empty = tmp_path / "empty.csv"
     empty.write_text("pair_id,uri_a,uri_b\n")
-    assert read_pairs(str(empty)).count() == 0
+    with pytest.raises(ManifestError, match="no data rows"):  # nothing found is not success
+        read_pairs(str(empty))
 
 
 def test_pair_schema_is_strings() -> None:

@@ -55,7 +55,7 @@ def test_micro_batches_equal_one_pair_at_a_time(checkpoint, shape, max_batch_pix
     for fused, (a, b) in zip(out[S.FUSED], pairs, strict=True):
         expected = model.fuse(a, b)
         expected = np.moveaxis(expected, -1, 0) if expected.ndim == 3 else expected[None]
-        np.testing.assert_array_equal(np.asarray(fused).reshape(expected.shape), expected)
+        np.testing.assert_array_equal(S.decode_array(fused).reshape(expected.shape), expected)
 
 
 def test_cpu_default_splits_large_groups_and_cuda_default_does_not():
@@ -88,5 +88,5 @@ def test_tiled_additive_fusion_equals_whole_image_in_both_batchnorm_modes(tmp_pa
     out = FusionPredictor(config)(_batch(pairs))
     assert out[S.STATUS] == [S.STATUS_OK]
     expected = np.moveaxis(maugif_core.load_checkpoint(path).fuse(*pairs[0]), -1, 0)
-    fused = np.asarray(out[S.FUSED][0]).reshape(expected.shape)
+    fused = S.decode_array(out[S.FUSED][0]).reshape(expected.shape)
     assert np.abs(fused.astype(int) - expected.astype(int)).max() <= 1
