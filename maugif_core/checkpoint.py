@@ -137,7 +137,13 @@ def load_checkpoint(source: str | os.PathLike | bytes, *, expect_task: str | Non
     if expect_task is not None and config.task != expect_task:
         raise CheckpointError(f"checkpoint {name}: holds a {config.task!r} model, expected {expect_task!r}")
     model = build_model_from_config(config)
-    state = load_safetensors_bytes(data)
+    try:
+        state = load_safetensors_bytes(data)
+    except Exception as e:  # safetensors raises its own SafetensorError (not an OSError) on a truncated payload
+        raise CheckpointError(
+            f"checkpoint {name}: the weights cannot be read ({e}); expected a complete .safetensors file "
+            "(truncated or corrupted download?)"
+        ) from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

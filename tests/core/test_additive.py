@@ -419,6 +419,10 @@ def test_checkpoint_rejects_pickles_and_mismatches(tmp_path):
     with pytest.raises(maugif_core.CheckpointError, match="no such file"):
         maugif_core.load_checkpoint(tmp_path / "missing")
     path = maugif_core.save_checkpoint(model, tmp_path / "ok.safetensors")
+    truncated = tmp_path / "truncated.safetensors"  # header intact, weights cut short (an interrupted download)
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size - 100])
+    with pytest.raises(maugif_core.CheckpointError, match="truncated.safetensors.*cannot be read"):
+        maugif_core.load_checkpoint(truncated)
     with pytest.raises(maugif_core.CheckpointError, match="expected 'medical'"):
         maugif_core.load_checkpoint(path, expect_task="medical")
     # Weights of a wider decoder under the stored (reference-width) config.
