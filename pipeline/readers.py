@@ -214,6 +214,9 @@ def _pillow_array(image: Any, uri: str) -> np.ndarray:
     mode = image.mode
     if mode == "1":
         image = image.convert("L")
+    elif mode == "LA":
+        # Grey + alpha: as RGBA with three equal channels, which maugif_core treats as grey (SPEC 1.1), alpha kept.
+        image = image.convert("RGBA")
     elif mode in ("P", "PA"):
         image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -231,7 +234,7 @@ def _pillow_array(image: Any, uri: str) -> np.ndarray:
 
 
 def _decode_pillow(uri: str, data: bytes, fmt: str, config: ReadConfig) -> tuple[np.ndarray, dict]:
-    from PIL import Image, ImageFile
+    from PIL import Image, ImageFile, ImageOps
 
     if fmt == "PNG" and b"IEND" not in data[-64:]:
         # Pillow stops once the pixels are decoded, so a file cut inside its last chunk still "loads".
@@ -248,6 +251,9 @@ def _decode_pillow(uri: str, data: bytes, fmt: str, config: ReadConfig) -> tuple
                 )
             image.load()
             mode = image.mode
+            # Cameras store rotated JPEG/TIFF pixels plus an EXIF orientation tag; viewers and the partner image
+            # follow the tag, so apply it (a no-op without one).
+            image = ImageOps.exif_transpose(image)
             array = _pillow_array(image, uri)
     except RasterReadError:
         raise

@@ -1,4 +1,4 @@
-"""Read guards (issue 12, case 4 and 6): special files, endless streams, oversized objects and schemes outside the
+"""Read guards and valid images (issue 12, cases 4-6): special files, endless streams, oversized objects and schemes outside the
 allow-list fail as read errors naming the URI, without hanging and without fetching anything."""
 
 from __future__ import annotations
@@ -65,3 +65,38 @@ def test_http_uri_in_a_manifest_is_a_pair_failure_and_never_fetched(tmp_path: Pa
         assert hits == []  # the loopback server was never reached
     finally:
         server.shutdown()
+
+
+def test_grey_alpha_png_reads_as_grey_with_alpha_and_fuses(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import maugif_core
+
+    rng = np.random.default_rng(0)
+    grey = (rng.random((20, 24)) * 255).astype(np.uint8)
+    alpha = np.full_like(grey, 200)
+    path = tmp_path / "la.png"
+    Image.fromarray(np.dstack([grey, alpha]), mode="LA").save(path)
+    image, _ = read_image(str(path))
+    assert image.shape == (20, 24, 4)
+    np.testing.assert_array_equal(image[..., 0], grey)
+    np.testing.assert_array_equal(image[..., 1], grey)
+    np.testing.assert_array_equal(image[..., 3], alpha)
+    fused = maugif_core.pretrained("vif").fuse(image, grey)
+    assert fused.shape[:2] == (20, 24)
+
+
+def test_exif_rotated_jpeg_is_read_upright(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    stored = np.zeros((10, 30, 3), np.uint8)  # landscape pixels, with a tag saying "rotate 90 degrees clockwise"
+    stored[:, :5] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    image, _ = read_image(str(path))
+    assert image.shape[:2] == (30, 10)  # displayed as portrait, like its partner
+    assert image[:5].mean() > 200 and image[-5:].mean() < 50  # the bright left band is now the top
