@@ -1,5 +1,7 @@
-"""Read guards and valid images (issue 12, cases 4-6): special files, endless streams, oversized objects and schemes outside the
-allow-list fail as read errors naming the URI, without hanging and without fetching anything."""
+"""Read guards and valid images (issue 12, cases 4-6).
+
+Special files, endless streams, oversized objects and schemes outside the allow-list fail as read errors naming
+the URI, without hanging and without fetching anything; grey + alpha and EXIF-rotated images are read as shown."""
 
 from __future__ import annotations
 
