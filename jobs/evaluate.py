@@ -107,18 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             if (value := getattr(config, key)) is not None and "://" not in value
         }
     )
-    from pipeline.cli import report_preflight, setup_logging
+    from pipeline.cli import preflight_gate
     from pipeline.job_preflight import eval_steps
-    from pipeline.preflight import run_checks
 
-    setup_logging(args)
-    code = report_preflight("evaluate", run_checks(eval_steps(config)), args)
+    code = preflight_gate("evaluate", eval_steps(config), args)
     if code is not None:
         return code
-    if not args.verbose:
-        from pipeline.console import quiet_known_warnings
-
-        quiet_known_warnings()
     import ray
 
     from pipeline.evaluation import run_evaluation

@@ -70,18 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
-    from pipeline.cli import report_preflight, setup_logging
+    from pipeline.cli import preflight_gate
     from pipeline.job_preflight import train_steps
-    from pipeline.preflight import run_checks
 
-    setup_logging(args)
-    code = report_preflight("train", run_checks(train_steps(config)), args)
+    code = preflight_gate("train", train_steps(config), args)
     if code is not None:
         return code
-    if not args.verbose:
-        from pipeline.console import quiet_known_warnings
-
-        quiet_known_warnings()
 
     import ray
 

@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-__all__ = ["add_console_options", "job_parser", "report_preflight", "setup_logging"]
+__all__ = ["add_console_options", "job_parser", "preflight_gate", "report_preflight", "setup_logging"]
 
 ADDRESS_HELP = (
     "Ray cluster to attach to: host:port, or 'auto' for the cluster started on this node by `ray start` "
@@ -103,3 +103,17 @@ def report_preflight(prog: str, checks: list, args: argparse.Namespace) -> int |
             traceback.print_exception(check.error, file=sys.stderr)
         print(f"{prog}: error: {check.detail}", file=sys.stderr)
     return 2 if failed else None
+
+
+def preflight_gate(prog: str, steps: list, args: argparse.Namespace) -> int | None:
+    """The jobs' common start: console logging, the pre-flight checks, and (unless ``--verbose``) known warning
+    noise silenced. Returns the exit code when the job must stop (``--check`` or a failed check), else None."""
+    from pipeline.preflight import run_checks
+
+    setup_logging(args)
+    code = report_preflight(prog, run_checks(steps), args)
+    if code is None and not args.verbose:
+        from pipeline.console import quiet_known_warnings
+
+        quiet_known_warnings()
+    return code
