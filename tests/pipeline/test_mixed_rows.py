@@ -8,11 +8,11 @@ one block at the default settings and at block/batch sizes that make batches str
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import write_manifest
 from PIL import Image
 
 from pipeline import schema as S
@@ -44,13 +44,6 @@ def write_good_pairs(folder: Path, n: int, size: tuple[int, int] = (40, 48), six
         Image.fromarray(b).save(folder / f"g{i:02d}_b.png")
         rows.append({"pair_id": f"g{i:02d}", "uri_a": f"g{i:02d}_a.png", "uri_b": f"g{i:02d}_b.png", "task": "mff"})
     return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["pair_id", "uri_a", "uri_b", "task"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def latest_records(output: str) -> dict[str, dict]:
@@ -95,7 +88,7 @@ def test_equal_size_pairs_and_failures_in_one_block_all_fuse(ray_session, tmp_pa
     # 8-bit RGB A with a 16-bit grey B: a valid pair whose output is 8-bit, next to 16-bit outputs.
     good.append({"pair_id": "mixed", "uri_a": "g00_a.png", "uri_b": "g16_b.png", "task": "mff"})
     rows = good[:4] + bad[:1] + good[4:9] + bad[1:] + good[9:] if interleave else good[:16] + bad + good[16:]
-    write_csv(data / "pairs.csv", rows)
+    write_manifest(data / "pairs.csv", rows)
     out = str(tmp_path / "out")
     config = FuseJobConfig(input=str(data / "pairs.csv"), output={"uri": out}, failures={"max_fraction": 1.0}, **sizes)
     summary = run_batch_fuse(config)
