@@ -509,7 +509,7 @@ class PairEvaluator:
 
     # ------------------------------------------------------------------ files
     def _save_fused(self, method: str, pair_id: str, fused: np.ndarray) -> None:
-        from pipeline.evaluate.evaluation_report import encode_image
+        from pipeline.evaluate.images import encode_image
         from pipeline.io.fsutil import atomic_write_bytes, join_key
 
         data, suffix = encode_image(fused)
@@ -518,7 +518,7 @@ class PairEvaluator:
     def _save_thumbnails(
         self, pair_id: str, scene: Scene, fused: dict[str, np.ndarray], meta_a: dict[str, Any]
     ) -> None:
-        from pipeline.evaluate.evaluation_report import grid_columns, thumbnail_png
+        from pipeline.evaluate.images import grid_columns, thumbnail_png
         from pipeline.io.fsutil import atomic_write_bytes, join_key
 
         images = {"A": scene.image_a, "B": scene.image_b}

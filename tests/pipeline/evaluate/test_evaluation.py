@@ -20,7 +20,8 @@ from pipeline.evaluate.evaluation import (
     prepare_scene,
     wald_degrade,
 )
-from pipeline.evaluate.evaluation_report import encode_image, markdown_table, mean_table
+from pipeline.evaluate.evaluation_report import markdown_table, mean_table
+from pipeline.evaluate.images import encode_image
 
 
 def _config(tmp_path, **fields) -> EvalJobConfig:
