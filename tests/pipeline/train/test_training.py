@@ -50,7 +50,7 @@ def make_config(storage_path: str, name: str, **train) -> TrainJobConfig:
 
 def decoded_samples() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """pair_id -> (luma_a, luma_b) of the sample pairs, decoded as the training pipeline does."""
-    from pipeline.train.training import decode_training_pair
+    from pipeline.train.data import decode_training_pair
 
     out = {}
     for path_a in sorted((SAMPLES / "source1").iterdir()):
@@ -101,7 +101,7 @@ def test_overrides_are_coerced_and_validated():
 
 
 def test_checkpoint_score_never_compares_stages():
-    from pipeline.train.training import checkpoint_score
+    from pipeline.train.checkpoints import checkpoint_score
 
     # Any stage-2 checkpoint outranks any stage-1 one; within a stage a lower loss wins.
     assert checkpoint_score(2, 1e9) > checkpoint_score(1, 0.0)
@@ -111,7 +111,7 @@ def test_checkpoint_score_never_compares_stages():
 
 
 def test_samples_do_not_depend_on_worker_or_order():
-    from pipeline.train.training import iter_batches, sample_seed
+    from pipeline.train.data import iter_batches, sample_seed
 
     config = make_config("/tmp/unused", "x", batch_size=3, crop_size=24)
     planes = decoded_samples()
@@ -145,7 +145,7 @@ def test_checkpoint_folder_round_trip(tmp_path):
 
     from maugif_core import build_model
     from maugif_core.training import make_optimizer, train_step
-    from pipeline.train.training import TrainState, _load_checkpoint_dir, _save_checkpoint_dir
+    from pipeline.train.checkpoints import TrainState, _load_checkpoint_dir, _save_checkpoint_dir
 
     model = build_model("mff")
     model.set_stage(2)
@@ -181,7 +181,7 @@ def _reference_params(
     from maugif_core import build_model_from_config
     from maugif_core.config import preset
     from maugif_core.training import make_optimizer
-    from pipeline.train.training import make_sample, sample_seed
+    from pipeline.train.data import make_sample, sample_seed
 
     planes = decoded_samples()
     train = config.train
