@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.local_ray import SMALL_STEPS, isolated_ray_env, kill_processes_mentioning, private_ray_tmpdir
-from ops.node_loss import run_node_loss
-from ops.s3_proxy import S3FaultProxy
-from ops.sample_pairs import write_crop_pairs
+from testsupport.local_ray import SMALL_STEPS, isolated_ray_env, kill_processes_mentioning, private_ray_tmpdir
+from testsupport.node_loss import run_node_loss
+from testsupport.s3_proxy import S3FaultProxy
+from testsupport.sample_pairs import write_crop_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB = str(REPO_ROOT / "jobs" / "batch_fuse.py")

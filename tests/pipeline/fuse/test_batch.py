@@ -18,11 +18,11 @@ import rasterio
 from PIL import Image
 
 import maugif_core
-from ops.local_ray import SMALL_STEPS
 from pipeline import schema as S
 from pipeline.config.fuse_config import FuseJobConfig
 from pipeline.fuse.batch import run_batch_fuse
 from pipeline.io.manifest import read_manifest
+from testsupport.local_ray import SMALL_STEPS
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLES = REPO / "samples"

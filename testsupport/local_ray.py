@@ -9,7 +9,6 @@ user.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -18,14 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ops.cluster_config import REPO_ROOT, LocalPorts
+from ops.metrics import dashboard_get
 
 VENV_BIN = Path(sys.executable).parent
 RAY_CLI = str(VENV_BIN / "ray")
@@ -34,7 +32,6 @@ __all__ = [
     "HeadNode",
     "RAY_CLI",
     "SMALL_STEPS",
-    "dashboard_get",
     "free_ports",
     "generate_auth_token",
     "isolated_ray_env",
@@ -191,23 +188,6 @@ def kill_processes_mentioning(marker: str, *, also: list[int] | None = None, gra
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
     return len(targets)
-
-
-def dashboard_get(url: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """GET a dashboard REST URL with an optional bearer token; returns (status, parsed JSON or text)."""
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    try:
-        return status, json.loads(body)
-    except json.JSONDecodeError:
-        return status, body
 
 
 def run_ray(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -33,10 +33,10 @@ from typing import Any
 import yaml
 
 from ops.cluster_config import REPO_ROOT, load_cluster_config, make_local_variant, validate_cluster_config
-from ops.local_ray import (
+from ops.metrics import dashboard_get
+from testsupport.local_ray import (
     RAY_CLI,
     VENV_BIN,
-    dashboard_get,
     free_ports,
     generate_auth_token,
     kill_processes_mentioning,

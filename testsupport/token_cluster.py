@@ -2,7 +2,7 @@
 Prometheus server scraping its metrics agent: what ``docs/OPERATIONS.md`` describes, small enough for one
 machine.
 
-Used by tests/ops/test_dashboard.py and by ``python -m ops.token_cluster`` (which refreshes the screenshots in
+Used by tests/ops/test_dashboard.py and by ``python -m testsupport.token_cluster`` (which refreshes the screenshots in
 docs/img/).
 """
 
@@ -22,9 +22,9 @@ from urllib.parse import urlencode
 import yaml
 
 from ops.cluster_config import REPO_ROOT
-from ops.local_ray import (
+from ops.metrics import dashboard_get, metrics_endpoints
+from testsupport.local_ray import (
     HeadNode,
-    dashboard_get,
     free_ports,
     generate_auth_token,
     kill_processes_mentioning,
@@ -34,7 +34,6 @@ from ops.local_ray import (
     token_client_env,
     wait_for,
 )
-from ops.metrics import metrics_endpoints
 
 __all__ = ["PrometheusServer", "TokenCluster"]
 
@@ -180,8 +179,8 @@ class PrometheusServer:
 
 def _capture_docs(out_dir: Path, pairs: int) -> None:
     """Run a small batch_fuse job on a token-auth cluster and screenshot the dashboard and its metrics."""
-    from ops.sample_pairs import write_crop_pairs
-    from ops.screenshot import capture_pages
+    from testsupport.sample_pairs import write_crop_pairs
+    from testsupport.screenshot import capture_pages
 
     with TokenCluster() as cluster:
         data = Path(cluster.workdir) / "pairs"

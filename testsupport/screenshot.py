@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ops.local_ray import free_ports, kill_processes_mentioning, wait_for
+from testsupport.local_ray import free_ports, kill_processes_mentioning, wait_for
 
 __all__ = ["capture_pages", "find_chromium"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.cluster_config import REPO_ROOT
-from ops.local_ray import isolated_ray_env, private_ray_tmpdir
+from testsupport.local_ray import isolated_ray_env, private_ray_tmpdir
 
 __all__ = ["run_node_loss"]
 
