@@ -249,7 +249,8 @@ def probe_pairs(
 
 def _nothing_found(source: str, task: str | None, config: PairsConfig, storage: StorageConfig | None) -> str:
     """Why a source yields no pair: what it holds, and the layouts the task expects."""
-    from pipeline.io.pairs import DEFAULT_PATTERNS, TASK_FOLDERS, manifest_kind
+    from pipeline.io.pair_folders import DEFAULT_PATTERNS, TASK_FOLDERS
+    from pipeline.io.pair_manifests import manifest_kind
     from pipeline.io.storage import get_filesystem
 
     if manifest_kind(source) is not None:
