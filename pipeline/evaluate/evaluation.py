@@ -595,8 +595,8 @@ def run_evaluation(config: EvalJobConfig) -> EvaluationResult:
     import pandas as pd
     import ray
 
+    from pipeline.io.decode import decode_pair
     from pipeline.io.pairs import read_pairs
-    from pipeline.io.readers import decode_pair
 
     check_methods_available(config)
     fused_index = {f.name: index_fused_dir(f, config.storage) for f in config.fused}

@@ -85,7 +85,7 @@ def decode_row(
     The images leave as ``.npy`` bytes (:func:`pipeline.schema.encode_array`) so that blocks of ok and failed
     rows, or of uint8 and uint16 pairs, always concatenate.
     """
-    from pipeline.io.readers import decode_pair
+    from pipeline.io.decode import decode_pair
 
     if row.get(S.STATUS) == S.STATUS_SKIPPED:
         return {**row, S.IMAGE_A: None, S.IMAGE_B: None, S.META_A: None, S.META_B: None, S.BYTES_IN: 0}

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.io_config import ReadConfig, StorageConfig
+from pipeline.config.io_config import ReadConfig
 from pipeline.errors import GridError
 
-__all__ = ["GridPlan", "check_additive", "plan_grid", "read_lowres"]
+__all__ = ["GridPlan", "check_additive", "plan_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,44 +245,3 @@ def _native_resolution(meta_lo: Mapping[str, Any], dst_crs: str) -> float:
         _crs(meta_lo["crs"]), _crs(dst_crs), meta_lo["width"], meta_lo["height"], west, south, east, north
     )
     return abs(dst.a)
-
-
-def read_lowres(
-    uri: str, plan: GridPlan, *, config: ReadConfig | None = None, storage: StorageConfig | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read the low-res image on the plan's aligned grid, covering the whole high-res extent.
-
-    Aligned pairs are read by window (boundless: outside pixels get nodata, else 0); off-grid pairs through a
-    ``WarpedVRT`` onto ``plan.lo_transform``. ``meta["grid"]`` records the plan.
-    """
-    from pipeline.io.readers import open_raster, read_window
-
-    config = config or ReadConfig()
-    if not plan.resample:
-        window = plan.lowres_window((0, 0, plan.hi_shape[0], plan.hi_shape[1]))
-        image, meta = read_window(uri, window, config=config, storage=storage, boundless=True)
-        meta.update(height=window[2], width=window[3], transform=meta.pop("window_transform", meta["transform"]))
-        meta.pop("window", None)
-    else:
-        from rasterio.enums import Resampling
-        from rasterio.transform import Affine
-        from rasterio.vrt import WarpedVRT
-
-        from pipeline.io.readers import _raster_meta, _read_raster
-
-        with open_raster(uri, config=config, storage=storage) as src:
-            options = {"nodata": src.nodata} if src.nodata is not None else {}
-            with WarpedVRT(
-                src,
-                crs=src.crs if plan.crs is None else _crs(plan.crs),
-                transform=Affine(*plan.lo_transform),
-                height=plan.lo_shape[0],
-                width=plan.lo_shape[1],
-                resampling=Resampling[config.resampling],
-                **options,
-            ) as vrt:
-                image, meta = _read_raster(uri, vrt, "TIFF", config, None)
-                meta.update(_raster_meta(uri, vrt, "TIFF", None), driver=src.driver)
-        logger.info("%s warped onto the aligned grid (%s)", uri, plan.reason)
-    meta["grid"] = plan.to_dict()
-    return image, meta

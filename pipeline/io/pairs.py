@@ -200,7 +200,7 @@ def read_pairs(
 
     Batches are put into the object store as they are discovered, so the driver's heap holds one batch at a
     time. Failure rows (``status=failed``) are included by default so they flow to the failure manifest;
-    :func:`pipeline.io.readers.decode_pair` passes them through untouched.
+    :func:`pipeline.io.decode.decode_pair` passes them through untouched.
 
     Args:
         source, task, config, storage: As for :func:`iter_pairs`.

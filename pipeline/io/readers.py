@@ -17,36 +17,33 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
-import os
-import stat
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from maugif_core.config import MULTIPLICATIVE_TASKS
-from pipeline import schema as S
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.errors import GridError, RasterReadError
+from pipeline.io.fetch import (
+    _bounded,
+    _check_dtype,
+    _check_not_empty,
+    _check_object,
+    _error_text,
+    _fetch,
+    sniff_format,
+)
 from pipeline.io.storage import (
-    call_with_deadline,
-    call_with_retries,
-    disallowed_scheme,
     gdal_path,
     get_filesystem,
     is_s3,
     rasterio_env,
-    strip_protocol,
-    uri_scheme,
 )
 
 __all__ = [
-    "decode_pair",
     "nodata_value",
     "open_raster",
     "read_image",
@@ -57,147 +54,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"II+\x00", "TIFF"),  # BigTIFF
-    (b"MM\x00+", "TIFF"),
-    (b"BM", "BMP"),
-)
-_HEAD_BYTES = 64
-
-
-def sniff_format(head: bytes) -> str | None:
-    """``"PNG"``, ``"JPEG"``, ``"TIFF"`` or ``"BMP"`` from a file's first bytes, else None."""
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
-
 
 def nodata_value(meta: Mapping[str, Any]) -> float | None:
     """The nodata of a ``meta`` dict as a float (NaN included), or None."""
     value = meta.get("nodata")
     return None if value is None else float(value)
-
-
-def _error_text(uri: str, e: BaseException) -> str:
-    if isinstance(e, FileNotFoundError):
-        return f"{uri}: not found (missing file, key or bucket): {e}"
-    if isinstance(e, PermissionError):
-        return f"{uri}: access denied: {e}"
-    return f"{uri}: {type(e).__name__}: {e}"
-
-
-_FILE_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISDIR, "a directory"),
-)
-
-
-def _check_object(uri: str, config: ReadConfig, storage: StorageConfig | None) -> int | None:
-    """Refuse what must not be read before touching its bytes; returns the object's size (None: unknown).
-
-    A scheme outside ``storage.allowed_schemes``, anything but a regular file (a FIFO blocks forever on open,
-    ``/dev/zero`` never ends) and objects over ``config.max_object_bytes`` fail here, at the cost of one
-    ``stat`` (local) or one HEAD request (object storage).
-    """
-    reason = disallowed_scheme(uri, storage)
-    if reason:
-        raise RasterReadError(reason)
-    try:
-        if uri_scheme(uri) == "file":
-            info = os.stat(strip_protocol(uri))
-            for test, kind in _FILE_KINDS:
-                if test(info.st_mode):
-                    raise RasterReadError(f"{uri}: {kind}, not a regular file: expected a PNG, JPEG, BMP or TIFF file")
-            size = int(info.st_size) or None  # /proc-like files report 0: read them bounded
-        else:
-            fs, path = get_filesystem(uri, storage)
-            info = call_with_retries(lambda: fs.info(path), config=storage, what=f"stat {uri}")
-            if info.get("type") == "directory":
-                raise RasterReadError(f"{uri}: a folder, not a file: expected a PNG, JPEG, BMP or TIFF file")
-            size = info.get("size")
-            size = None if size is None else int(size)
-    except (OSError, ValueError) as e:
-        raise RasterReadError(_error_text(uri, e)) from e
-    if size is not None and size > config.max_object_bytes:
-        raise RasterReadError(
-            f"{uri}: {size} bytes exceeds read.max_object_bytes={config.max_object_bytes}: expected a smaller object"
-        )
-    return size
-
-
-def _bounded(uri: str, config: ReadConfig, fn: Any) -> Any:
-    """``fn()`` under ``config.read_timeout_s``; a timeout becomes a :class:`RasterReadError` naming the URI."""
-    try:
-        return call_with_deadline(fn, config.read_timeout_s, what=f"read {uri}")
-    except TimeoutError as e:
-        raise RasterReadError(
-            f"{uri}: read timed out after {config.read_timeout_s:g} s (read.read_timeout_s): expected an image "
-            "that can be read in that time"
-        ) from e
-
-
-def _fetch(
-    uri: str,
-    storage: StorageConfig | None,
-    *,
-    head_only: bool = False,
-    size: int | None = None,
-    limit: int | None = None,
-) -> bytes:
-    """The file's bytes (or its first bytes) through fsspec, with operation retries on throttling.
-
-    ``size`` is the object's known size; when it is unknown the whole read stops past ``limit`` bytes and fails.
-    """
-    try:
-        fs, path = get_filesystem(uri, storage)
-        if not head_only and size is None and limit is not None:
-
-            def read_bounded() -> bytes:
-                with fs.open(path, "rb") as handle:
-                    return handle.read(limit + 1)
-
-            data = call_with_retries(read_bounded, config=storage, what=f"read {uri}")
-            if len(data) > limit:
-                raise RasterReadError(
-                    f"{uri}: more than read.max_object_bytes={limit} bytes: expected a smaller object"
-                )
-            return data
-        if head_only:
-            try:
-                return call_with_retries(
-                    lambda: fs.cat_file(path, start=0, end=_HEAD_BYTES), config=storage, what=f"read {uri}"
-                )
-            except OSError as e:  # S3 answers 416 to a range request on an empty object
-                if "range" not in str(e).lower() or fs.size(path) != 0:
-                    raise
-                return b""
-        return call_with_retries(lambda: fs.cat_file(path), config=storage, what=f"read {uri}")
-    except (OSError, ValueError) as e:
-        raise RasterReadError(_error_text(uri, e)) from e
-
-
-def _check_not_empty(uri: str, head: bytes) -> str:
-    if not head:
-        raise RasterReadError(f"{uri}: empty file (0 bytes): expected a PNG, JPEG, BMP or TIFF image")
-    fmt = sniff_format(head)
-    if fmt is None:
-        raise RasterReadError(
-            f"{uri}: unrecognised format: expected PNG, JPEG, BMP or TIFF signature bytes, found {head[:8]!r}"
-        )
-    return fmt
-
-
-def _check_dtype(uri: str, dtype: str, config: ReadConfig) -> None:
-    if dtype not in config.allowed_dtypes:
-        raise RasterReadError(f"{uri}: unsupported dtype {dtype!r}: expected one of {', '.join(config.allowed_dtypes)}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -509,81 +370,3 @@ def read_window(
             image[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = full[r0:r1, c0:c1]
     meta["window"] = {"row_off": row_off, "col_off": col_off, "height": height, "width": width}
     return image, meta
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Ray Data map function
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _failed(row: dict[str, Any], error: str, started: float) -> dict[str, Any]:
-    row.update(
-        {
-            S.IMAGE_A: None,
-            S.IMAGE_B: None,
-            S.META_A: None,
-            S.META_B: None,
-            S.BYTES_IN: 0,
-            S.STATUS: S.STATUS_FAILED,
-            S.ERROR_STAGE: S.STAGE_READ,
-            S.ERROR: error,
-            S.SECONDS: time.perf_counter() - started,
-        }
-    )
-    return row
-
-
-def decode_pair(
-    row: Mapping[str, Any], config: ReadConfig | None = None, storage: StorageConfig | None = None
-) -> dict[str, Any]:
-    """Read and check both images of a pair row; for ``ray.data.Dataset.map``. Never raises for a bad pair.
-
-    Additive tasks need equal sizes (and equal grids when both are georeferenced); ``pansharpen``/``hsi_msi``
-    need an integer-ratio grid (A low resolution, B high resolution), resampled when ``config`` allows it, see
-    :mod:`pipeline.io.geo`. Rows that already failed (discovery) pass through with empty image columns.
-
-    Returns:
-        The row plus ``image_a, image_b`` (``(H, W, C)`` arrays), ``meta_a, meta_b`` (JSON strings),
-        ``bytes_in``, ``seconds``; on failure the image/meta columns are None, ``status=failed``,
-        ``error_stage=read`` and ``error`` says which URI and why.
-    """
-    from pipeline.io import geo
-
-    config = config or ReadConfig()
-    started = time.perf_counter()
-    out = dict(row)
-    if out.get(S.STATUS) == S.STATUS_FAILED:
-        error, stage = out.get(S.ERROR), out.get(S.ERROR_STAGE)
-        out = _failed(out, error or "failed", started)
-        out[S.ERROR_STAGE] = stage or S.STAGE_DISCOVER
-        return out
-    uri_a, uri_b = out[S.URI_A], out[S.URI_B]
-    try:
-        if out.get(S.TASK) in MULTIPLICATIVE_TASKS:
-            image_b, meta_b = read_image(uri_b, config=config, storage=storage)
-            meta_a = read_meta(uri_a, config=config, storage=storage)
-            plan = geo.plan_grid(meta_a, meta_b, config=config)
-            image_a, meta_a = geo.read_lowres(uri_a, plan, config=config, storage=storage)
-        else:
-            image_a, meta_a = read_image(uri_a, config=config, storage=storage)
-            image_b, meta_b = read_image(uri_b, config=config, storage=storage)
-            geo.check_additive(meta_a, meta_b)
-    except (RasterReadError, GridError) as e:
-        return _failed(out, str(e), started)
-    except Exception as e:  # one bad pair must never take the map down
-        logger.exception("unexpected error reading pair %s", out.get(S.PAIR_ID))
-        return _failed(out, f"unexpected {type(e).__name__} reading {uri_a} / {uri_b}: {e}", started)
-    out.update(
-        {
-            S.IMAGE_A: image_a,
-            S.IMAGE_B: image_b,
-            S.META_A: json.dumps(meta_a),
-            S.META_B: json.dumps(meta_b),
-            S.BYTES_IN: int((meta_a.get("bytes") or 0) + (meta_b.get("bytes") or 0)),
-            S.STATUS: S.STATUS_OK,
-            S.ERROR_STAGE: None,
-            S.ERROR: None,
-            S.SECONDS: time.perf_counter() - started,
-        }
-    )
-    return out

@@ -14,8 +14,9 @@ from rasterio.warp import transform
 from pipeline import schema as S
 from pipeline.config.io_config import ReadConfig
 from pipeline.errors import GridError
-from pipeline.io.geo import GridPlan, check_additive, plan_grid, read_lowres
-from pipeline.io.readers import decode_pair, read_image, read_meta
+from pipeline.io.decode import decode_pair, read_lowres
+from pipeline.io.geo import GridPlan, check_additive, plan_grid
+from pipeline.io.readers import read_image, read_meta
 
 # A synthetic PAN/MS pair as GDAL's own pansharpening tests make one (SOURCE.md of GeoTIFF_rasterio_testdata):
 # MS = a Landsat crop (uint8, 3 bands, 300 m in the crop's metres); PAN = band mean at `ratio`x finer pixels.

@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.errors import RasterReadError
-from pipeline.io.readers import decode_pair, read_image
+from pipeline.io.decode import decode_pair
+from pipeline.io.readers import read_image
 
 
 @pytest.mark.timeout(30)

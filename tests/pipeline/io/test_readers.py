@@ -24,7 +24,8 @@ from PIL import Image
 from pipeline import schema as S
 from pipeline.config.io_config import ReadConfig
 from pipeline.errors import GridError, RasterReadError
-from pipeline.io.readers import decode_pair, nodata_value, read_image, read_meta, read_window, sniff_format
+from pipeline.io.decode import decode_pair
+from pipeline.io.readers import nodata_value, read_image, read_meta, read_window, sniff_format
 
 GDAL_S3 = ReadConfig(s3_access="gdal")
 
