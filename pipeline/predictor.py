@@ -105,7 +105,7 @@ def load_model_uri(uri: str, *, expect_task: str | None = None) -> torch.nn.Modu
 def _to_unit(image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dict) -> _Prepared:
     """Both images in unit float32 with their invalid pixels (nodata, NaN, +/-Inf) masked and set to 0, each mapped
     on its own (:mod:`pipeline.radiometry`)."""
-    from pipeline.radiometry import invalid_mask, output_nodata, unit_mapping
+    from pipeline.radiometry import fill_value, invalid_mask, unit_mapping
 
     nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
     mask_a, mask_b = invalid_mask(image_a, nodata_a), invalid_mask(image_b, nodata_b)
@@ -116,7 +116,7 @@ def _to_unit(image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dic
         mask_a,
         mask_b,
         map_a,
-        output_nodata(image_a.dtype, nodata_a, nodata_b),
+        fill_value(image_a.dtype, nodata_a, nodata_b),
     )
 
 
@@ -134,7 +134,7 @@ class _Prepared:
     mask_a: np.ndarray | None  # (h, w) on A's grid
     mask_b: np.ndarray | None  # (H, W) on B's grid
     map_a: Any  # pipeline.radiometry.UnitMapping of A
-    fill: float | None  # output value of pixels invalid in A or B
+    fill: float  # output value of pixels invalid in A or B
 
     def output_mask(self, ratio: int = 1) -> np.ndarray | None:
         """Pixels invalid in A (upsampled by ``ratio`` onto B's grid) or in B."""

@@ -19,7 +19,8 @@ The rules (README, "Channels, value ranges and nodata"):
   whose output is a new image): ``lo + F * (hi - lo)``. Either is computed in float64, clipped to A's valid
   [min, max] (always finite) and cast to A's dtype (integers rounded).
 * **Output nodata** (:func:`output_nodata`): A's nodata; else B's when A's dtype can hold it; else NaN for a
-  float A; else 0 for an integer A. The writers declare the same value on the output.
+  float A. The writers declare that value on the output. An integer A that declares none (and whose partner's
+  nodata it cannot hold) gets 0 at invalid pixels, undeclared: declare a nodata on A to mark them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["UnitMapping", "invalid_mask", "output_nodata", "unit_mapping"]
+__all__ = ["UnitMapping", "fill_value", "invalid_mask", "output_nodata", "unit_mapping"]
 
 _NATURAL_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ROBUST_PERCENTILES = (0.1, 99.9)
@@ -69,16 +70,21 @@ def _representable(value: float, dtype: np.dtype) -> bool:
 
 
 def output_nodata(dtype: np.dtype | str, nodata_a: float | None, nodata_b: float | None) -> float | None:
-    """The value written (and declared) where a pixel is invalid in A or B, for an output in A's ``dtype``.
-
-    A's nodata; else B's when ``dtype`` can hold it; else NaN for a float ``dtype``; else 0.
-    """
+    """The nodata declared on an output in A's ``dtype``: A's nodata; else B's when ``dtype`` can hold it; else NaN
+    for a float ``dtype``; else None (an integer A declaring none has no value to spare: its invalid pixels are
+    written as 0, see :func:`fill_value`)."""
     dtype = np.dtype(dtype)
     if nodata_a is not None:
         return float(nodata_a)
     if nodata_b is not None and _representable(float(nodata_b), dtype):
         return float(nodata_b)
-    return float("nan") if dtype.kind == "f" else 0.0
+    return float("nan") if dtype.kind == "f" else None
+
+
+def fill_value(dtype: np.dtype | str, nodata_a: float | None, nodata_b: float | None) -> float:
+    """The value written where a pixel is invalid in A or B: :func:`output_nodata`, or 0 where that is None."""
+    value = output_nodata(dtype, nodata_a, nodata_b)
+    return 0.0 if value is None else value
 
 
 @dataclass(frozen=True)
