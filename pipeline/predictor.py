@@ -11,6 +11,10 @@ and fuses every decoded pair it is handed:
 * multiplicative pairs (``pansharpen``, ``hsi_msi``) are fitted per scene (spectral basis + encoder/decoder), then
   fused whole or in tiles with the scene's fitted state.
 
+Values outside uint8/uint16 (float rasters of any range, int16 ...), NaN / +-Inf (nodata whether declared or not)
+and the output's nodata follow :mod:`pipeline.radiometry`; band stacks (channel counts other than 1, 3, 4) follow
+:func:`maugif_core.additive.compose_colour` (the intensity change added to every band).
+
 A pair that fails here becomes a failure row (``error_stage=fuse``); it never raises out of the batch.
 The ``fused`` column is channel-first ``(C, H, W)`` (what the sinks write), carried as ``.npy`` bytes
 (:func:`pipeline.schema.encode_array`) like the detail maps, so ok and failed rows of any size and dtype share one

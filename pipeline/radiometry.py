@@ -4,8 +4,9 @@ The rules (README, "Channels, value ranges and nodata"):
 
 * **Invalid pixels.** A pixel is invalid in an image when any of its bands equals the declared nodata (NaN-aware)
   or, in a float image, any band is NaN or +/-Inf, whether or not a nodata value is declared. A pixel invalid in
-  A or in B is nodata in the output; invalid pixels are filled with 0 before fusion and never enter a statistic
-  (the value range below, BatchNorm statistics, the per-scene fit), so they cannot leak into valid pixels.
+  A or in B is nodata in the output; invalid pixels are filled with 0 before fusion (as declared nodata always
+  was: they count as zeros in the per-image BatchNorm statistics and the per-scene fit) and are left out of the
+  value range below, so a NaN or an Inf can never reach the models or the output.
 * **To unit float, per image** (:func:`unit_mapping`). uint8 / uint16: value / dtype maximum. A float image whose
   valid values all lie in [0, 1]: as it is. Anything else (float data outside [0, 1], signed or 32-bit integers):
   a linear stretch by the image's own *robust range*, lo and hi = the 0.1th and 99.9th percentiles of its valid
