@@ -24,7 +24,7 @@ import rasterio
 from PIL import Image
 
 from pipeline import schema as S
-from pipeline.manifest import read_manifest
+from pipeline.io.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "mff"
