@@ -1,7 +1,7 @@
 """Valid rasters the fusion once refused (issue 12): NaN / +-Inf as nodata, very wide float ranges, band stacks.
 
-Each case is met as a user meets it: GeoTIFFs written with rasterio, read by :func:`pipeline.readers.decode_pair`,
-fused by the actor's callable (:class:`pipeline.predictor.FusionPredictor`, no Ray needed) with the bundled
+Each case is met as a user meets it: GeoTIFFs written with rasterio, read by :func:`pipeline.io.readers.decode_pair`,
+fused by the actor's callable (:class:`pipeline.fuse.predictor.FusionPredictor`, no Ray needed) with the bundled
 pretrained models.
 """
 
