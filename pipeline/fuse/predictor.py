@@ -287,6 +287,7 @@ class FusionPredictor:
         import maugif_core
         from pipeline.io.tiling import fuse_tiled
 
+        image_a, image_b = (x if x.ndim == 3 else x[..., None] for x in (image_a, image_b))  # (H, W, C)
         prepared = _to_unit(image_a, image_b, meta_a, meta_b)
         cfg = self.config
         if task in maugif_core.MULTIPLICATIVE_TASKS:

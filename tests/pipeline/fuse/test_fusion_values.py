@@ -168,3 +168,16 @@ def test_five_band_raster_fuses_with_the_change_in_every_band(predictor, tmp_pat
     spread = change.max(axis=0) - change.min(axis=0)
     assert spread[valid].max() <= 1  # one intensity change for every band (uint16 rounding)
     assert np.abs(change[:, valid]).max() > 100
+
+
+def test_two_dimensional_arrays_handed_to_the_actor_fuse_too(predictor) -> None:
+    """Rows built outside the readers may carry ``(H, W)`` arrays; the float path takes them like ``(H, W, 1)``."""
+    rng = np.random.default_rng(0)
+    a = (rng.random((17, 31)) * 500.0).astype(np.float32)
+    a[2, 3] = np.nan
+    b = rng.integers(0, 256, (17, 31), dtype=np.uint8)
+    meta = json.dumps({"nodata": None})
+    row = {S.PAIR_ID: "flat", S.TASK: "vif", S.IMAGE_A: a, S.IMAGE_B: b, S.META_A: meta, S.META_B: meta}
+    [(status, error, fused)] = _fuse_rows(predictor, [{**row, S.STATUS: S.STATUS_OK}])
+    assert status == S.STATUS_OK, error
+    assert fused.shape == (1, 17, 31) and np.isnan(fused).sum() == 1 and np.isnan(fused[0, 2, 3])
