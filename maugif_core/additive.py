@@ -363,7 +363,8 @@ class AdditiveMAUGIF(nn.Module):
         """Fuse two co-registered images; the result has image A's dtype and layout.
 
         Args:
-            image_a: ``(H, W)`` or ``(H, W, C)`` (C in 1, 3, 4) uint8 / uint16 / float32 in [0, 1]: the base image.
+            image_a: ``(H, W)`` or ``(H, W, C)`` uint8 / uint16 / float32 in [0, 1]: the base image (C in 1, 3, 4:
+                grey, RGB, RGBA; any other C: a band stack, see :func:`compose_colour`).
             image_b: same height and width: the source whose detail is injected.
         """
         return self.fuse_with_details(image_a, image_b, details=False).fused
@@ -395,12 +396,20 @@ class PreparedPair:
     alpha_a: np.ndarray | None  # (H, W) float32 alpha of A, kept as is
     dtype: np.dtype
     shape: tuple[int, ...]
+    bands_a: np.ndarray | None = None  # (H, W, C) float32 bands of an N-band A (C not 1, 3 or 4), else None
+
+
+def is_multiband(image: np.ndarray) -> bool:
+    """True for ``(H, W, C)`` images whose C is not 1 (grey), 3 (RGB) or 4 (RGBA): spectral band stacks."""
+    return image.ndim == 3 and image.shape[2] not in (1, 3, 4)
 
 
 def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     unit = to_unit_float(image)
     if unit.ndim == 2:
         return unit, None, None
+    if is_multiband(unit):  # N bands: the intensity is their mean (see compose_colour)
+        return np.ascontiguousarray(unit.mean(axis=2, dtype=np.float32)), None, None
     alpha = unit[..., 3] if unit.shape[2] == 4 else None
     if unit.shape[2] == 1 or is_grey(unit):
         return np.ascontiguousarray(unit[..., 0]), None, alpha
@@ -409,13 +418,18 @@ def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray
 
 
 def prepare_pair(image_a: np.ndarray, image_b: np.ndarray) -> PreparedPair:
-    """Validate a pair and split both images into luma / chroma / alpha (see :func:`compose_colour`)."""
-    check_image(image_a, "image_a")
-    check_image(image_b, "image_b")
+    """Validate a pair and split both images into luma / chroma / alpha (see :func:`compose_colour`).
+
+    Images with 1, 3 (RGB) or 4 (RGBA) channels give BT.601 luma (or the grey channel); any other channel count
+    is a band stack whose intensity is the mean of its bands.
+    """
+    check_image(image_a, "image_a", allow_bands=True)
+    check_image(image_b, "image_b", allow_bands=True)
     check_same_size(image_a, image_b)
     luma_a, chroma_a, alpha_a = _split(image_a)
     luma_b, chroma_b, _ = _split(image_b)
-    return PreparedPair(luma_a, luma_b, chroma_a, chroma_b, alpha_a, image_a.dtype, image_a.shape)
+    bands_a = to_unit_float(image_a) if is_multiband(image_a) else None
+    return PreparedPair(luma_a, luma_b, chroma_a, chroma_b, alpha_a, image_a.dtype, image_a.shape, bands_a)
 
 
 def compose_colour(fused_y: np.ndarray, prepared: PreparedPair, chroma_rule: str) -> np.ndarray:
@@ -425,11 +439,19 @@ def compose_colour(fused_y: np.ndarray, prepared: PreparedPair, chroma_rule: str
     sources' chroma by saturation. The result keeps A's layout: a 2-D A gives a 2-D result, a grey A stored as
     three equal channels gives three equal channels unless the chroma rule brings colour from B, and A's alpha
     channel is carried over unchanged.
+
+    N bands (A with a channel count other than 1, 3 or 4): the change the fusion made to the intensity (the mean of
+    A's bands) is added to every band, ``F_k = A_k + (F_Y - mean_k A_k)``, clamped to [0, 1]. This is the
+    colour rule generalised (with BT.601 YCbCr, replacing Y while keeping Cb and Cr adds the same change to R, G
+    and B): the differences between A's bands are kept exactly. The chroma rule does not apply to band stacks.
     """
     luma = np.clip(fused_y, 0.0, 1.0).astype(np.float32)
     shape = prepared.shape
     if len(shape) == 2:
         return from_unit_float(luma, prepared.dtype)
+    if prepared.bands_a is not None:
+        change = (luma - prepared.luma_a)[..., None]
+        return from_unit_float(prepared.bands_a + change, prepared.dtype)
     if chroma_rule == "saturation_weighted" and (prepared.chroma_a is not None or prepared.chroma_b is not None):
         neutral = np.full(luma.shape + (2,), 0.5, np.float32)
         cbcr = saturation_weighted_chroma(

@@ -182,11 +182,16 @@ def check_bucket(fs: Any, uri: str, role: str) -> None:
 def check_input(source: str, storage: StorageConfig | None = None, *, what: str = "input") -> str:
     """The input exists: a manifest file or a folder (an ``s3://`` bucket is checked first).
 
-    Raises:
-        PreflightError: a missing bucket, file or folder, named as such.
-    """
-    from pipeline.io.storage import get_filesystem
+    Its scheme must be in ``storage.allowed_schemes``; one outside it is refused before anything is fetched.
 
+    Raises:
+        PreflightError: a scheme outside the allow-list; a missing bucket, file or folder, named as such.
+    """
+    from pipeline.io.storage import disallowed_scheme, get_filesystem
+
+    reason = disallowed_scheme(source, storage)
+    if reason:
+        raise PreflightError(f"{what} {reason}")
     fs, path = get_filesystem(source, storage)
     if is_s3_uri(source):
         check_bucket(fs, source, what)

@@ -11,6 +11,10 @@ and fuses every decoded pair it is handed:
 * multiplicative pairs (``pansharpen``, ``hsi_msi``) are fitted per scene (spectral basis + encoder/decoder), then
   fused whole or in tiles with the scene's fitted state.
 
+Values outside uint8/uint16 (float rasters of any range, int16 ...), NaN / +-Inf (nodata whether declared or not)
+and the output's nodata follow :mod:`pipeline.io.radiometry`; band stacks (channel counts other than 1, 3, 4) follow
+:func:`maugif_core.additive.compose_colour` (the intensity change added to every band).
+
 A pair that fails here becomes a failure row (``error_stage=fuse``); it never raises out of the batch.
 The ``fused`` column is channel-first ``(C, H, W)`` (what the sinks write), carried as ``.npy`` bytes
 (:func:`pipeline.schema.encode_array`) like the detail maps, so ok and failed rows of any size and dtype share one
@@ -23,6 +27,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -101,35 +106,54 @@ def load_model_uri(uri: str, *, expect_task: str | None = None) -> torch.nn.Modu
     raise FileNotFoundError(f"checkpoint {uri!r}: none of {candidates} exists")
 
 
-def _stretch(image_a: np.ndarray, image_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Map both images to unit float when their dtype has no natural [0, 1] mapping (int16, int32, float data
-    outside [0, 1]): one linear stretch over both images' finite values. Returns the inverse for the output."""
-    if image_a.dtype in _NATIVE_DTYPES and image_b.dtype in _NATIVE_DTYPES:
-        return image_a, image_b, None
-    a = image_a.astype(np.float32)
-    b = image_b.astype(np.float32)
-    if image_a.dtype.kind == "f" and image_b.dtype.kind == "f":
-        finite = np.concatenate([a[np.isfinite(a)], b[np.isfinite(b)]])
-        if finite.size == 0 or (finite.min() >= 0.0 and finite.max() <= 1.0):
-            return a, b, None
-    finite = np.concatenate([a[np.isfinite(a)].ravel(), b[np.isfinite(b)].ravel()])
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    scale = hi - lo if hi > lo else 1.0
-    dtype = image_a.dtype
+def _to_unit(image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dict) -> _Prepared:
+    """Both images in unit float32 with their invalid pixels (nodata, NaN, +/-Inf) masked and set to 0, each mapped
+    on its own (:mod:`pipeline.io.radiometry`)."""
+    from pipeline.io.radiometry import fill_value, invalid_mask, unit_mapping
 
-    def inverse(fused: np.ndarray) -> np.ndarray:
-        out = fused.astype(np.float64) * scale + lo
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            return np.clip(np.rint(out), info.min, info.max).astype(dtype)
-        return out.astype(dtype)
-
-    return (a - lo) / scale, (b - lo) / scale, inverse
+    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    mask_a, mask_b = invalid_mask(image_a, nodata_a), invalid_mask(image_b, nodata_b)
+    map_a, map_b = unit_mapping(image_a, mask_a), unit_mapping(image_b, mask_b)
+    return _Prepared(
+        map_a.to_unit(image_a, mask_a),
+        map_b.to_unit(image_b, mask_b),
+        mask_a,
+        mask_b,
+        map_a,
+        fill_value(image_a.dtype, nodata_a, nodata_b),
+    )
 
 
 def _nodata(meta: dict[str, Any]) -> float | None:
     value = meta.get("nodata")
     return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A pair in unit float (``(H, W, C)`` float32, invalid pixels 0), its masks and A's way back."""
+
+    unit_a: np.ndarray
+    unit_b: np.ndarray
+    mask_a: np.ndarray | None  # (h, w) on A's grid
+    mask_b: np.ndarray | None  # (H, W) on B's grid
+    map_a: Any  # pipeline.io.radiometry.UnitMapping of A
+    fill: float  # output value of pixels invalid in A or B
+
+    def output_mask(self, ratio: int = 1) -> np.ndarray | None:
+        """Pixels invalid in A (upsampled by ``ratio`` onto B's grid) or in B."""
+        mask = self.mask_a
+        if mask is not None and ratio > 1:
+            mask = np.repeat(np.repeat(mask, ratio, axis=0), ratio, axis=1)
+        if self.mask_b is not None:
+            mask = self.mask_b if mask is None else mask | self.mask_b
+        return mask
+
+    def apply_fill(self, fused_chw: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """``(C, H, W)`` output with ``fill`` wherever ``mask`` is set."""
+        if mask is None or not mask.any():
+            return fused_chw
+        return np.where(mask[None], np.asarray(self.fill).astype(fused_chw.dtype), fused_chw)
 
 
 class FusionPredictor:
@@ -263,8 +287,8 @@ class FusionPredictor:
         import maugif_core
         from pipeline.io.tiling import fuse_tiled
 
-        nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
-        unit_a, unit_b, inverse = _stretch(image_a, image_b)
+        image_a, image_b = (x if x.ndim == 3 else x[..., None] for x in (image_a, image_b))  # (H, W, C)
+        prepared = _to_unit(image_a, image_b, meta_a, meta_b)
         cfg = self.config
         if task in maugif_core.MULTIPLICATIVE_TASKS:
             from pipeline.fuse.progress import report_scene
@@ -272,30 +296,25 @@ class FusionPredictor:
             model = maugif_core.build_model(task, **cfg.multiplicative_overrides).to(self.device)
             report_scene(cfg.progress_actor, str(pair_id), "start")
             try:
-                model.fit(_fill(unit_a, nodata_a, image_a), _fill(unit_b, nodata_b, image_b))
+                model.fit(prepared.unit_a, prepared.unit_b)  # invalid pixels are 0 there
             finally:
                 report_scene(cfg.progress_actor, str(pair_id), "end")
             fuse_fn = self._multiplicative_tile_fn(model)
             ratio = model.ratio
         elif task in maugif_core.ADDITIVE_TASKS:
             model = self.additive_model(task)
-            return self._fuse_additive_tiled(model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse)
+            return self._fuse_additive_tiled(model, image_a, prepared)
         else:
             raise ValueError(f"unknown task {task!r}: expected one of {', '.join(maugif_core.TASKS)}")
-        a_chw = np.moveaxis(_as_unit(unit_a), 2, 0)
-        b_chw = np.moveaxis(_as_unit(unit_b), 2, 0)
         fused = fuse_tiled(
             fuse_fn,
-            a_chw,
-            b_chw,
+            np.moveaxis(prepared.unit_a, 2, 0),
+            np.moveaxis(prepared.unit_b, 2, 0),
             cfg.tile_size,
             model.receptive_field_radius,
             ratio,
-            nodata_a=_unit_nodata(nodata_a, image_a, inverse),
-            nodata_b=_unit_nodata(nodata_b, image_b, inverse),
-            nodata_out=-1.0,
         )
-        return _restore(fused, image_a, inverse, nodata_a), None
+        return prepared.apply_fill(prepared.map_a.from_unit(fused), prepared.output_mask(ratio)), None
 
     def _multiplicative_tile_fn(self, model: torch.nn.Module):
         device = self.device
@@ -308,18 +327,14 @@ class FusionPredictor:
 
         return fuse_fn
 
-    def _fuse_additive_tiled(self, model, image_a, image_b, unit_a, unit_b, nodata_a, nodata_b, inverse):
+    def _fuse_additive_tiled(self, model, image_a: np.ndarray, prepared: _Prepared):
         from maugif_core.additive import compose_colour, prepare_pair
-        from maugif_core.imaging import from_unit_float
-        from pipeline.io.tiling import fill_nodata, fuse_tiled, nodata_mask
+        from pipeline.io.tiling import fill_nodata, fuse_tiled
 
         cfg = self.config
-        mask_a = nodata_mask(np.moveaxis(image_a, 2, 0), nodata_a)
-        mask_b = nodata_mask(np.moveaxis(image_b, 2, 0), nodata_b)
-        prep = prepare_pair(_as_unit(unit_a), _as_unit(unit_b))
-        luma_a, luma_b = prep.luma_a, prep.luma_b
-        mask = mask_a if mask_b is None else (mask_b if mask_a is None else mask_a | mask_b)
-        luma_a, luma_b = fill_nodata(luma_a, mask, 0.0), fill_nodata(luma_b, mask, 0.0)
+        prep = prepare_pair(prepared.unit_a, prepared.unit_b)
+        mask = prepared.output_mask()
+        luma_a, luma_b = fill_nodata(prep.luma_a, mask, 0.0), fill_nodata(prep.luma_b, mask, 0.0)
         device = self.device
         ta = torch.from_numpy(np.ascontiguousarray(luma_a))[None, None].to(device)
         tb = torch.from_numpy(np.ascontiguousarray(luma_b))[None, None].to(device)
@@ -334,14 +349,11 @@ class FusionPredictor:
 
         halo = model.receptive_field_radius
         fused_y = fuse_tiled(fuse_fn, luma_a, luma_b, cfg.tile_size, halo)
-        fused = compose_colour(fused_y, prep, model.config.chroma)  # (H, W[, C]) in unit-float A's dtype
-        fused = fused if fused.ndim == 3 else fused[..., None]
-        # Unit float → A's dtype: scaled, not truncated (uint8 / uint16 tiles come back in full range).
-        fused = inverse(fused) if inverse is not None else from_unit_float(fused, image_a.dtype)
-        fused = np.moveaxis(fused, 2, 0)
-        if mask is not None:
-            fill = nodata_a if nodata_a is not None else nodata_b
-            fused = np.where(mask[None], np.asarray(fill).astype(fused.dtype), fused)
+        fused = compose_colour(fused_y, prep, model.config.chroma)  # (H, W, C) unit float32
+        # Unit float → A's dtype: scaled, not truncated (uint8 / uint16 tiles come back in full range); stretched
+        # data gets the change fusion made added to its own values (pipeline.io.radiometry).
+        fused = prepared.map_a.from_unit_residual(fused, prepared.unit_a, image_a)
+        fused = prepared.apply_fill(np.moveaxis(fused, 2, 0), mask)
         details = None
         if cfg.details:
             d_b = fuse_tiled(_detail_fn(model, stats, device, "b"), luma_a, luma_b, cfg.tile_size, halo)
@@ -358,47 +370,6 @@ def _detail_fn(model, stats, device, which: str):
         return (d_b if which == "b" else d_a)[0, 0].float().cpu().numpy()
 
     return fn
-
-
-def _as_unit(image: np.ndarray) -> np.ndarray:
-    """uint8/uint16 → unit float32; floats already unit."""
-    from maugif_core.imaging import to_unit_float
-
-    return to_unit_float(image)
-
-
-def _fill(unit: np.ndarray, nodata: float | None, raw: np.ndarray) -> np.ndarray:
-    """Unit-float image with nodata pixels (any band) set to 0 so they do not drive the per-scene fit."""
-    unit = _as_unit(unit)
-    if nodata is None:
-        return unit
-    mask = (raw == nodata).all(axis=2) if not np.isnan(nodata) else np.isnan(raw).all(axis=2)
-    return np.where(mask[..., None], 0.0, unit).astype(np.float32)
-
-
-def _unit_nodata(nodata: float | None, raw: np.ndarray, inverse) -> float | None:
-    """Nodata value as it appears in the unit-float copy of ``raw``."""
-    if nodata is None:
-        return None
-    from maugif_core.imaging import to_unit_float
-
-    if inverse is None:
-        return float(to_unit_float(np.asarray([nodata], dtype=raw.dtype))[0])
-    return None  # stretched data: the mask is computed on the raw array by the caller instead
-
-
-def _restore(fused_unit_chw: np.ndarray, image_a: np.ndarray, inverse, nodata_a: float | None) -> np.ndarray:
-    """Unit-float ``(C, H, W)`` (nodata marked -1) → A's dtype, nodata restored."""
-    from maugif_core.imaging import from_unit_float
-
-    mask = fused_unit_chw[0] < -0.5
-    if inverse is not None:
-        out = inverse(np.clip(fused_unit_chw, 0.0, 1.0))
-    else:
-        out = from_unit_float(fused_unit_chw, image_a.dtype)
-    if mask.any():
-        out = np.where(mask[None], np.asarray(nodata_a if nodata_a is not None else 0).astype(out.dtype), out)
-    return out
 
 
 def _to_chw(image: np.ndarray) -> np.ndarray:

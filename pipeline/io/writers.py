@@ -12,9 +12,10 @@ Output layout under ``<output>`` (every key checked to stay under the prefix, se
 
 Arrays are channel-first, ``(C, H, W)`` or ``(H, W)``. A fused array is in the output's units: integer arrays
 are written as they are; float arrays are rounded and clipped into the dtype of image A (see
-:func:`pipeline.io.cog.cast_to_dtype`). Bands, dtype, nodata (B's when A has none) and band descriptions come
-from image A; the grid (CRS, transform, size) from the grid-defining image: A for additive tasks, the
-high-resolution B for ``pansharpen`` and ``hsi_msi``.
+:func:`pipeline.io.cog.cast_to_dtype`). Bands, dtype, nodata (A's; else B's when A's dtype holds it; else NaN for a
+float A: :func:`pipeline.io.radiometry.output_nodata`) and band descriptions come from image A; the grid (CRS,
+transform, size) from the grid-defining image: A for additive tasks, the high-resolution B for ``pansharpen`` and
+``hsi_msi``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pipeline.errors import OutputKeyError, RasterWriteError
 from pipeline.io.cog import RasterMeta, TileRef, build_vrt_xml, cast_to_dtype, encode_cog
 from pipeline.io.fsutil import atomic_write_bytes, filesystem_for, join_key, strip_protocol
 from pipeline.io.marks import add_png_mark, add_vrt_mark, make_mark
+from pipeline.io.radiometry import output_nodata
 from pipeline.io.stac import build_stac_item, dumps_item
 from pipeline.io.tiling import plan_tiles
 from pipeline.schema import EXTRAS_DIR, MANIFEST_DIR, SUMMARY_FILE
@@ -113,8 +115,8 @@ def output_meta(meta_a: RasterMeta, meta_b: RasterMeta | None, task: str | None)
         count=meta_a.count,
         height=grid.height,
         width=grid.width,
-        # A's nodata, else B's: pipeline.io.tiling.fuse_tiled marks pixels that are nodata in either input
-        nodata=meta_a.nodata if meta_a.nodata is not None or meta_b is None else meta_b.nodata,
+        # Pixels invalid in either input (nodata, NaN, Inf) carry this value (pipeline.io.radiometry.output_nodata)
+        nodata=output_nodata(meta_a.dtype, meta_a.nodata, meta_b.nodata if meta_b is not None else None),
         crs=grid.crs,
         transform=grid.transform,
         descriptions=meta_a.descriptions,

@@ -103,3 +103,50 @@ def test_exif_rotated_jpeg_is_read_upright(tmp_path: Path) -> None:
     image, _ = read_image(str(path))
     assert image.shape[:2] == (30, 10)  # displayed as portrait, like its partner
     assert image[:5].mean() > 200 and image[-5:].mean() < 50  # the bright left band is now the top
+
+
+@pytest.mark.timeout(30)
+def test_object_that_stalls_past_the_read_timeout_fails_as_one_record_naming_it() -> None:
+    """A server that answers the size at once, then never sends the bytes (a stalled object store): the read gives
+    up after ``read.read_timeout_s`` and the pair fails naming the URI; the partner is never waited for."""
+    import time
+
+    release = threading.Event()
+    gets: list[str] = []
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Length", "4096")
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            gets.append(self.path)
+            release.wait(60)  # stall until the test ends
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/stalled.png"
+        storage = StorageConfig(allowed_schemes=("file", "s3", "http"))
+        config = ReadConfig(read_timeout_s=1.0)
+        started = time.perf_counter()
+        with pytest.raises(RasterReadError, match=r"stalled\.png: read timed out after 1 s \(read\.read_timeout_s\)"):
+            read_image(url, config=config, storage=storage)
+        assert time.perf_counter() - started < 5.0
+        assert gets, "the read reached the server (it was allowed), then stalled there"
+
+        row = {"pair_id": "slow", "uri_a": url, "uri_b": url, "task": "vif", "status": "ok"}
+        started = time.perf_counter()
+        out = decode_pair(row, config, storage)
+        assert time.perf_counter() - started < 5.0  # one timeout, not one per image
+        assert out["status"] == "failed" and out["error_stage"] == "read"
+        assert out["error"].startswith(f"{url}: read timed out") and "read.read_timeout_s" in out["error"]
+    finally:
+        release.set()
+        server.shutdown()
