@@ -16,7 +16,7 @@ from factories import geotiff_variant, write_geotiff
 
 from pipeline import schema as S
 from pipeline.fuse.predictor import FusionPredictor, PredictorConfig
-from pipeline.io.readers import decode_pair
+from pipeline.io.decode import decode_pair
 
 REGION = (slice(5, 15), slice(10, 30))  # the nodata block of the tests, rows x cols
 
