@@ -49,6 +49,7 @@ E, D and their loss are SPEC §1.2's, unchanged; only the fusion rule that uses 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ from torch import Tensor, nn
 from maugif_core.multiplicative.sensor import SensorModel, degrade_sensor, sensor_reach, upsample_registered
 
 __all__ = [
+    "inject_detail",
     "back_project",
     "smooth_chroma",
     "consistency_radius",
@@ -215,3 +217,30 @@ def smooth_chroma(injected: Tensor, base: Tensor, radius: int, eps: float = 1e-3
     achromatic = base * ratio
     chromatic = F.avg_pool2d(injected - achromatic, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
     return achromatic + chromatic
+
+
+def inject_detail(
+    basis: Tensor,
+    gains: Tensor,
+    decoder: Any,
+    image_a: Tensor,
+    image_b: Tensor,
+    sensor: SensorModel,
+    config: Any,
+) -> Tensor:
+    """The ``injection`` rule with a fitted state: ``up(H) + Φ · Gᵀ · features(M)``, chroma-smoothed and
+    back-projected onto H (``config.chroma_window``, ``config.consistency_steps``); ``(B, L, H, W)`` in [0, 1].
+
+    Args:
+        basis: Φ, ``(L, K)``. gains: G, ``(F, K)``. decoder: the fitted spectral decoder D.
+        image_a: H, ``(B, L, h, w)``; image_b: M, ``(B, l, r·h, r·w)``; both in the basis' dtype.
+        sensor: the scene's registration and MTF. config: the model's :class:`MultiplicativeConfig`.
+    """
+    ratio = image_b.shape[-1] // image_a.shape[-1]
+    with_image = config.injection_sources == "decoder+image"
+    features = detail_features(decoder, image_b, ratio, with_image, sensor)
+    injected = torch.einsum("lk,fk,bfhw->blhw", basis, gains, features)
+    base = upsample(image_a, ratio, sensor)
+    injected = smooth_chroma(injected, base, config.chroma_window * ratio)
+    fused = back_project(base + injected, image_a, ratio, sensor, config.consistency_steps)
+    return fused.clamp_(0.0, 1.0)

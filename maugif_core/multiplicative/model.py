@@ -20,7 +20,6 @@ Either way, tiles cut on the low-resolution grid with a halo of :attr:`Multiplic
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -30,16 +29,13 @@ from torch import Tensor, nn
 
 from maugif_core.config import MultiplicativeConfig
 from maugif_core.errors import BandCountError, NotFittedError, RatioError, ShapeError
-from maugif_core.imaging import check_image, from_unit_float, to_unit_float
+from maugif_core.imaging import check_image, from_unit_float
 from maugif_core.multiplicative.fitting import FitReport, fit_stacked
 from maugif_core.multiplicative.injection import (
-    back_project,
     consistency_radius,
-    detail_features,
     fit_injection_gains,
+    inject_detail,
     injection_radius,
-    smooth_chroma,
-    upsample,
 )
 from maugif_core.multiplicative.networks import (
     DECODER_RECEPTIVE_FIELD_RADIUS,
@@ -48,6 +44,7 @@ from maugif_core.multiplicative.networks import (
     init_stacked_parameters,
     multiplicative_loss,
 )
+from maugif_core.multiplicative.scene import check_geometry, fuse_in_strips, ratio_of, scene_fingerprint, to_chw
 from maugif_core.multiplicative.sensor import SensorModel, estimate_sensor
 from maugif_core.multiplicative.spectral import decimate, spectral_basis
 
@@ -57,45 +54,6 @@ logger = logging.getLogger(__name__)
 
 _SENSOR_SOURCES = ("fixed", "estimated", "georeferencing")
 _FINGERPRINT_BYTES = 32
-
-
-def scene_fingerprint(image_a: np.ndarray, image_b: np.ndarray) -> bytes:
-    """SHA-256 of a scene: both shapes and dtypes, and every row's and column's sum of both images (float64).
-
-    One read pass over the data (cheap next to a fit), and any change of a pixel changes a row and a column sum,
-    so two different scenes share a fingerprint only by a float64 coincidence in every row and column.
-    """
-    digest = hashlib.sha256()
-    for image in (image_a, image_b):
-        array = np.asarray(image)
-        digest.update(repr((array.shape, array.dtype.str)).encode())
-        cube = array.reshape(array.shape[0], array.shape[1], -1)
-        digest.update(np.ascontiguousarray(cube.sum(axis=1, dtype=np.float64)).tobytes())
-        digest.update(np.ascontiguousarray(cube.sum(axis=0, dtype=np.float64)).tobytes())
-    return digest.digest()
-
-
-# High-resolution rows fused at a time by ``fuse``: bounds the (K, rows, W) float32 intermediate.
-_FUSE_ROWS = 1024
-
-
-def _ratio_of(low_hw: tuple[int, int], high_hw: tuple[int, int], name_low: str, name_high: str) -> int:
-    """The integer ratio r ≥ 2 with ``high_hw == r * low_hw``, or :class:`RatioError`."""
-    (h, w), (H, W) = low_hw, high_hw
-    if H % h or W % w or H // h != W // w or H // h < 2:
-        raise RatioError(
-            f"{name_high} {H}x{W} must be an integer multiple r >= 2 of {name_low} {h}x{w} in both axes "
-            f"(same r), got ratios {H / h:g} and {W / w:g}"
-        )
-    return H // h
-
-
-def to_chw(image: np.ndarray) -> Tensor:
-    """``(H, W)`` or ``(H, W, C)`` array → ``(C, H, W)`` float32 unit-float tensor."""
-    unit = to_unit_float(image)
-    if unit.ndim == 2:
-        unit = unit[..., None]
-    return torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1)))
 
 
 class MultiplicativeMAUGIF(nn.Module):
@@ -278,21 +236,7 @@ class MultiplicativeMAUGIF(nn.Module):
         return (L, l, self._check_geometry(L, l, image_a.shape[:2], image_b.shape[:2]))
 
     def _check_geometry(self, L: int, l: int, low_hw: tuple[int, int], high_hw: tuple[int, int]) -> int:
-        if L < 2:
-            raise BandCountError(
-                f"image_a: expected a spectral image with at least 2 bands, shape (h, w, L), got {L} band(s)"
-            )
-        cfg = self.config
-        if cfg.bands_low is not None and (L, l) != (cfg.bands_low, cfg.bands_high):
-            raise BandCountError(
-                f"image_a/image_b: config expects {cfg.bands_low} and {cfg.bands_high} bands, got {L} and {l}"
-            )
-        r = _ratio_of(tuple(low_hw), tuple(high_hw), "image_a", "image_b")
-        if cfg.ratio is not None and r != cfg.ratio:
-            raise RatioError(f"image_b/image_a: config ratio is {cfg.ratio}, the images have ratio {r}")
-        if cfg.decimation_offset is not None and cfg.decimation_offset >= r:
-            raise RatioError(f"config.decimation_offset {cfg.decimation_offset} must be smaller than ratio {r}")
-        return r
+        return check_geometry(self.config, L, l, low_hw, high_hw)
 
     def _check_fitted(self, L: int | None, l: int, r: int | None) -> None:
         """Refuse a scene whose band counts or ratio differ from the fitted ones."""
@@ -483,7 +427,7 @@ class MultiplicativeMAUGIF(nn.Module):
         if image_a is not None:
             if image_a.ndim != 4:
                 raise ShapeError(f"image_a: expected shape (B, L, h, w), got {tuple(image_a.shape)}")
-            r = _ratio_of(tuple(image_a.shape[-2:]), tuple(image_b.shape[-2:]), "image_a", "image_b")
+            r = ratio_of(tuple(image_a.shape[-2:]), tuple(image_b.shape[-2:]), "image_a", "image_b")
             self._check_fitted(int(image_a.shape[1]), int(image_b.shape[1]), r)
             if image_a.shape[0] != image_b.shape[0]:
                 raise ShapeError(
@@ -497,17 +441,9 @@ class MultiplicativeMAUGIF(nn.Module):
             coeffs = self.decoder(image_b.to(dtype))
             return torch.einsum("lk,bkhw->blhw", self.basis, coeffs).clamp_(0.0, 1.0)
         assert image_a is not None
-        ratio = image_b.shape[-1] // image_a.shape[-1]
-        with_image = self.config.injection_sources == "decoder+image"
-        sensor = self.sensor_model
-        features = detail_features(self.decoder, image_b.to(dtype), ratio, with_image, sensor)
-        injected = torch.einsum("lk,fk,bfhw->blhw", self.basis, self.gains, features)
-        image_a = image_a.to(dtype)
-        base = upsample(image_a, ratio, sensor)
-        injected = smooth_chroma(injected, base, self.config.chroma_window * ratio)
-        fused = base + injected
-        fused = back_project(fused, image_a, ratio, sensor, self.config.consistency_steps)
-        return fused.clamp_(0.0, 1.0)
+        return inject_detail(
+            self.basis, self.gains, self.decoder, image_a.to(dtype), image_b.to(dtype), self.sensor_model, self.config
+        )
 
     def fuse(
         self,
@@ -554,15 +490,6 @@ class MultiplicativeMAUGIF(nn.Module):
         device = self.basis.device
         image_a_t = to_chw(image_a).to(device)[None]
         image_b_t = to_chw(image_b).to(device)[None]
-        H = image_b_t.shape[-2]
-        halo = -(-self._radius_for(r) // r) * r
-        rows = max(r, _FUSE_ROWS // r * r)
-        strips = []
-        with torch.no_grad():
-            for top in range(0, H, rows):
-                bottom = min(top + rows, H)
-                lo, hi = max(0, top - halo), min(H, bottom + halo)
-                fused = self.fuse_tensor(image_a_t[..., lo // r : hi // r, :], image_b_t[..., lo:hi, :])
-                strips.append(fused[..., top - lo : top - lo + bottom - top, :])
-        fused_np = torch.cat(strips, dim=-2)[0].permute(1, 2, 0).cpu().numpy()
+        fused = fuse_in_strips(self.fuse_tensor, image_a_t, image_b_t, r, self._radius_for(r))
+        fused_np = fused[0].permute(1, 2, 0).cpu().numpy()
         return from_unit_float(fused_np, image_a.dtype)

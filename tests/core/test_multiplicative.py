@@ -23,7 +23,7 @@ from maugif_core.multiplicative import (
     fit_many,
     spectral_basis,
 )
-from maugif_core.multiplicative import model as model_module
+from maugif_core.multiplicative import scene as scene_module
 from maugif_core.multiplicative.fitting import STOP_CHECK_EVERY
 from maugif_core.multiplicative.networks import (
     init_stacked_parameters,
@@ -390,7 +390,7 @@ def test_tiled_fusion_with_halo_equals_whole_image(
     # Not vacuous: without the halo the tiles disagree with the whole image at their seams.
     assert (no_halo - whole).abs().max() > 1e-4
     # fuse() works in row strips with the same halo; make the strips tiny and compare with the whole.
-    monkeypatch.setattr(model_module, "_FUSE_ROWS", 7)
+    monkeypatch.setattr(scene_module, "FUSE_ROWS", 7)
     strips = model.fuse(image_a, image_b)
     assert np.abs(strips - whole[0].permute(1, 2, 0).numpy()).max() < 1e-5
 
