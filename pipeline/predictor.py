@@ -11,8 +11,14 @@ and fuses every decoded pair it is handed:
 * multiplicative pairs (``pansharpen``, ``hsi_msi``) are fitted per scene (spectral basis + encoder/decoder), then
   fused whole or in tiles with the scene's fitted state.
 
+With ``method`` other than ``maugif`` every pair goes to a registered :class:`~maugif_core.methods.FusionMethod`
+instead (a classical baseline or a ``maugif.methods`` plugin; :mod:`pipeline.method_fusion`), tiled with the
+method's declared halo.
+
 A pair that fails here becomes a failure row (``error_stage=fuse``); it never raises out of the batch.
-The ``fused`` column is channel-first ``(C, H, W)`` (what the sinks write), carried as ``.npy`` bytes
+Rows need ``image_a`` and ``image_b`` (``(H, W, C)`` or ``(H, W)`` arrays, or their ``.npy`` bytes) and
+``task``; ``meta_a`` / ``meta_b`` (JSON) are optional (without them: no nodata). The ``fused`` column is
+channel-last ``(H, W, C)``, as ``maugif_core`` returns it (a 2-D A gives ``(H, W)``), carried as ``.npy`` bytes
 (:func:`pipeline.schema.encode_array`) like the detail maps, so ok and failed rows of any size and dtype share one
 Arrow type; the decoded inputs are dropped.
 """
@@ -70,6 +76,11 @@ class PredictorConfig(FrozenConfig):
         description="Most pixels (batch × height × width) in one additive forward pass; same-size pairs beyond it "
         "are fused in several passes. None: 65,536 on CPU (batching larger images is slower there: caches), "
         "16,777,216 on CUDA.",
+    )
+    method: str = Field(
+        "maugif",
+        description="Fusion method (maugif_core.methods registry): maugif, a classical baseline or a "
+        "maugif.methods plugin.",
     )
     job: str = Field("maugif", description="Job tag of the exported metrics.")
     progress_actor: str | None = Field(
@@ -150,6 +161,11 @@ class FusionPredictor:
         else:
             self.max_batch_pixels = 4096 * 4096 if self.device.type == "cuda" else 256 * 256
         self._additive: dict[str, torch.nn.Module] = {}
+        self._method: Any = None
+        if cfg.method != "maugif":
+            from maugif_core.methods import get_method
+
+            self._method = get_method(cfg.method)  # once per actor, like the models
 
     # ------------------------------------------------------------------ models
     def additive_model(self, task: str) -> torch.nn.Module:
@@ -179,11 +195,16 @@ class FusionPredictor:
                 continue
             task = row.get(S.TASK) or ""
             try:
-                image_a, image_b = S.decode_array(row[S.IMAGE_A]), S.decode_array(row[S.IMAGE_B])
+                image_a, image_b = S.decode_array(row.get(S.IMAGE_A)), S.decode_array(row.get(S.IMAGE_B))
                 if image_a is None or image_b is None:
                     raise ValueError("row has no decoded images: expected image_a and image_b from decode_row")
-                rows[i] = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b}
-                meta_a, meta_b = json.loads(row[S.META_A]), json.loads(row[S.META_B])
+                grey = image_a.ndim == 2
+                image_a, image_b = _hwc3(image_a, "image_a"), _hwc3(image_b, "image_b")
+                rows[i] = row = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b, _GREY: grey}
+                meta_a, meta_b = _meta(row.get(S.META_A)), _meta(row.get(S.META_B))
+                if self._method is not None:
+                    out[i] = self._fuse_with_method(row, task, image_a, image_b, meta_a, meta_b)
+                    continue
                 small = image_b.shape[0] * image_b.shape[1] <= self.config.max_untiled_pixels
                 plain = _nodata(meta_a) is None and _nodata(meta_b) is None
                 natural = image_a.dtype in _NATIVE_DTYPES and image_b.dtype in _NATIVE_DTYPES
@@ -192,7 +213,7 @@ class FusionPredictor:
                     continue
                 started = time.perf_counter()
                 fused, details = self._fuse_one(task, image_a, image_b, meta_a, meta_b, row.get(S.PAIR_ID))
-                out[i] = _fused_row(row, fused, details, time.perf_counter() - started)
+                out[i] = _fused_row(row, _chw_to_hwc(fused), details, time.perf_counter() - started)
             except Exception as e:  # a bad pair becomes a failure row, never an actor crash
                 out[i] = _failed_row(row, e)
         for (task, *_), indices in groups.items():
@@ -238,7 +259,7 @@ class FusionPredictor:
                     fused, details = self._fuse_one(
                         task, np.asarray(row[S.IMAGE_A]), np.asarray(row[S.IMAGE_B]), {}, {}
                     )
-                    out[i] = _fused_row(row, fused, details, time.perf_counter() - t0)
+                    out[i] = _fused_row(row, _chw_to_hwc(fused), details, time.perf_counter() - t0)
                 except Exception as e:
                     out[i] = _failed_row(rows[i], e)
             return
@@ -249,9 +270,26 @@ class FusionPredictor:
                 details = None
                 if self.config.details:
                     details = {"detail_b": detail_b[k, 0], "detail_a": detail_a[k, 0]}
-                out[i] = _fused_row(rows[i], _to_chw(fused), details, per_pair)
+                out[i] = _fused_row(rows[i], fused if fused.ndim == 3 else fused[..., None], details, per_pair)
             except Exception as e:
                 out[i] = _failed_row(rows[i], e)
+
+    def _fuse_with_method(self, row, task, image_a, image_b, meta_a, meta_b) -> dict[str, Any]:
+        """One pair through the job's registered (non-MAUGIF) method; see :mod:`pipeline.method_fusion`."""
+        from pipeline.method_fusion import fuse_with_method
+
+        started = time.perf_counter()
+        fused = fuse_with_method(
+            self._method,
+            task,
+            image_a,
+            image_b,
+            meta_a,
+            meta_b,
+            tile_size=self.config.tile_size,
+            max_untiled_pixels=self.config.max_untiled_pixels,
+        )
+        return _fused_row(row, fused, None, time.perf_counter() - started)
 
     def _autocast(self) -> bool:
         return self.config.autocast and self.device.type == "cuda"
@@ -401,17 +439,38 @@ def _restore(fused_unit_chw: np.ndarray, image_a: np.ndarray, inverse, nodata_a:
     return out
 
 
-def _to_chw(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` → ``(1, H, W)``; ``(H, W, C)`` → ``(C, H, W)``."""
-    return image[None] if image.ndim == 2 else np.moveaxis(image, 2, 0)
+_GREY = "_grey_a"  # predictor-internal: image A came as (H, W), so the fused image goes back as (H, W)
 
 
-def _fused_row(row: dict, chw: np.ndarray, details: dict | None, seconds: float) -> dict:
-    """A success row; ``chw`` is the fused image, channel-first."""
+def _meta(value: Any) -> dict[str, Any]:
+    """A row's ``meta_a`` / ``meta_b``: JSON text, a dict, or absent (``{}``: nothing known, no nodata)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    return dict(value) if isinstance(value, dict) else json.loads(value)
+
+
+def _hwc3(image: np.ndarray, name: str) -> np.ndarray:
+    """``(H, W)`` → ``(H, W, 1)``; ``(H, W, C)`` unchanged."""
+    if image.ndim == 2:
+        return image[..., None]
+    if image.ndim != 3:
+        raise ValueError(f"{name}: expected an (H, W) or (H, W, C) array, got shape {image.shape}")
+    return image
+
+
+def _chw_to_hwc(image: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` (the tiled paths' layout) → ``(H, W, C)``; ``(H, W)`` → ``(H, W, 1)``."""
+    return image[..., None] if image.ndim == 2 else np.moveaxis(image, 0, -1)
+
+
+def _fused_row(row: dict, hwc: np.ndarray, details: dict | None, seconds: float) -> dict:
+    """A success row; ``hwc`` is the fused image, channel-last ``(H, W, C)`` (``(H, W)`` again for a 2-D A)."""
     out = _base(row)
+    if row.get(_GREY) and hwc.ndim == 3 and hwc.shape[2] == 1:
+        hwc = hwc[..., 0]
     out.update(
         {
-            S.FUSED: S.encode_array(chw),
+            S.FUSED: S.encode_array(hwc),
             S.STATUS: S.STATUS_OK,
             S.ERROR_STAGE: None,
             S.ERROR: None,
@@ -444,7 +503,7 @@ def _passthrough(row: dict) -> dict:
 
 
 def _base(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in (S.IMAGE_A, S.IMAGE_B)}
+    return {k: v for k, v in row.items() if k not in (S.IMAGE_A, S.IMAGE_B, _GREY)}
 
 
 def _to_rows(batch: Any) -> list[dict[str, Any]]:
