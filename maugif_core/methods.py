@@ -29,6 +29,7 @@ This module imports neither Ray nor rasterio; the baselines' SciPy / PyWavelets 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,10 +223,9 @@ def get_method(name: str) -> FusionMethod:
     obj = target() if isinstance(target, type) or (callable(target) and not hasattr(target, "fuse")) else target
     method = _check_method(obj, name, f"entry point {entry.value}")
     if getattr(method, "name", None) != name:
-        try:
+        # a frozen object keeps its own name; the registry's name is what the pipeline records
+        with contextlib.suppress(AttributeError):
             method.name = name
-        except AttributeError:
-            pass  # a frozen object keeps its own name; the registry's name is what the pipeline records
     return method
 
 

@@ -236,7 +236,9 @@ class EvalJobConfig(FrozenConfig):
         if self.method not in every:
             raise ValueError(f"method: unknown method {self.method!r}: expected one of {', '.join(every)}")
         if self.method != MAUGIF and self.method not in (*known, *plugins):
-            raise ValueError(f"method: {self.method!r} cannot fuse task {self.task} (expected one of {', '.join(known)})")
+            raise ValueError(
+                f"method: {self.method!r} cannot fuse task {self.task} (expected one of {', '.join(known)})"
+            )
         names = self.method_names
         if not names:
             raise ValueError("methods: expected at least one method")
