@@ -1,0 +1,71 @@
+"""maugif-ray's Ray pipeline: the public, Ray-native API of the batch job's pieces.
+
+Compose them with your own Ray Data code (README "Python API")::
+
+    import ray
+    from pipeline import FusionPredictor, decode_row, read_pairs, write_fused
+
+    ds = read_pairs("samples/manifest.csv")                    # one row per pair: pair_id, uri_a, uri_b, task
+    ds = ds.map(decode_row, num_cpus=0.5)                      # CPU tasks: image_a, image_b (HWC), meta_a, meta_b
+    ds = ds.map_batches(FusionPredictor, fn_constructor_kwargs={"config": {"method": "maugif"}},
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=2), num_cpus=0.5)
+    write_fused(ds, "outputs/api")                             # PNG / COG + manifest, as the batch job writes
+
+The row schema (keys in :mod:`pipeline.schema`) is documented in docs/API.md. Images are ``(H, W, C)`` everywhere;
+array columns travel as ``.npy`` bytes (:func:`decode_array` turns one back into an array).
+
+Importing ``pipeline`` is cheap: each name below is imported from its module on first use, so ``import pipeline``
+imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.batch import decode_row, resume_done, run_batch_fuse
+    from pipeline.fuse_config import FuseJobConfig
+    from pipeline.io_config import PairsConfig, ReadConfig, StorageConfig
+    from pipeline.output_config import OutputConfig
+    from pipeline.pairs import read_pairs
+    from pipeline.predictor import FusionPredictor, PredictorConfig
+    from pipeline.readers import decode_pair
+    from pipeline.schema import decode_array, encode_array
+    from pipeline.sinks import FusedImageDatasink
+    from pipeline.write import write_fused
+
+# public name -> module that defines it
+_EXPORTS = {
+    "read_pairs": "pipeline.pairs",
+    "decode_row": "pipeline.batch",
+    "decode_pair": "pipeline.readers",
+    "FusionPredictor": "pipeline.predictor",
+    "PredictorConfig": "pipeline.predictor",
+    "FusedImageDatasink": "pipeline.sinks",
+    "write_fused": "pipeline.write",
+    "decode_array": "pipeline.schema",
+    "encode_array": "pipeline.schema",
+    "resume_done": "pipeline.batch",
+    "run_batch_fuse": "pipeline.batch",
+    "FuseJobConfig": "pipeline.fuse_config",
+    "OutputConfig": "pipeline.output_config",
+    "PairsConfig": "pipeline.io_config",
+    "ReadConfig": "pipeline.io_config",
+    "StorageConfig": "pipeline.io_config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
