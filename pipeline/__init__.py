@@ -55,7 +55,24 @@ _EXPORTS = {
     "StorageConfig": "pipeline.io_config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FuseJobConfig",
+    "FusedImageDatasink",
+    "FusionPredictor",
+    "OutputConfig",
+    "PairsConfig",
+    "PredictorConfig",
+    "ReadConfig",
+    "StorageConfig",
+    "decode_array",
+    "decode_pair",
+    "decode_row",
+    "encode_array",
+    "read_pairs",
+    "resume_done",
+    "run_batch_fuse",
+    "write_fused",
+]
 
 
 def __getattr__(name: str) -> Any:

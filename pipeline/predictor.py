@@ -162,10 +162,15 @@ class FusionPredictor:
             self.max_batch_pixels = 4096 * 4096 if self.device.type == "cuda" else 256 * 256
         self._additive: dict[str, torch.nn.Module] = {}
         self._method: Any = None
+        self._method_error: str | None = None
         if cfg.method != "maugif":
             from maugif_core.methods import get_method
 
-            self._method = get_method(cfg.method)  # once per actor, like the models
+            try:
+                self._method = get_method(cfg.method)  # once per actor, like the models
+            except Exception as e:  # e.g. a plugin installed on the driver but not on this worker's node
+                # Each pair fails with the reason (and the job reports it) instead of the actor dying in a loop.
+                self._method_error = f"method {cfg.method!r} cannot be loaded on this worker: {e}"
 
     # ------------------------------------------------------------------ models
     def additive_model(self, task: str) -> torch.nn.Module:
@@ -202,6 +207,8 @@ class FusionPredictor:
                 image_a, image_b = _hwc3(image_a, "image_a"), _hwc3(image_b, "image_b")
                 rows[i] = row = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b, _GREY: grey}
                 meta_a, meta_b = _meta(row.get(S.META_A)), _meta(row.get(S.META_B))
+                if self._method_error is not None:
+                    raise RuntimeError(self._method_error)
                 if self._method is not None:
                     out[i] = self._fuse_with_method(row, task, image_a, image_b, meta_a, meta_b)
                     continue
