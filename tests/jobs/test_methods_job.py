@@ -39,8 +39,8 @@ def pair_folder(tmp_path: Path) -> Path:
 
 
 def _run_job(*args: str, pythonpath: list[Path] = (), attach: bool = True) -> subprocess.CompletedProcess:
-    """Run the job; ``attach``: on the session's Ray instance (needs ``ray_session``), else on a local instance of its own (whose workers
-    inherit the job's PYTHONPATH, as on a node where the plugin is installed)."""
+    """Run the job; ``attach``: on the session's Ray instance (needs ``ray_session``), else on a local instance
+    of its own, whose workers inherit the job's PYTHONPATH (as on nodes where the plugin is installed)."""
     import ray
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *map(str, pythonpath)])}
