@@ -28,8 +28,8 @@ _SCRIPT = textwrap.dedent(
     from pathlib import Path
     import ray
     from ray.cluster_utils import Cluster
-    from pipeline.batch import run_batch_fuse
-    from pipeline.fuse_config import FuseJobConfig
+    from pipeline.fuse.batch import run_batch_fuse
+    from pipeline.config.fuse_config import FuseJobConfig
 
     config = FuseJobConfig.model_validate_json(sys.argv[1])
     out, delay_s = Path(config.output.uri), float(sys.argv[2])
@@ -109,7 +109,7 @@ def run_node_loss(pairs: Path, out: Path, delay_s: float = 0.0, timeout: float =
     Returns the subprocess's report: ``removed``, ``victim_hosted_fusion_actor``, ``outputs_at_removal``,
     ``recovery_s`` (removal → next output written), ``elapsed_s``, ``error``, ``ok``, ``failed``.
     """
-    from pipeline.fuse_config import FuseJobConfig
+    from pipeline.config.fuse_config import FuseJobConfig
 
     config = FuseJobConfig(
         input=str(pairs),

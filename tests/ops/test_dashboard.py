@@ -29,7 +29,7 @@ SUBMISSION = "maugif-fuse-dashboard-test"
 
 
 def _metric_families() -> set[str]:
-    from pipeline.job_metrics import METRIC_NAMES
+    from pipeline.fuse.job_metrics import METRIC_NAMES
 
     return set(METRIC_NAMES)
 

@@ -1,0 +1,6 @@
+"""Distributed MAUGIF training on Ray Train.
+
+Modules:
+
+- ``training``: the Ray Train loop, checkpoints and resume
+"""
