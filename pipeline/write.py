@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["write_fused"]
@@ -27,6 +28,8 @@ def write_fused(ds: Any, uri: str, *, num_cpus: float = 0.5, **output_options: A
     from pipeline.output_config import OutputConfig
     from pipeline.sinks import FusedImageDatasink
 
+    if "://" not in uri:
+        uri = os.path.abspath(uri)  # write tasks may run in another working directory than this driver
     sink = FusedImageDatasink(OutputConfig(uri=uri, **output_options))
     ds.write_datasink(sink, ray_remote_args={"num_cpus": num_cpus})
     return dict(sink.summary or {})
