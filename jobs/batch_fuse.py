@@ -6,7 +6,7 @@
     python jobs/batch_fuse.py --input pairs/ --output fused/ --method laplacian
     ray job submit --working-dir . -- python jobs/batch_fuse.py --config configs/fuse.yaml
 
-Options, exit codes and behaviour: :mod:`pipeline.commands.fuse` (``maugif fuse --help``).
+Options, exit codes and behaviour: :mod:`pipeline.cli.fuse` (``maugif fuse --help``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from pipeline.commands.fuse import DEFAULT_INPUT  # noqa: E402,F401  (kept for callers of the old module)
+from pipeline.cli.fuse import DEFAULT_INPUT  # noqa: E402,F401  (kept for callers of the old module)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.commands.fuse import main as fuse_main
+    from pipeline.cli.fuse import main as fuse_main
 
     return fuse_main(argv, prog="jobs/batch_fuse.py", label="batch_fuse")
 

@@ -4,7 +4,7 @@ its baselines on every pair, score each result, write tables, plots and a report
     python jobs/evaluate.py --input pairs.csv --task vif --output eval/tno --checkpoint ckpt/ --convention cddfuse
     python jobs/evaluate.py --input pairs.csv --task mff --output eval/ --method mymethod   # a plugin, scored
 
-Options, outputs, exit codes: :mod:`pipeline.commands.evaluate` (``maugif evaluate --help``).
+Options, outputs, exit codes: :mod:`pipeline.cli.evaluate` (``maugif evaluate --help``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:  # running from a checkout without `pip install -e
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.commands.evaluate import main as evaluate_main
+    from pipeline.cli.evaluate import main as evaluate_main
 
     return evaluate_main(argv, prog="jobs/evaluate.py", label="evaluate")
 

@@ -5,7 +5,7 @@
     python jobs/train.py --config configs/train_default.yaml --input s3://bucket/pairs.csv --task vif \\
         --output s3://bucket/runs/vif --set train.num_workers=8 --set train.use_gpu=true
 
-Options, exit codes and behaviour: :mod:`pipeline.commands.train` (``maugif train --help``).
+Options, exit codes and behaviour: :mod:`pipeline.cli.train` (``maugif train --help``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if str(REPO_ROOT) not in sys.path:  # running from a checkout without `pip insta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.commands.train import main as train_main
+    from pipeline.cli.train import main as train_main
 
     return train_main(argv, prog="jobs/train.py", label="train")
 

@@ -24,35 +24,35 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.batch import decode_row, resume_done, run_batch_fuse
-    from pipeline.fuse_config import FuseJobConfig
-    from pipeline.io_config import PairsConfig, ReadConfig, StorageConfig
-    from pipeline.output_config import OutputConfig
-    from pipeline.pairs import read_pairs
-    from pipeline.predictor import FusionPredictor, PredictorConfig
-    from pipeline.readers import decode_pair
+    from pipeline.config.fuse_config import FuseJobConfig
+    from pipeline.config.io_config import PairsConfig, ReadConfig, StorageConfig
+    from pipeline.config.output_config import OutputConfig
+    from pipeline.fuse.batch import decode_row, resume_done, run_batch_fuse
+    from pipeline.fuse.predictor import FusionPredictor, PredictorConfig
+    from pipeline.fuse.sinks import FusedImageDatasink
+    from pipeline.fuse.write import write_fused
+    from pipeline.io.pairs import read_pairs
+    from pipeline.io.readers import decode_pair
     from pipeline.schema import decode_array, encode_array
-    from pipeline.sinks import FusedImageDatasink
-    from pipeline.write import write_fused
 
 # public name -> module that defines it
 _EXPORTS = {
-    "read_pairs": "pipeline.pairs",
-    "decode_row": "pipeline.batch",
-    "decode_pair": "pipeline.readers",
-    "FusionPredictor": "pipeline.predictor",
-    "PredictorConfig": "pipeline.predictor",
-    "FusedImageDatasink": "pipeline.sinks",
-    "write_fused": "pipeline.write",
+    "read_pairs": "pipeline.io.pairs",
+    "decode_row": "pipeline.fuse.batch",
+    "decode_pair": "pipeline.io.readers",
+    "FusionPredictor": "pipeline.fuse.predictor",
+    "PredictorConfig": "pipeline.fuse.predictor",
+    "FusedImageDatasink": "pipeline.fuse.sinks",
+    "write_fused": "pipeline.fuse.write",
     "decode_array": "pipeline.schema",
     "encode_array": "pipeline.schema",
-    "resume_done": "pipeline.batch",
-    "run_batch_fuse": "pipeline.batch",
-    "FuseJobConfig": "pipeline.fuse_config",
-    "OutputConfig": "pipeline.output_config",
-    "PairsConfig": "pipeline.io_config",
-    "ReadConfig": "pipeline.io_config",
-    "StorageConfig": "pipeline.io_config",
+    "resume_done": "pipeline.fuse.batch",
+    "run_batch_fuse": "pipeline.fuse.batch",
+    "FuseJobConfig": "pipeline.config.fuse_config",
+    "OutputConfig": "pipeline.config.output_config",
+    "PairsConfig": "pipeline.config.io_config",
+    "ReadConfig": "pipeline.config.io_config",
+    "StorageConfig": "pipeline.config.io_config",
 }
 
 __all__ = [

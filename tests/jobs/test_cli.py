@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.commands.main import main
+from pipeline.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,12 +41,12 @@ def test_top_level_help_and_unknown_command(capsys):
     ],
 )
 def test_help_lists_config_keys_with_their_descriptions(capsys, command, key, description):
-    from pipeline.cli import field_description
+    from pipeline.cli.common import field_description
 
     models = {
-        "fuse": "pipeline.fuse_config:FuseJobConfig",
-        "train": "pipeline.train_config:TrainJobConfig",
-        "evaluate": "pipeline.eval_config:EvalJobConfig",
+        "fuse": "pipeline.config.fuse_config:FuseJobConfig",
+        "train": "pipeline.config.train_config:TrainJobConfig",
+        "evaluate": "pipeline.config.eval_config:EvalJobConfig",
     }
     module, _, name = models[command].partition(":")
     expected = field_description(getattr(importlib.import_module(module), name), key)
@@ -91,12 +91,12 @@ def test_check_runs_the_preflight_and_methods_lists_them(capsys, tmp_path):
 
 
 def test_jobs_wrapper_and_module_run_the_same_command(tmp_path):
-    """``python jobs/batch_fuse.py`` and ``python -m pipeline.commands.main fuse`` print the same config."""
+    """``python jobs/batch_fuse.py`` and ``python -m pipeline.cli.main fuse`` print the same config."""
     args = ["--input", "pairs/", "--output", str(tmp_path), "--print-config"]
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     wrapper = subprocess.run([sys.executable, "jobs/batch_fuse.py", *args], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=60)  # fmt: skip
-    module = subprocess.run([sys.executable, "-m", "pipeline.commands.main", "fuse", *args], cwd=REPO, env=env,
+    module = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "fuse", *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert wrapper.returncode == module.returncode == 0, wrapper.stderr + module.stderr
     assert wrapper.stdout == module.stdout and "method: maugif" in wrapper.stdout

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from maugif_core import baselines
-from pipeline.manifest import latest_status
+from pipeline.io.manifest import latest_status
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "mff"

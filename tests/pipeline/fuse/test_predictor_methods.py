@@ -10,7 +10,7 @@ import pytest
 import maugif_core
 from maugif_core import baselines
 from pipeline import schema as S
-from pipeline.predictor import FusionPredictor, PredictorConfig
+from pipeline.fuse.predictor import FusionPredictor, PredictorConfig
 
 
 def _pair(shape, seed=0, dtype=np.uint8):

@@ -26,7 +26,7 @@ DEFAULT_INPUT = REPO_ROOT / "samples" / "mff"
 
 
 def build_parser(prog: str = "maugif train") -> argparse.ArgumentParser:
-    from pipeline.cli import add_console_options, job_parser
+    from pipeline.cli.common import add_console_options, job_parser
 
     parser = job_parser(
         prog,
@@ -34,7 +34,7 @@ def build_parser(prog: str = "maugif train") -> argparse.ArgumentParser:
         "./checkpoints/.",
         config_help=f"YAML job config (default without --config and --input: {DEFAULT_CONFIG.name}).",
         set_example="train.lr=1e-3",
-        config_model="pipeline.train_config:TrainJobConfig",
+        config_model="pipeline.config.train_config:TrainJobConfig",
         input_help="Pair source: manifest or folder, local or s3:// (data.input).",
         output_help="Output root, local or s3:// (storage.path); the final model goes to <output>/final.",
     )
@@ -45,8 +45,8 @@ def build_parser(prog: str = "maugif train") -> argparse.ArgumentParser:
 
 def load_config(args: argparse.Namespace):
     """Validate the job config (imports pydantic and PyYAML only: no torch, no Ray)."""
-    from pipeline.jobconfig import load_job_config
-    from pipeline.train_config import TrainJobConfig
+    from pipeline.config.loading import load_job_config
+    from pipeline.config.train_config import TrainJobConfig
 
     config_path = args.config
     cli = {"data.input": args.input, "model.task": args.task, "storage.path": args.output}
@@ -74,12 +74,12 @@ def main(argv: list[str] | None = None, prog: str = "maugif train", label: str |
         print(f"{label}: error: {e}", file=sys.stderr)
         return 2
     if args.print_config:
-        from pipeline.jobconfig import config_to_yaml
+        from pipeline.config.loading import config_to_yaml
 
         print(config_to_yaml(config), end="")
         return 0
-    from pipeline.cli import preflight_gate
-    from pipeline.job_preflight import train_steps
+    from pipeline.cli.common import preflight_gate
+    from pipeline.cli.job_preflight import train_steps
 
     code = preflight_gate(label, train_steps(config), args)
     if code is not None:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None, prog: str = "maugif train", label: str |
 
     import ray
 
-    from pipeline.training import run_training
+    from pipeline.train.training import run_training
 
     started = time.perf_counter()
     # Attach only when asked to (--address, RAY_ADDRESS): never to whatever cluster this machine ran last.

@@ -8,7 +8,7 @@
 
 Every job command takes ``--config FILE.yaml``, repeatable ``--set KEY=VALUE`` and ``--print-config``; its
 ``--help`` lists every config key with its description. Installed as the ``maugif`` console script
-(``[project.scripts]``); ``python -m pipeline.commands.main`` is the same.
+(``[project.scripts]``); ``python -m pipeline.cli.main`` is the same.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ __all__ = ["COMMANDS", "main"]
 
 # name -> (module, one-line summary); modules are imported only for the command that runs.
 COMMANDS = {
-    "fuse": ("pipeline.commands.fuse", "Fuse every pair of a manifest or folder, resumably (batch job)."),
-    "train": ("pipeline.commands.train", "Train a MAUGIF additive model on Ray Train."),
-    "evaluate": ("pipeline.commands.evaluate", "Score methods on pairs: tables, plots, report."),
+    "fuse": ("pipeline.cli.fuse", "Fuse every pair of a manifest or folder, resumably (batch job)."),
+    "train": ("pipeline.cli.train", "Train a MAUGIF additive model on Ray Train."),
+    "evaluate": ("pipeline.cli.evaluate", "Score methods on pairs: tables, plots, report."),
 }
 
 USAGE = """usage: maugif {fuse,train,evaluate,check,methods} ...

@@ -9,7 +9,7 @@ __all__ = ["write_fused"]
 
 
 def write_fused(ds: Any, uri: str, *, num_cpus: float = 0.5, **output_options: Any) -> dict[str, Any]:
-    """Write a dataset of fused rows (:class:`~pipeline.predictor.FusionPredictor` output) to ``uri``.
+    """Write a dataset of fused rows (:class:`~pipeline.fuse.predictor.FusionPredictor` output) to ``uri``.
 
     One output per pair (PNG, or COG tiles + VRT + STAC for rasters), written atomically, plus the job manifest
     under ``<uri>/_manifest/`` (ok, failed and skipped rows), exactly as the batch job writes them.
@@ -19,14 +19,14 @@ def write_fused(ds: Any, uri: str, *, num_cpus: float = 0.5, **output_options: A
             bytes), ``status`` / ``error`` when known, and optionally ``meta_a`` / ``meta_b`` / ``task``.
         uri: output location (local path, ``file://`` or ``s3://`` prefix).
         num_cpus: CPUs per write task.
-        **output_options: further :class:`~pipeline.output_config.OutputConfig` fields (``format``,
+        **output_options: further :class:`~pipeline.config.output_config.OutputConfig` fields (``format``,
             ``png_compress_level``, ...).
 
     Returns:
         ``{"ok", "failed", "skipped", "bytes", "run_id", ...}``: the counts of this write.
     """
-    from pipeline.output_config import OutputConfig
-    from pipeline.sinks import FusedImageDatasink
+    from pipeline.config.output_config import OutputConfig
+    from pipeline.fuse.sinks import FusedImageDatasink
 
     if "://" not in uri:
         uri = os.path.abspath(uri)  # write tasks may run in another working directory than this driver

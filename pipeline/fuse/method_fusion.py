@@ -1,11 +1,11 @@
 """Fusing one decoded pair with a registered :class:`~maugif_core.methods.FusionMethod` other than MAUGIF.
 
-The predictor (:class:`pipeline.predictor.FusionPredictor`) sends every pair here when the job's ``method`` is not
+The predictor (:class:`pipeline.fuse.predictor.FusionPredictor`) sends every pair here when the job's ``method`` is not
 ``maugif``: the method is built once per actor from the registry (built-in baselines, or third-party methods of
 the ``maugif.methods`` entry-point group), and each pair is fused
 
 * whole when it has at most ``max_untiled_pixels`` pixels (B's grid), else
-* tile by tile through :func:`pipeline.tiling.fuse_tiled`, with the method's declared ``halo`` as the tiles'
+* tile by tile through :func:`pipeline.io.tiling.fuse_tiled`, with the method's declared ``halo`` as the tiles'
   overlap, on B's grid (A's window derived through the integer ratio for multiplicative tasks);
 
 nodata pixels of either image are filled with 0 before fusion and set to A's nodata (else B's) in the result, as
@@ -65,7 +65,7 @@ def fuse_with_method(
     Raises:
         ValueError: a task the method cannot take, or sizes that do not match through an integer ratio.
     """
-    from pipeline.tiling import fuse_tiled
+    from pipeline.io.tiling import fuse_tiled
 
     check_method_task(method, task)
     height, width = image_b.shape[:2]

@@ -29,14 +29,14 @@ from pathlib import Path
 
 
 def build_parser(prog: str = "maugif evaluate") -> argparse.ArgumentParser:
-    from pipeline.cli import add_console_options, job_parser
+    from pipeline.cli.common import add_console_options, job_parser
 
     parser = job_parser(
         prog,
         __doc__.split("\n")[0],
-        config_help="YAML config file (pipeline.eval_config.EvalJobConfig).",
+        config_help="YAML config file (pipeline.config.eval_config.EvalJobConfig).",
         set_example="multiplicative.steps=300",
-        config_model="pipeline.eval_config:EvalJobConfig",
+        config_model="pipeline.config.eval_config:EvalJobConfig",
         input_help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).",
         output_help="Output folder (local path or s3:// prefix).",
     )
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None, prog: str = "maugif evaluate", label: st
     """Run the evaluation job with command-line arguments ``argv``; returns the exit code."""
     label = label or prog
     args = build_parser(prog).parse_args(argv)
+    from pipeline.config.eval_config import EvalJobConfig
+    from pipeline.config.loading import config_to_yaml, load_job_config
     from pipeline.errors import ConfigError, PipelineError
-    from pipeline.eval_config import EvalJobConfig
-    from pipeline.jobconfig import config_to_yaml, load_job_config
 
     fused = _fused_sources(args.fused_dirs, args.fused_pattern)
     cli = {
@@ -113,16 +113,16 @@ def main(argv: list[str] | None = None, prog: str = "maugif evaluate", label: st
     if args.print_config:
         print(config_to_yaml(config), end="")
         return 0
-    from pipeline.cli import preflight_gate
-    from pipeline.job_preflight import eval_steps
+    from pipeline.cli.common import preflight_gate
+    from pipeline.cli.job_preflight import eval_steps
 
     code = preflight_gate(label, eval_steps(config), args)
     if code is not None:
         return code
     import ray
 
-    from pipeline.evaluation import run_evaluation
-    from pipeline.evaluation_report import write_report
+    from pipeline.evaluate.evaluation import run_evaluation
+    from pipeline.evaluate.evaluation_report import write_report
 
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()

@@ -28,12 +28,12 @@ DEFAULT_INPUT = str(Path(__file__).resolve().parents[2] / "samples" / "manifest.
 
 
 def build_parser(prog: str = "maugif fuse") -> argparse.ArgumentParser:
-    from pipeline.cli import add_console_options, job_parser
+    from pipeline.cli.common import add_console_options, job_parser
 
     parser = job_parser(
         prog,
         __doc__.split("\n")[0],
-        config_model="pipeline.fuse_config:FuseJobConfig",
+        config_model="pipeline.config.fuse_config:FuseJobConfig",
         config_help="YAML config file (FuseJobConfig).",
         set_example="fusion.batch_size=32",
         input_help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).",
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None, prog: str = "maugif fuse", label: str | 
     args = build_parser(prog).parse_args(argv)
     from pydantic import ValidationError
 
-    from pipeline.cli import report_preflight, setup_logging
+    from pipeline.cli.common import report_preflight, setup_logging
+    from pipeline.config.fuse_config import FuseJobConfig
+    from pipeline.config.loading import load_job_config
     from pipeline.errors import ConfigError
-    from pipeline.fuse_config import FuseJobConfig
-    from pipeline.jobconfig import load_job_config
 
     cli = {
         "input": args.input,
@@ -89,14 +89,14 @@ def main(argv: list[str] | None = None, prog: str = "maugif fuse", label: str | 
         print(f"{label}: error: invalid configuration: {e}", file=sys.stderr)
         return 2
     if args.print_config:
-        from pipeline.jobconfig import config_to_yaml
+        from pipeline.config.loading import config_to_yaml
 
         print(config_to_yaml(config), end="")
         return 0
     setup_logging(args)
 
-    from pipeline.job_preflight import fuse_steps
-    from pipeline.preflight import run_checks
+    from pipeline.cli.job_preflight import fuse_steps
+    from pipeline.cli.preflight import run_checks
 
     t0 = time.perf_counter()
     code = report_preflight(label, run_checks(fuse_steps(config)), args)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None, prog: str = "maugif fuse", label: str | 
 
     import ray
 
-    from pipeline.batch import exit_code, format_summary, run_batch_fuse
-    from pipeline.console import ProgressConsole, quiet_known_warnings
+    from pipeline.cli.console import ProgressConsole, quiet_known_warnings
+    from pipeline.fuse.batch import exit_code, format_summary, run_batch_fuse
 
     if not args.verbose:
         quiet_known_warnings()
