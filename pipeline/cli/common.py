@@ -34,7 +34,7 @@ def _model(path: str) -> Any:
 def _submodel(annotation: Any) -> Any:
     from pydantic import BaseModel
 
-    from pipeline.jobconfig import _unwrap
+    from pipeline.config.loading import _unwrap
 
     models = [t for t in _unwrap(annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
     return models[0] if models else None

@@ -12,7 +12,7 @@ and fuses every decoded pair it is handed:
   fused whole or in tiles with the scene's fitted state.
 
 With ``method`` other than ``maugif`` every pair goes to a registered :class:`~maugif_core.methods.FusionMethod`
-instead (a classical baseline or a ``maugif.methods`` plugin; :mod:`pipeline.method_fusion`), tiled with the
+instead (a classical baseline or a ``maugif.methods`` plugin; :mod:`pipeline.fuse.method_fusion`), tiled with the
 method's declared halo.
 
 A pair that fails here becomes a failure row (``error_stage=fuse``); it never raises out of the batch.
@@ -282,8 +282,8 @@ class FusionPredictor:
                 out[i] = _failed_row(rows[i], e)
 
     def _fuse_with_method(self, row, task, image_a, image_b, meta_a, meta_b) -> dict[str, Any]:
-        """One pair through the job's registered (non-MAUGIF) method; see :mod:`pipeline.method_fusion`."""
-        from pipeline.method_fusion import fuse_with_method
+        """One pair through the job's registered (non-MAUGIF) method; see :mod:`pipeline.fuse.method_fusion`."""
+        from pipeline.fuse.method_fusion import fuse_with_method
 
         started = time.perf_counter()
         fused = fuse_with_method(
