@@ -100,3 +100,13 @@ def test_jobs_wrapper_and_module_run_the_same_command(tmp_path):
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert wrapper.returncode == module.returncode == 0, wrapper.stderr + module.stderr
     assert wrapper.stdout == module.stdout and "method: maugif" in wrapper.stdout
+
+
+@pytest.mark.parametrize("command", ["fuse", "evaluate"])
+def test_unknown_method_exits_2_listing_the_methods(capsys, tmp_path, command):
+    argv = [command, "--input", str(REPO / "samples" / "manifest.csv"), "--output", str(tmp_path / "o"),
+            "--task", "mff", "--method", "laplace"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"maugif {command}: error: invalid configuration" in err
+    assert "unknown method 'laplace': expected one of maugif, average, maxabs, dwt, laplacian" in err
