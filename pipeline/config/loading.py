@@ -82,8 +82,8 @@ def load_yaml(path: str) -> dict[str, Any]:
 #   documented `--set KEY=VALUE`, would make every config a BaseSettings that also reads environment variables
 #   (credentials must come only from the AWS environment, HOUSE_STYLE), and cannot apply --set after a YAML file
 #   while reporting the dotted field in our error format.
-# The parser is ~60 lines, tested through the jobs (tests/pipeline/train/test_training.py, tests/jobs/); YAML parsing of values is
-# PyYAML's, validation pydantic's.
+# The parser is ~60 lines, tested through the jobs (tests/pipeline/train/test_training.py, tests/jobs/); values
+# are parsed by PyYAML and validated by pydantic.
 def parse_override(text: str) -> tuple[str, str]:
     """Split ``"a.b.c=value"`` into ``("a.b.c", "value")``.
 
