@@ -60,7 +60,7 @@ def _manifest(output: Path) -> dict[str, str]:
     return dict(zip(table.column("pair_id").to_pylist(), table.column("status").to_pylist(), strict=True))
 
 
-def test_laplacian_fuses_a_folder_through_the_batch_job_and_resumes(ray_session, pair_folder, tmp_path):
+def test_laplacian_fuses_a_folder_through_the_batch_job_and_resumes(ray_session, pair_folder, tmp_path, capsys):
     output = tmp_path / "fused"
     args = ("--input", str(pair_folder), "--output", str(output), "--method", "laplacian")
     first = _run_job(*args)
@@ -79,6 +79,14 @@ def test_laplacian_fuses_a_folder_through_the_batch_job_and_resumes(ray_session,
     second = _run_job(*args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"0 ok, 0 failed, {len(stems)} already done" in second.stdout
+
+    # The same output under another method would skip every pair as done: refused before Ray starts.
+    from pipeline.cli.fuse import main
+
+    assert main(["--input", str(pair_folder), "--output", str(output), "--quiet"], label="batch_fuse") == 2
+    err = capsys.readouterr().err
+    assert f"batch_fuse: error: output '{output}' holds results of method 'laplacian'" in err
+    assert "expected a new output location for 'maugif'" in err
 
 
 def test_a_plugin_method_runs_through_the_batch_job(pair_folder, tmp_path, method_plugin):
