@@ -116,7 +116,16 @@ class MaugifMethod:
 
     name = DEFAULT_METHOD
     mechanism: Mechanism = "any"
-    halo = 10  # the additive networks' receptive-field radius (11x11 and 9x9 convs); the pipeline uses the model's
+
+    @property
+    def halo(self) -> int:
+        """The largest receptive-field radius of the additive presets (the fusion decoder's plus the source
+        decision's, 39 px for mff / mef). The batch pipeline tiles each MAUGIF model with its own radius."""
+        from maugif_core.additive import DECODER_RADIUS
+        from maugif_core.config import ADDITIVE_TASKS, preset
+        from maugif_core.decision import decision_radius
+
+        return DECODER_RADIUS + max(decision_radius(preset(task)) for task in ADDITIVE_TASKS)
 
     def __init__(self) -> None:
         self._models: dict[str, Any] = {}
