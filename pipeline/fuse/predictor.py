@@ -25,7 +25,6 @@ Arrow type; the decoded inputs are dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -38,6 +37,17 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from pipeline import schema as S
 from pipeline.config.io_config import FrozenConfig
 from pipeline.fuse.job_metrics import JobMetrics
+from pipeline.fuse.predictor_rows import (
+    GREY,
+    chw_to_hwc,
+    failed_row,
+    fused_row,
+    hwc3,
+    passthrough,
+    read_meta,
+    to_columns,
+    to_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +199,14 @@ class FusionPredictor:
 
     # ------------------------------------------------------------------ batch entry point
     def __call__(self, batch: Any) -> dict[str, list]:
-        rows = _to_rows(batch)
+        rows = to_rows(batch)
         out: list[dict[str, Any] | None] = [None] * len(rows)
         groups: dict[tuple, list[int]] = defaultdict(list)
         import maugif_core
 
         for i, row in enumerate(rows):
             if row.get(S.STATUS) in (S.STATUS_FAILED, S.STATUS_SKIPPED):
-                out[i] = _passthrough(row)
+                out[i] = passthrough(row)
                 continue
             task = row.get(S.TASK) or ""
             try:
@@ -204,9 +214,9 @@ class FusionPredictor:
                 if image_a is None or image_b is None:
                     raise ValueError("row has no decoded images: expected image_a and image_b from decode_row")
                 grey = image_a.ndim == 2
-                image_a, image_b = _hwc3(image_a, "image_a"), _hwc3(image_b, "image_b")
-                rows[i] = row = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b, _GREY: grey}
-                meta_a, meta_b = _meta(row.get(S.META_A)), _meta(row.get(S.META_B))
+                image_a, image_b = hwc3(image_a, "image_a"), hwc3(image_b, "image_b")
+                rows[i] = row = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b, GREY: grey}
+                meta_a, meta_b = read_meta(row.get(S.META_A)), read_meta(row.get(S.META_B))
                 if self._method_error is not None:
                     raise RuntimeError(self._method_error)
                 if self._method is not None:
@@ -220,9 +230,9 @@ class FusionPredictor:
                     continue
                 started = time.perf_counter()
                 fused, details = self._fuse_one(task, image_a, image_b, meta_a, meta_b, row.get(S.PAIR_ID))
-                out[i] = _fused_row(row, _chw_to_hwc(fused), details, time.perf_counter() - started)
+                out[i] = fused_row(row, chw_to_hwc(fused), details, time.perf_counter() - started)
             except Exception as e:  # a bad pair becomes a failure row, never an actor crash
-                out[i] = _failed_row(row, e)
+                out[i] = failed_row(row, e)
         for (task, *_), indices in groups.items():
             self._fuse_group(task, rows, indices, out)
         done = [r for r in out if r is not None]
@@ -231,7 +241,7 @@ class FusionPredictor:
                 self.metrics.pairs("fused", 1, task=row.get(S.TASK) or "")
             elif row.get(S.ERROR_STAGE) == S.STAGE_FUSE:
                 self.metrics.pairs("failed", 1, stage=S.STAGE_FUSE)
-        return _to_columns(done)
+        return to_columns(done)
 
     # ------------------------------------------------------------------ additive, batched
     def _fuse_group(self, task: str, rows: list[dict], indices: list[int], out: list) -> None:
@@ -266,9 +276,9 @@ class FusionPredictor:
                     fused, details = self._fuse_one(
                         task, np.asarray(row[S.IMAGE_A]), np.asarray(row[S.IMAGE_B]), {}, {}
                     )
-                    out[i] = _fused_row(row, _chw_to_hwc(fused), details, time.perf_counter() - t0)
+                    out[i] = fused_row(row, chw_to_hwc(fused), details, time.perf_counter() - t0)
                 except Exception as e:
-                    out[i] = _failed_row(rows[i], e)
+                    out[i] = failed_row(rows[i], e)
             return
         per_pair = (time.perf_counter() - started) / len(indices)
         for k, (i, prep) in enumerate(zip(indices, prepared, strict=True)):
@@ -277,9 +287,9 @@ class FusionPredictor:
                 details = None
                 if self.config.details:
                     details = {"detail_b": detail_b[k, 0], "detail_a": detail_a[k, 0]}
-                out[i] = _fused_row(rows[i], fused if fused.ndim == 3 else fused[..., None], details, per_pair)
+                out[i] = fused_row(rows[i], fused if fused.ndim == 3 else fused[..., None], details, per_pair)
             except Exception as e:
-                out[i] = _failed_row(rows[i], e)
+                out[i] = failed_row(rows[i], e)
 
     def _fuse_with_method(self, row, task, image_a, image_b, meta_a, meta_b) -> dict[str, Any]:
         """One pair through the job's registered (non-MAUGIF) method; see :mod:`pipeline.fuse.method_fusion`."""
@@ -296,7 +306,7 @@ class FusionPredictor:
             tile_size=self.config.tile_size,
             max_untiled_pixels=self.config.max_untiled_pixels,
         )
-        return _fused_row(row, fused, None, time.perf_counter() - started)
+        return fused_row(row, fused, None, time.perf_counter() - started)
 
     def _autocast(self) -> bool:
         return self.config.autocast and self.device.type == "cuda"
@@ -444,87 +454,3 @@ def _restore(fused_unit_chw: np.ndarray, image_a: np.ndarray, inverse, nodata_a:
     if mask.any():
         out = np.where(mask[None], np.asarray(nodata_a if nodata_a is not None else 0).astype(out.dtype), out)
     return out
-
-
-_GREY = "_grey_a"  # predictor-internal: image A came as (H, W), so the fused image goes back as (H, W)
-
-
-def _meta(value: Any) -> dict[str, Any]:
-    """A row's ``meta_a`` / ``meta_b``: JSON text, a dict, or absent (``{}``: nothing known, no nodata)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return {}
-    return dict(value) if isinstance(value, dict) else json.loads(value)
-
-
-def _hwc3(image: np.ndarray, name: str) -> np.ndarray:
-    """``(H, W)`` → ``(H, W, 1)``; ``(H, W, C)`` unchanged."""
-    if image.ndim == 2:
-        return image[..., None]
-    if image.ndim != 3:
-        raise ValueError(f"{name}: expected an (H, W) or (H, W, C) array, got shape {image.shape}")
-    return image
-
-
-def _chw_to_hwc(image: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` (the tiled paths' layout) → ``(H, W, C)``; ``(H, W)`` → ``(H, W, 1)``."""
-    return image[..., None] if image.ndim == 2 else np.moveaxis(image, 0, -1)
-
-
-def _fused_row(row: dict, hwc: np.ndarray, details: dict | None, seconds: float) -> dict:
-    """A success row; ``hwc`` is the fused image, channel-last ``(H, W, C)`` (``(H, W)`` again for a 2-D A)."""
-    out = _base(row)
-    if row.get(_GREY) and hwc.ndim == 3 and hwc.shape[2] == 1:
-        hwc = hwc[..., 0]
-    out.update(
-        {
-            S.FUSED: S.encode_array(hwc),
-            S.STATUS: S.STATUS_OK,
-            S.ERROR_STAGE: None,
-            S.ERROR: None,
-            S.SECONDS: float(row.get(S.SECONDS) or 0.0) + seconds,
-        }
-    )
-    if details:
-        out.update({k: S.encode_array(v) for k, v in details.items()})
-    return out
-
-
-def _failed_row(row: dict, error: BaseException) -> dict:
-    logger.warning("fusing pair %s failed: %s", row.get(S.PAIR_ID), error)
-    out = _base(row)
-    out.update(
-        {
-            S.FUSED: None,
-            S.STATUS: S.STATUS_FAILED,
-            S.ERROR_STAGE: S.STAGE_FUSE,
-            S.ERROR: f"{type(error).__name__}: {error}",
-        }
-    )
-    return out
-
-
-def _passthrough(row: dict) -> dict:
-    out = _base(row)
-    out[S.FUSED] = None
-    return out
-
-
-def _base(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in (S.IMAGE_A, S.IMAGE_B, _GREY)}
-
-
-def _to_rows(batch: Any) -> list[dict[str, Any]]:
-    if hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas
-        return batch.to_dict("records")
-    columns = list(batch.keys())
-    n = len(batch[columns[0]]) if columns else 0
-    return [{c: batch[c][i] for c in columns} for i in range(n)]
-
-
-def _to_columns(rows: list[dict[str, Any]]) -> dict[str, list]:
-    keys: list[str] = []
-    for row in rows:
-        for k in row:
-            if k not in keys:
-                keys.append(k)
-    return {k: [row.get(k) for row in rows] for k in keys}
