@@ -140,7 +140,7 @@ def _checkpoint_state() -> tuple[Any, Any, Any, Any]:
     from maugif_core import build_model
     from maugif_core.training import make_optimizer, train_step
     from pipeline.config.train_config import TrainJobConfig
-    from pipeline.train.training import TrainState
+    from pipeline.train.checkpoints import TrainState
 
     model = build_model("mff")
     model.set_stage(2)

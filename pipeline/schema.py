@@ -22,7 +22,7 @@ SOURCE_LINE = "source_line"  # discovery only: the manifest line (row for Parque
 # Decoded rows (reading → fusion → writing).
 IMAGE_A = "image_a"
 IMAGE_B = "image_b"
-FUSED = "fused"  # channel-first (C, H, W) or (H, W), in image A's dtype
+FUSED = "fused"  # channel-last (H, W, C) (or (H, W) for a 2-D image A), in image A's dtype
 DETAIL_A = "detail_a"  # (H, W) float32 contribution maps (optional)
 DETAIL_B = "detail_b"
 META_A = "meta_a"  # JSON: dtype, bands, nodata, crs, transform, descriptions, format

@@ -87,3 +87,33 @@ def ray_session(s3_server: str) -> Iterator[None]:
         yield None
     finally:
         ray.shutdown()
+
+
+# A third-party fusion method, installed the way pip installs one: a module plus a dist-info folder whose
+# entry_points.txt registers it in the ``maugif.methods`` group. Fused = per-pixel maximum of A and B.
+_PLUGIN_MODULE = """
+import numpy as np
+
+
+class BrighterMethod:
+    name = "brighter"
+    mechanism = "additive"
+    halo = 0
+
+    def fuse(self, image_a, image_b, *, task=None):
+        return np.maximum(image_a, image_b.astype(image_a.dtype))
+"""
+
+
+@pytest.fixture
+def method_plugin(tmp_path: Path) -> Path:
+    """A folder holding an installed ``maugif.methods`` plugin named ``brighter``; put it on ``sys.path`` /
+    ``PYTHONPATH`` to install it."""
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "maugif_brighter.py").write_text(_PLUGIN_MODULE)
+    info = root / "maugif_brighter-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: maugif-brighter\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[maugif.methods]\nbrighter = maugif_brighter:BrighterMethod\n")
+    return root

@@ -19,7 +19,7 @@ from pipeline.cli.preflight import (
 from pipeline.cli.preflight_checkpoint import check_checkpoint
 from pipeline.config.io_config import PairsConfig, StorageConfig
 
-__all__ = ["eval_steps", "fuse_steps", "io_steps", "train_steps"]
+__all__ = ["check_output_method", "eval_steps", "fuse_steps", "io_steps", "train_steps"]
 
 
 def io_steps(
@@ -46,9 +46,54 @@ def io_steps(
     ]
 
 
+def check_output_method(output: str, method: str, storage: StorageConfig | None = None) -> str:
+    """Refuse to resume into an output whose earlier runs used another fusion method: its ``ok`` pairs would be
+    skipped as done and the output would mix methods. The runs' methods come from their saved configs
+    (``_manifest/config-<run>.json``; a config without ``method`` is from before methods existed: ``maugif``).
+
+    Raises:
+        PreflightError: earlier runs at ``output`` used another method.
+    """
+    import json
+
+    from pipeline.cli.preflight import PreflightError
+    from pipeline.io.storage import get_filesystem
+    from pipeline.schema import MANIFEST_DIR
+
+    fs, path = get_filesystem(output, storage)
+    try:
+        configs = sorted(fs.glob(f"{path.rstrip('/')}/{MANIFEST_DIR}/config-*.json"))
+    except FileNotFoundError:
+        configs = []
+    used: set[str] = set()
+    for name in configs:
+        try:
+            with fs.open(name, "rb") as handle:
+                used.add(json.loads(handle.read()).get("method") or "maugif")
+        except (OSError, ValueError):
+            continue  # an unreadable config says nothing about the method; the manifest checks come later
+    others = sorted(used - {method})
+    if others:
+        raise PreflightError(
+            f"output {output!r} holds results of method {', '.join(map(repr, others))}: a run with method "
+            f"{method!r} would skip those pairs as done and mix methods; expected a new output location for "
+            f"{method!r} (or --set resume=false to fuse every pair again with it)"
+        )
+    return f"{len(configs)} earlier run(s), method {method}" if configs else "no earlier runs"
+
+
 def fuse_steps(config: Any) -> list[Step]:
-    """``jobs/batch_fuse.py``: the shared steps plus every checkpoint (loaded, task checked)."""
+    """``jobs/batch_fuse.py``: the shared steps, the output's earlier method, and every checkpoint (loaded, task
+    checked)."""
     steps = io_steps(config.input, config.output.uri, task=config.task, pairs=config.pairs, storage=config.storage)
+    if config.resume and config.dry_run is None:
+        steps.append(
+            Step(
+                "output method",
+                lambda: check_output_method(config.output.uri, config.method, config.storage),
+                needs=("output writable",),
+            )
+        )
     for task, uri in sorted(config.checkpoint_map().items()):
         steps.append(
             Step(

@@ -30,6 +30,7 @@ __all__ = [
     "MAUGIF",
     "SPECTRAL_METHODS",
     "maugif_overrides",
+    "plugin_method_names",
     "split_method",
 ]
 
@@ -49,6 +50,15 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 ENVELOPES = {"envelope": "max", "no_envelope": "none"}
+
+
+def plugin_method_names() -> tuple[str, ...]:
+    """Names of the third-party methods (``maugif.methods`` entry points), read from the installed distributions'
+    metadata without importing them or maugif_core (which pulls in torch); their mechanism is checked when the
+    evaluation actors load them (a wrong one fails its pairs with the reason)."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted({e.name for e in entry_points(group="maugif.methods")}))
 
 
 def split_method(name: str) -> tuple[str, str | None]:
@@ -110,11 +120,18 @@ class EvalJobConfig(FrozenConfig):
     input: str = Field(..., description="Pair source: manifest (.csv/.parquet/.jsonl) or folder; local or s3://.")
     task: Task = Field(..., description="Task of the pairs (pairs whose source names another task are refused).")
     output: str = Field(..., description="Output folder (local or s3://) for the CSVs, plots and report.html.")
+    method: str = Field(
+        MAUGIF,
+        description=(
+            "The method under evaluation (--method): maugif (default), a classical baseline or a third-party "
+            "method of the maugif.methods entry-point group; first in the tables and named in the summary."
+        ),
+    )
     methods: tuple[str, ...] | None = Field(
         None,
         description=(
-            "Methods to run, in table order (see the module docstring). None: maugif and the task's "
-            "classical baselines, plus every fused folder."
+            "Methods to run, in table order (see the module docstring). None: `method`, then maugif and the "
+            "task's classical baselines, plus every fused folder."
         ),
     )
     checkpoint: str | None = Field(
@@ -205,7 +222,8 @@ class EvalJobConfig(FrozenConfig):
         """The methods to run: as configured, or the task's defaults plus every fused folder."""
         if self.methods is not None:
             return self.methods
-        return (*DEFAULT_METHODS[self.mechanism], *(f.name for f in self.fused))
+        defaults = tuple(m for m in DEFAULT_METHODS[self.mechanism] if m != self.method)
+        return (self.method, *defaults, *(f.name for f in self.fused))
 
     @model_validator(mode="after")
     def _check_methods(self) -> EvalJobConfig:
@@ -213,6 +231,14 @@ class EvalJobConfig(FrozenConfig):
         if len(set(fused)) != len(fused):
             raise ValueError(f"fused: method names must be unique, got {fused}")
         known = ADDITIVE_METHODS if self.mechanism == "additive" else SPECTRAL_METHODS
+        plugins = plugin_method_names()
+        every = (MAUGIF, *ADDITIVE_METHODS, *SPECTRAL_METHODS, *plugins)
+        if self.method not in every:
+            raise ValueError(f"method: unknown method {self.method!r}: expected one of {', '.join(every)}")
+        if self.method != MAUGIF and self.method not in (*known, *plugins):
+            raise ValueError(
+                f"method: {self.method!r} cannot fuse task {self.task} (expected one of {', '.join(known)})"
+            )
         names = self.method_names
         if not names:
             raise ValueError("methods: expected at least one method")
@@ -229,10 +255,10 @@ class EvalJobConfig(FrozenConfig):
                     maugif_overrides(variant)
                 except ValueError as exc:
                     raise ValueError(f"methods: {name!r}: {exc}") from None
-            elif variant is not None or base not in known:
+            elif variant is not None or base not in (*known, *plugins):
                 raise ValueError(
                     f"methods: unknown method {name!r} for task {self.task}: expected maugif, "
-                    f"{', '.join(known)} or a fused folder name ({', '.join(fused) or 'none given'})"
+                    f"{', '.join((*known, *plugins))} or a fused folder name ({', '.join(fused) or 'none given'})"
                 )
         for name in fused:
             if name not in names:

@@ -98,6 +98,12 @@ class FuseJobConfig(FrozenConfig):
         description="Use a checkpoint trained for another task of the same mechanism (otherwise a mismatch between "
         "a checkpoint's stored task and the task it is given for stops the job before it starts).",
     )
+    method: str = Field(
+        "maugif",
+        description="Fusion method: maugif (default), a classical baseline (average, maxabs, dwt, laplacian; "
+        "bicubic, brovey, gihs, gsa, mtf_glp) or a third-party method of the maugif.methods entry-point group. "
+        "Every method runs through the same outputs, manifest, resume and tiling (with the method's declared halo).",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where and how outputs are written.")
     tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiling of large images.")
     fusion: FusionConfig = Field(default_factory=FusionConfig, description="Fusion actors.")
@@ -126,6 +132,22 @@ class FuseJobConfig(FrozenConfig):
                 raise ValueError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
         if self.checkpoint is not None and self.task is None:
             raise ValueError("checkpoint is set but task is not: say which task the checkpoint is for")
+        return self
+
+    @model_validator(mode="after")
+    def _method_is_known(self) -> FuseJobConfig:
+        from maugif_core.methods import get_method, method_names, supports_task
+
+        if self.method not in method_names():
+            raise ValueError(f"method: unknown method {self.method!r}: expected one of {', '.join(method_names())}")
+        if self.method != "maugif" and self.task is not None:
+            method = get_method(self.method)
+            if not supports_task(method, self.task):
+                raise ValueError(
+                    f"method: {self.method!r} is a {method.mechanism} method; it cannot fuse task {self.task!r}"
+                )
+        if self.method != "maugif" and (self.checkpoint is not None or self.checkpoints):
+            raise ValueError(f"checkpoint: given with method {self.method!r}; checkpoints are for method maugif")
         return self
 
     @model_validator(mode="after")

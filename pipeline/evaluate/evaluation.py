@@ -407,6 +407,8 @@ class PairEvaluator:
                 return self.additive_model(variant).fuse(scene.image_a, scene.image_b)
             if base == "mertens":
                 return fuse_mertens(scene.image_a, scene.image_b)
+            if base not in baselines.METHODS:
+                return self.registered_method(base).fuse(scene.image_a, scene.image_b, task=self.config.task)
             return baselines.fuse(base, scene.image_a, scene.image_b, task=self.config.task)
         if base == MAUGIF:
             import maugif_core
@@ -416,7 +418,22 @@ class PairEvaluator:
         if base == "rio_brovey":
             rgb = _rgb_indices(meta_a, scene.image_a.shape[2])
             return fuse_rio_brovey(scene.image_a, scene.image_b, scene.ratio or 1, rgb)
+        if base not in baselines.METHODS:
+            return self.registered_method(base).fuse(scene.image_a, scene.image_b, task=task)
         return baselines.fuse(base, scene.image_a, scene.image_b, task=task)
+
+    def registered_method(self, name: str) -> Any:
+        """A third-party method (``maugif.methods`` entry point), loaded once per actor; its mechanism must be
+        the task's."""
+        from maugif_core.methods import get_method, supports_task
+
+        cache = self.__dict__.setdefault("_registered", {})
+        if name not in cache:
+            method = get_method(name)
+            if not supports_task(method, self.config.task):
+                raise ValueError(f"method {name!r} is {method.mechanism}: it cannot fuse task {self.config.task!r}")
+            cache[name] = method
+        return cache[name]
 
     def _read_fused(self, method: str, scene: Scene, pair_id: str) -> np.ndarray:
         from pipeline.io.readers import read_image

@@ -357,6 +357,7 @@ def write_report(config: Any, result: EvaluationResult, config_yaml: str) -> dic
     write_bytes(join_key(out, "report.html"), page.encode("utf-8"))
     summary = {
         "pairs": len(result.pairs),
+        "method": config.method,
         "methods": methods,
         "runs": len(result.pairs) * len(methods),
         "failures": int(len(result.failures)),

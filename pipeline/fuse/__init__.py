@@ -4,6 +4,7 @@ Modules:
 
 - ``batch``: run_batch_fuse, the composition of the pieces below
 - ``predictor``: FusionPredictor, the actor class for map_batches
-- ``sinks``: the Ray Data datasink committing fused rows
+- ``method_fusion``: pairs fused by a registered non-MAUGIF method (baselines, plugins), tiled with its halo
+- ``sinks``: the Ray Data datasink committing fused rows; ``write``: write_fused, the sink as one call
 - ``batch_summary, job_metrics, progress``: the summary and exit code, dashboard metrics, row progress
 """

@@ -4,9 +4,17 @@ Composition of the public pieces (``read_pairs``, ``decode_pair``, :class:`~pipe
 :class:`~pipeline.fuse.sinks.FusedImageDatasink`), so users can rebuild it in their own Ray pipelines::
 
     ds = read_pairs("s3://bucket/pairs.parquet", task="vif")
-    ds = ds.map(decode_row, fn_kwargs={...}, num_cpus=0.5)
-    ds = ds.map_batches(FusionPredictor, fn_constructor_kwargs={"config": {...}}, concurrency=4, num_gpus=0.25)
-    ds.write_datasink(MeteredDatasink(OutputConfig(uri="s3://bucket/out")))
+    ds = ds.map(decode_row, num_cpus=0.5)
+    ds = ds.map_batches(
+        FusionPredictor,
+        fn_constructor_kwargs={"config": {"method": "maugif"}},
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=4),
+        num_gpus=0.25,
+    )
+    write_fused(ds, "s3://bucket/out")
+
+(``from pipeline import read_pairs, decode_row, FusionPredictor, write_fused``; README "Python API".)
 
 Resume: pairs whose latest manifest status is ``ok``, or whose output carries this tool's mark from a run recorded
 at the output (:mod:`pipeline.io.marks`), are marked ``skipped`` before decoding and flow through as such (no I/O, no
@@ -167,6 +175,7 @@ def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -
         device="auto" if config.fusion.num_gpus_per_actor > 0 else "cpu",
         torch_threads=config.fusion.torch_threads,
         autocast=config.fusion.autocast,
+        method=config.method,
         job=config.job_name,
         progress_actor=progress_actor,
     ).model_dump()
@@ -386,6 +395,7 @@ def run_batch_fuse(
             budget=config.failures.max_fraction,
             rates=rates_from_history(poller.latest.get("history", []), wall_start),
         )
+        summary["method"] = config.method
         summary["failures"] = run_failures(output, run_id) if counts.get(S.STATUS_FAILED) else None
         if dry:
             summary["scratch"] = output

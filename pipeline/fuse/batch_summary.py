@@ -132,6 +132,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     run = summary.get("this_run", summary)
     cumulative = summary.get("cumulative", {})
     lines = [
+        *([f"method: {summary['method']}"] if summary.get("method") else []),
         f"pairs: {run['pairs_ok']} ok, {run['pairs_failed']} failed, {run['pairs_skipped']} already done "
         f"(of {run['pairs_total']} discovered)",
         f"time: {run['elapsed_s']:.1f} s, {run['pairs_per_s']:.2f} pairs/s on {summary['nodes']} node(s)",

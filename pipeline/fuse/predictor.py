@@ -15,15 +15,20 @@ Values outside uint8/uint16 (float rasters of any range, int16 ...), NaN / +-Inf
 and the output's nodata follow :mod:`pipeline.io.radiometry`; band stacks (channel counts other than 1, 3, 4) follow
 :func:`maugif_core.additive.compose_colour` (the intensity change added to every band).
 
+With ``method`` other than ``maugif`` every pair goes to a registered :class:`~maugif_core.methods.FusionMethod`
+instead (a classical baseline or a ``maugif.methods`` plugin; :mod:`pipeline.fuse.method_fusion`), tiled with the
+method's declared halo.
+
 A pair that fails here becomes a failure row (``error_stage=fuse``); it never raises out of the batch.
-The ``fused`` column is channel-first ``(C, H, W)`` (what the sinks write), carried as ``.npy`` bytes
+Rows need ``image_a`` and ``image_b`` (``(H, W, C)`` or ``(H, W)`` arrays, or their ``.npy`` bytes) and
+``task``; ``meta_a`` / ``meta_b`` (JSON) are optional (without them: no nodata). The ``fused`` column is
+channel-last ``(H, W, C)``, as ``maugif_core`` returns it (a 2-D A gives ``(H, W)``), carried as ``.npy`` bytes
 (:func:`pipeline.schema.encode_array`) like the detail maps, so ok and failed rows of any size and dtype share one
 Arrow type; the decoded inputs are dropped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -37,6 +42,17 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from pipeline import schema as S
 from pipeline.config.io_config import FrozenConfig
 from pipeline.fuse.job_metrics import JobMetrics
+from pipeline.fuse.predictor_rows import (
+    GREY,
+    chw_to_hwc,
+    failed_row,
+    fused_row,
+    hwc3,
+    passthrough,
+    read_meta,
+    to_columns,
+    to_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +91,11 @@ class PredictorConfig(FrozenConfig):
         description="Most pixels (batch × height × width) in one additive forward pass; same-size pairs beyond it "
         "are fused in several passes. None: 65,536 on CPU (batching larger images is slower there: caches), "
         "16,777,216 on CUDA.",
+    )
+    method: str = Field(
+        "maugif",
+        description="Fusion method (maugif_core.methods registry): maugif, a classical baseline or a "
+        "maugif.methods plugin.",
     )
     job: str = Field("maugif", description="Job tag of the exported metrics.")
     progress_actor: str | None = Field(
@@ -174,6 +195,16 @@ class FusionPredictor:
         else:
             self.max_batch_pixels = 4096 * 4096 if self.device.type == "cuda" else 256 * 256
         self._additive: dict[str, torch.nn.Module] = {}
+        self._method: Any = None
+        self._method_error: str | None = None
+        if cfg.method != "maugif":
+            from maugif_core.methods import get_method
+
+            try:
+                self._method = get_method(cfg.method)  # once per actor, like the models
+            except Exception as e:  # e.g. a plugin installed on the driver but not on this worker's node
+                # Each pair fails with the reason (and the job reports it) instead of the actor dying in a loop.
+                self._method_error = f"method {cfg.method!r} cannot be loaded on this worker: {e}"
 
     # ------------------------------------------------------------------ models
     def additive_model(self, task: str) -> torch.nn.Module:
@@ -192,22 +223,29 @@ class FusionPredictor:
 
     # ------------------------------------------------------------------ batch entry point
     def __call__(self, batch: Any) -> dict[str, list]:
-        rows = _to_rows(batch)
+        rows = to_rows(batch)
         out: list[dict[str, Any] | None] = [None] * len(rows)
         groups: dict[tuple, list[int]] = defaultdict(list)
         import maugif_core
 
         for i, row in enumerate(rows):
             if row.get(S.STATUS) in (S.STATUS_FAILED, S.STATUS_SKIPPED):
-                out[i] = _passthrough(row)
+                out[i] = passthrough(row)
                 continue
             task = row.get(S.TASK) or ""
             try:
-                image_a, image_b = S.decode_array(row[S.IMAGE_A]), S.decode_array(row[S.IMAGE_B])
+                image_a, image_b = S.decode_array(row.get(S.IMAGE_A)), S.decode_array(row.get(S.IMAGE_B))
                 if image_a is None or image_b is None:
                     raise ValueError("row has no decoded images: expected image_a and image_b from decode_row")
-                rows[i] = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b}
-                meta_a, meta_b = json.loads(row[S.META_A]), json.loads(row[S.META_B])
+                grey = image_a.ndim == 2
+                image_a, image_b = hwc3(image_a, "image_a"), hwc3(image_b, "image_b")
+                rows[i] = row = {**row, S.IMAGE_A: image_a, S.IMAGE_B: image_b, GREY: grey}
+                meta_a, meta_b = read_meta(row.get(S.META_A)), read_meta(row.get(S.META_B))
+                if self._method_error is not None:
+                    raise RuntimeError(self._method_error)
+                if self._method is not None:
+                    out[i] = self._fuse_with_method(row, task, image_a, image_b, meta_a, meta_b)
+                    continue
                 small = image_b.shape[0] * image_b.shape[1] <= self.config.max_untiled_pixels
                 plain = _nodata(meta_a) is None and _nodata(meta_b) is None
                 natural = image_a.dtype in _NATIVE_DTYPES and image_b.dtype in _NATIVE_DTYPES
@@ -216,9 +254,9 @@ class FusionPredictor:
                     continue
                 started = time.perf_counter()
                 fused, details = self._fuse_one(task, image_a, image_b, meta_a, meta_b, row.get(S.PAIR_ID))
-                out[i] = _fused_row(row, fused, details, time.perf_counter() - started)
+                out[i] = fused_row(row, chw_to_hwc(fused), details, time.perf_counter() - started)
             except Exception as e:  # a bad pair becomes a failure row, never an actor crash
-                out[i] = _failed_row(row, e)
+                out[i] = failed_row(row, e)
         for (task, *_), indices in groups.items():
             self._fuse_group(task, rows, indices, out)
         done = [r for r in out if r is not None]
@@ -227,7 +265,7 @@ class FusionPredictor:
                 self.metrics.pairs("fused", 1, task=row.get(S.TASK) or "")
             elif row.get(S.ERROR_STAGE) == S.STAGE_FUSE:
                 self.metrics.pairs("failed", 1, stage=S.STAGE_FUSE)
-        return _to_columns(done)
+        return to_columns(done)
 
     # ------------------------------------------------------------------ additive, batched
     def _fuse_group(self, task: str, rows: list[dict], indices: list[int], out: list) -> None:
@@ -262,9 +300,9 @@ class FusionPredictor:
                     fused, details = self._fuse_one(
                         task, np.asarray(row[S.IMAGE_A]), np.asarray(row[S.IMAGE_B]), {}, {}
                     )
-                    out[i] = _fused_row(row, fused, details, time.perf_counter() - t0)
+                    out[i] = fused_row(row, chw_to_hwc(fused), details, time.perf_counter() - t0)
                 except Exception as e:
-                    out[i] = _failed_row(rows[i], e)
+                    out[i] = failed_row(rows[i], e)
             return
         per_pair = (time.perf_counter() - started) / len(indices)
         for k, (i, prep) in enumerate(zip(indices, prepared, strict=True)):
@@ -273,9 +311,26 @@ class FusionPredictor:
                 details = None
                 if self.config.details:
                     details = {"detail_b": detail_b[k, 0], "detail_a": detail_a[k, 0]}
-                out[i] = _fused_row(rows[i], _to_chw(fused), details, per_pair)
+                out[i] = fused_row(rows[i], fused if fused.ndim == 3 else fused[..., None], details, per_pair)
             except Exception as e:
-                out[i] = _failed_row(rows[i], e)
+                out[i] = failed_row(rows[i], e)
+
+    def _fuse_with_method(self, row, task, image_a, image_b, meta_a, meta_b) -> dict[str, Any]:
+        """One pair through the job's registered (non-MAUGIF) method; see :mod:`pipeline.fuse.method_fusion`."""
+        from pipeline.fuse.method_fusion import fuse_with_method
+
+        started = time.perf_counter()
+        fused = fuse_with_method(
+            self._method,
+            task,
+            image_a,
+            image_b,
+            meta_a,
+            meta_b,
+            tile_size=self.config.tile_size,
+            max_untiled_pixels=self.config.max_untiled_pixels,
+        )
+        return fused_row(row, fused, None, time.perf_counter() - started)
 
     def _autocast(self) -> bool:
         return self.config.autocast and self.device.type == "cuda"
@@ -370,66 +425,3 @@ def _detail_fn(model, stats, device, which: str):
         return (d_b if which == "b" else d_a)[0, 0].float().cpu().numpy()
 
     return fn
-
-
-def _to_chw(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` → ``(1, H, W)``; ``(H, W, C)`` → ``(C, H, W)``."""
-    return image[None] if image.ndim == 2 else np.moveaxis(image, 2, 0)
-
-
-def _fused_row(row: dict, chw: np.ndarray, details: dict | None, seconds: float) -> dict:
-    """A success row; ``chw`` is the fused image, channel-first."""
-    out = _base(row)
-    out.update(
-        {
-            S.FUSED: S.encode_array(chw),
-            S.STATUS: S.STATUS_OK,
-            S.ERROR_STAGE: None,
-            S.ERROR: None,
-            S.SECONDS: float(row.get(S.SECONDS) or 0.0) + seconds,
-        }
-    )
-    if details:
-        out.update({k: S.encode_array(v) for k, v in details.items()})
-    return out
-
-
-def _failed_row(row: dict, error: BaseException) -> dict:
-    logger.warning("fusing pair %s failed: %s", row.get(S.PAIR_ID), error)
-    out = _base(row)
-    out.update(
-        {
-            S.FUSED: None,
-            S.STATUS: S.STATUS_FAILED,
-            S.ERROR_STAGE: S.STAGE_FUSE,
-            S.ERROR: f"{type(error).__name__}: {error}",
-        }
-    )
-    return out
-
-
-def _passthrough(row: dict) -> dict:
-    out = _base(row)
-    out[S.FUSED] = None
-    return out
-
-
-def _base(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in (S.IMAGE_A, S.IMAGE_B)}
-
-
-def _to_rows(batch: Any) -> list[dict[str, Any]]:
-    if hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas
-        return batch.to_dict("records")
-    columns = list(batch.keys())
-    n = len(batch[columns[0]]) if columns else 0
-    return [{c: batch[c][i] for c in columns} for i in range(n)]
-
-
-def _to_columns(rows: list[dict[str, Any]]) -> dict[str, list]:
-    keys: list[str] = []
-    for row in rows:
-        for k in row:
-            if k not in keys:
-                keys.append(k)
-    return {k: [row.get(k) for row in rows] for k in keys}

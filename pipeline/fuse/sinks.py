@@ -92,11 +92,21 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _meta_a(row: Mapping[str, Any], fused_chw: np.ndarray) -> RasterMeta:
+    """Image A's metadata from the row, or, for rows built without it, a plain image's from the fused array."""
+    if row.get(META_A):
+        return RasterMeta.from_json(row[META_A])
+    count = fused_chw.shape[0] if fused_chw.ndim == 3 else 1
+    height, width = fused_chw.shape[-2:]
+    return RasterMeta(dtype=str(fused_chw.dtype), count=count, height=height, width=width)
+
+
 def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> dict[str, Any]:
     """Write one row's fused result; never raises for a bad row.
 
     Args:
-        row: a row with ``PAIR_ID``, ``FUSED`` ``(C, H, W)`` or ``(H, W)``, ``META_A`` (and ``META_B``,
+        row: a row with ``PAIR_ID``, ``FUSED`` ``(H, W, C)`` or ``(H, W)``, ``META_A`` (optional: without
+            it, a plain image of the fused array's dtype and bands; and ``META_B``,
             ``TASK``) and optionally ``TILE_ROW``/``TILE_COL``/``WINDOW``, ``STATUS``/``ERROR_STAGE``/
             ``ERROR``, ``SECONDS`` (time spent upstream), plus any of ``config.extra_columns``.
         config: output settings.
@@ -123,9 +133,12 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
         fused = decode_array(row.get(FUSED))
         if fused is None or np.size(fused) == 0:
             raise ValueError(f"row of pair {pair_id!r} has no fused array")
+        # Rows carry the fused image channel-last (H, W, C), as maugif_core and the predictor return it; the
+        # writers work band-first.
         fused = np.asarray(fused)
+        fused = np.moveaxis(fused, -1, 0) if fused.ndim == 3 else fused
         meta_b = RasterMeta.from_json(row[META_B]) if row.get(META_B) else None
-        meta = output_meta(RasterMeta.from_json(row[META_A]), meta_b, row.get(TASK))
+        meta = output_meta(_meta_a(row, fused), meta_b, row.get(TASK))
         dtype = str(fused.dtype) if np.issubdtype(fused.dtype, np.integer) else meta.dtype
         if tile:
             window = json.loads(row[WINDOW]) if isinstance(row[WINDOW], (str, bytes)) else dict(row[WINDOW])

@@ -26,11 +26,17 @@ def predictor() -> FusionPredictor:
     return FusionPredictor(PredictorConfig(device="cpu", multiplicative_overrides={"steps": 10}))
 
 
+def _bands_first(fused: np.ndarray) -> np.ndarray:
+    """The predictor's channel-last ``fused`` as ``(C, H, W)``, the layout rasterio reads the inputs in."""
+    return np.moveaxis(fused if fused.ndim == 3 else fused[..., None], -1, 0)
+
+
 def _fuse_rows(predictor: FusionPredictor, rows: list[dict]) -> list[tuple[str, str | None, np.ndarray | None]]:
+    """Fused images (bands first) with each row's status and error."""
     keys = list(rows[0])
     out = predictor({k: [row[k] for row in rows] for k in keys})
     return [
-        (status, error, S.decode_array(fused) if fused is not None else None)
+        (status, error, _bands_first(S.decode_array(fused)) if fused is not None else None)
         for status, error, fused in zip(out[S.STATUS], out[S.ERROR], out[S.FUSED], strict=True)
     ]
 

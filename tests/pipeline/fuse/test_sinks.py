@@ -322,7 +322,7 @@ def test_row_with_an_escaping_pair_id_becomes_a_failure(tmp_path: Path) -> None:
     output = str(tmp_path / "out")
     row = {
         PAIR_ID: "../evil",
-        FUSED: np.zeros((1, 4, 4), np.uint8),
+        FUSED: np.zeros((4, 4, 1), np.uint8),
         META_A: json.dumps({"dtype": "uint8", "count": 1, "height": 4, "width": 4}),
     }
     result = write_row(row, OutputConfig(uri=output))
@@ -331,6 +331,11 @@ def test_row_with_an_escaping_pair_id_becomes_a_failure(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------------- rows / Datasink
+def _hwc(chw: np.ndarray) -> np.ndarray:
+    """Rows carry the fused image channel-last; the fixtures are made band-first (rasterio's order)."""
+    return np.ascontiguousarray(np.moveaxis(chw, 0, -1))
+
+
 def _meta_json(data: np.ndarray, profile: dict | None = None) -> str:
     out = {
         "dtype": str(data.dtype),
@@ -354,7 +359,7 @@ def _rows(scene: tuple) -> list[dict]:
         rows.append(
             {
                 PAIR_ID: f"plain-{i}",
-                FUSED: image,
+                FUSED: _hwc(image),
                 META_A: _meta_json(image),
                 META_B: _meta_json(image),
                 TASK: "vif",
@@ -367,7 +372,7 @@ def _rows(scene: tuple) -> list[dict]:
     rows.append(
         {
             PAIR_ID: "raster-whole",
-            FUSED: rgb,
+            FUSED: _hwc(rgb),
             META_A: _meta_json(rgb, profile),
             META_B: "",
             TASK: "vif",
@@ -383,7 +388,7 @@ def _rows(scene: tuple) -> list[dict]:
             rows.append(
                 {
                     PAIR_ID: "raster-tiled",
-                    FUSED: rgb[:, r0:r1, c0:c1],
+                    FUSED: _hwc(rgb[:, r0:r1, c0:c1]),
                     META_A: _meta_json(rgb, profile),
                     META_B: "",
                     TASK: "vif",
@@ -411,7 +416,7 @@ def _rows(scene: tuple) -> list[dict]:
     rows.append(
         {
             PAIR_ID: "bad-shape",
-            FUSED: np.zeros((7, 5, 5), np.uint8),  # 7 bands: a raster, but its grid says 9 x 9
+            FUSED: np.zeros((5, 5, 7), np.uint8),  # 7 bands: a raster, but its grid says 9 x 9
             META_A: _meta_json(np.zeros((7, 9, 9), np.uint8)),
             META_B: "",
             TASK: "vif",
@@ -484,7 +489,7 @@ def test_detail_maps_go_under_extras(output_uri: str, scene: tuple) -> None:
     quicklook = rgb[:, ::4, ::4].copy()
     row = {
         PAIR_ID: "scene-1",
-        FUSED: rgb,
+        FUSED: _hwc(rgb),
         META_A: _meta_json(rgb, profile),
         TASK: "vif",
         "detail_b": detail,
