@@ -86,14 +86,13 @@ def decode_row(
     rows, or of uint8 and uint16 pairs, always concatenate.
     """
     from pipeline.readers import decode_pair
+    from pipeline.scene_tiles import decode_tile_row, is_tile_row
 
     if row.get(S.STATUS) == S.STATUS_SKIPPED:
         return {**row, S.IMAGE_A: None, S.IMAGE_B: None, S.META_A: None, S.META_B: None, S.BYTES_IN: 0}
-    out = decode_pair(
-        row,
-        ReadConfig(**read) if read else None,
-        StorageConfig(**storage) if storage else None,
-    )
+    read_cfg, storage_cfg = ReadConfig(**read) if read else None, StorageConfig(**storage) if storage else None
+    decode = decode_tile_row if is_tile_row(row) else decode_pair  # a tile row: one window of a scene
+    out = decode(row, read_cfg, storage_cfg)
     out[S.IMAGE_A], out[S.IMAGE_B] = S.encode_array(out[S.IMAGE_A]), S.encode_array(out[S.IMAGE_B])
     metrics = JobMetrics(job)
     if out.get(S.STATUS) == S.STATUS_FAILED:
@@ -215,6 +214,19 @@ def build_dataset(
         ds = ds.limit(limit)
     if done is not None:
         ds = ds.map_batches(mark_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=0.1)
+    if config.tiling.window_min_pixels is not None:  # large rasters become tile rows (pipeline.scene_plan)
+        from pipeline.scene_plan import plan_scene_rows
+
+        ds = ds.flat_map(
+            plan_scene_rows,
+            fn_kwargs={
+                "read": config.read.model_dump(),
+                "storage": config.storage.model_dump(),
+                "tiling": config.tiling.model_dump(),
+                "predictor": predictor_config(config, progress_actor),
+            },
+            num_cpus=config.resources.decode_num_cpus,
+        )
     ds = ds.map(
         decode_row,
         fn_kwargs={

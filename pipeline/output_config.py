@@ -35,6 +35,23 @@ class TilingConfig(FrozenConfig):
         4096 * 4096,
         description="Images with more pixels than this are fused tile by tile, smaller ones whole.",
     )
+    window_min_pixels: PositiveInt | None = Field(
+        4096 * 4096,
+        description=(
+            "TIFF rasters whose output grid has more pixels than this are fused as tile rows: windows planned "
+            "from the headers alone, each tile row reading only its window plus halo from the source, so no "
+            "process ever holds the scene. None: always read rasters whole."
+        ),
+    )
+    state_max_pixels: PositiveInt = Field(
+        2048 * 2048,
+        description=(
+            "Scene-level state of a tile-row scene (per-image BatchNorm statistics, the value stretch of "
+            "non-8/16-bit data, the multiplicative spectral basis, injection gains and sensor) is computed once "
+            "from a read decimated to at most this many pixels of the output grid (served from overviews when "
+            "the file has them); scenes at or under it are read at full resolution for it."
+        ),
+    )
 
 
 class OutputConfig(FrozenConfig):

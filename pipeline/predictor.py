@@ -32,6 +32,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from pipeline import schema as S
 from pipeline.io_config import FrozenConfig
 from pipeline.job_metrics import JobMetrics
+from pipeline.scene_tiles import fuse_tile_row, is_tile_row
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,13 @@ class FusionPredictor:
                 out[i] = _passthrough(row)
                 continue
             task = row.get(S.TASK) or ""
+            if is_tile_row(row):  # one tile of a scene fused window by window (pipeline.scene_tiles)
+                try:
+                    fused, seconds = fuse_tile_row(self, row)
+                    out[i] = {k: v for k, v in _fused_row(row, fused, None, seconds).items() if k != S.SCENE_STATE}
+                except Exception as e:
+                    out[i] = _failed_row(row, e)
+                continue
             try:
                 image_a, image_b = S.decode_array(row[S.IMAGE_A]), S.decode_array(row[S.IMAGE_B])
                 if image_a is None or image_b is None:
@@ -268,11 +276,16 @@ class FusionPredictor:
         cfg = self.config
         if task in maugif_core.MULTIPLICATIVE_TASKS:
             from pipeline.progress import report_scene
+            from pipeline.scene_state import registration_for
 
             model = maugif_core.build_model(task, **cfg.multiplicative_overrides).to(self.device)
             report_scene(cfg.progress_actor, str(pair_id), "start")
             try:
-                model.fit(_fill(unit_a, nodata_a, image_a), _fill(unit_b, nodata_b, image_b))
+                model.fit(
+                    _fill(unit_a, nodata_a, image_a),
+                    _fill(unit_b, nodata_b, image_b),
+                    registration=registration_for(meta_a, meta_b),  # from the georeferencing, when both have one
+                )
             finally:
                 report_scene(cfg.progress_actor, str(pair_id), "end")
             fuse_fn = self._multiplicative_tile_fn(model)
