@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import RasterReadError
 from pipeline.io_config import ReadConfig, StorageConfig
 
 __all__ = [
@@ -118,20 +119,30 @@ def read_decimated(
     Returns:
         ``(h, w, C)`` in the file's dtype.
     """
-    from rasterio.enums import Resampling
-    from rasterio.windows import Window
-
     from pipeline.readers import open_raster
 
     with open_raster(uri, config=config, storage=storage) as dataset:
-        kwargs: dict[str, Any] = {}
-        if window is not None:
-            row_off, col_off, height, width = window
-            kwargs["window"] = Window(col_off, row_off, width, height)
-            inside = row_off >= 0 and col_off >= 0 and row_off + height <= dataset.height
-            if not inside or col_off + width > dataset.width:
-                kwargs.update(boundless=True, fill_value=dataset.nodata if dataset.nodata is not None else 0)
-        bands = dataset.read(out_shape=(dataset.count, *out_shape), resampling=Resampling.nearest, **kwargs)
+        try:
+            return _read_resampled(dataset, out_shape, window)
+        except Exception as e:  # GDAL reports bad blocks as several types
+            raise RasterReadError(
+                f"{uri}: corrupt or truncated pixel data in the scene-state read of a {out_shape[0]}x{out_shape[1]} "
+                f"overview: {type(e).__name__}: {e}"
+            ) from e
+
+
+def _read_resampled(dataset: Any, out_shape: tuple[int, int], window: tuple[int, int, int, int] | None) -> np.ndarray:
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    kwargs: dict[str, Any] = {}
+    if window is not None:
+        row_off, col_off, height, width = window
+        kwargs["window"] = Window(col_off, row_off, width, height)
+        inside = row_off >= 0 and col_off >= 0 and row_off + height <= dataset.height
+        if not inside or col_off + width > dataset.width:
+            kwargs.update(boundless=True, fill_value=dataset.nodata if dataset.nodata is not None else 0)
+    bands = dataset.read(out_shape=(dataset.count, *out_shape), resampling=Resampling.nearest, **kwargs)
     return np.ascontiguousarray(np.moveaxis(bands, 0, -1))
 
 
