@@ -83,6 +83,18 @@ class OutputConfig(FrozenConfig):
         "average", description="Resampling used to build the COG overviews."
     )
     png_compress_level: int = Field(6, ge=0, le=9, description="zlib level of PNG output (0 = store, 9 = smallest).")
+    layout: Literal["tiles", "scene"] = Field(
+        "tiles",
+        description=(
+            "'tiles': each raster as COG tiles <output>/<pair_id>/<row>_<col>.tif plus the VRT mosaic (with "
+            "overviews); 'scene': also one tiled COG with internal overviews per raster, <output>/<pair_id>.tif, "
+            "built by GDAL's COG driver from the committed tiles without holding the scene in memory (it becomes "
+            "the manifest's output_uri)."
+        ),
+    )
+    scene_cog_cache_mb: PositiveInt = Field(
+        256, description="GDAL block cache (MiB) while a scene COG is built (layout='scene'): bounds its memory."
+    )
     write_vrt: bool = Field(True, description="Write a VRT mosaic <output>/<pair_id>.vrt over each raster's tiles.")
     write_stac: bool = Field(True, description="Write a STAC item <output>/<pair_id>/item.json for each raster.")
     stac_datetime: str | None = Field(

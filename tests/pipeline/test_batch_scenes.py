@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from factories import SHARED_DATASETS, landsat_crop, write_geotiff
+from rio_cogeo.cogeo import cog_validate
 
 from pipeline import schema as S
 from pipeline.batch import run_batch_fuse
@@ -91,7 +92,7 @@ def test_scene_tile_rows_local_and_s3_equal_whole_and_resume(ray_session, s3_ser
     manifest = _manifest(tmp_path / "pairs.csv", rows)
     whole, tiled = tmp_path / "whole", tmp_path / "tiled"
     run_batch_fuse(_config(manifest, str(whole), windowed=False))
-    summary = run_batch_fuse(_config(manifest, str(tiled), windowed=True))
+    summary = run_batch_fuse(_config(manifest, str(tiled), windowed=True, layout="scene", cog_blocksize=64))
     assert (summary["pairs_ok"], summary["pairs_failed"]) == (3, 1)
     for pid in ("local", "remote", "pan"):
         expected, actual = _read(whole / f"{pid}.vrt"), _read(tiled / f"{pid}.vrt")
@@ -100,7 +101,17 @@ def test_scene_tile_rows_local_and_s3_equal_whole_and_resume(ray_session, s3_ser
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01, pid
     # tile rows are written as the planned 64-pixel cores: 3 x 3 for the 150x170 scene
     assert len(list((tiled / "local").glob("*_*.tif"))) == 9
+    # layout=scene: one valid COG per scene (rio-cogeo's validator), equal to the mosaic, as the manifest's output
     latest = {r[S.PAIR_ID]: r for r in read_manifest(str(tiled)).to_pylist()}
+    for pid in ("local", "remote", "pan"):
+        valid, errors, _ = cog_validate(str(tiled / f"{pid}.tif"), quiet=True)
+        assert valid, (pid, errors)
+        np.testing.assert_array_equal(_read(tiled / f"{pid}.tif"), _read(tiled / f"{pid}.vrt"))
+        assert latest[pid][S.OUTPUT_URI].endswith(f"{pid}.tif")
+        with rasterio.open(tiled / f"{pid}.vrt") as vrt, rasterio.open(tiled / f"{pid}.tif") as cog:
+            assert vrt.overviews(1) == cog.overviews(1) and len(vrt.overviews(1)) >= 2
+            assert cog.profile["tiled"] and cog.block_shapes[0] == (64, 64)
+    assert not [p for p in tiled.iterdir() if ".tmp-" in p.name]
     assert latest["broken"][S.STATUS] == S.STATUS_FAILED and "missing.tif" in latest["broken"][S.ERROR]
     again = run_batch_fuse(_config(manifest, str(tiled), windowed=True))
     assert (again["pairs_ok"], again["pairs_skipped"]) == (0, 3)
