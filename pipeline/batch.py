@@ -403,6 +403,10 @@ def run_batch_fuse(
             summary["scratch"] = output
         else:
             save_summary(summary, output)
+            if config.output.write_stac:  # the job's STAC Collection, linking every raster item at the output
+                from pipeline.stac import write_collection
+
+                write_collection(output)
         return summary
     finally:
         ray.kill(counter)

@@ -64,6 +64,7 @@ class RasterMeta:
         transform: affine ``(a, b, c, d, e, f)`` (rasterio order), or None.
         descriptions: one description per band (None entries allowed), or None.
         datetime: ISO-8601 acquisition time if the source had one.
+        sources: URIs of the source rasters (STAC ``derived_from`` links).
     """
 
     dtype: str
@@ -75,6 +76,7 @@ class RasterMeta:
     transform: tuple[float, ...] | None = None
     descriptions: tuple[str | None, ...] | None = None
     datetime: str | None = None
+    sources: tuple[str, ...] | None = None
 
     @classmethod
     def from_json(cls, meta: str | dict[str, Any]) -> RasterMeta:
@@ -94,6 +96,7 @@ class RasterMeta:
             transform=tuple(float(v) for v in transform[:6]) if transform else None,
             descriptions=tuple(descriptions) if descriptions else None,
             datetime=data.get("datetime"),
+            sources=tuple(data["sources"]) if data.get("sources") else ((data["uri"],) if data.get("uri") else None),
         )
 
     @property

@@ -213,6 +213,7 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
                     **head["meta"],
                     "descriptions": _tuple(head["meta"]["descriptions"]),
                     "transform": _tuple(head["meta"]["transform"]),
+                    "sources": _tuple(head["meta"].get("sources")),
                 }
             )
             covered = sum(t["window"]["height"] * t["window"]["width"] for t in parts)

@@ -120,6 +120,7 @@ def output_meta(meta_a: RasterMeta, meta_b: RasterMeta | None, task: str | None)
         transform=grid.transform,
         descriptions=meta_a.descriptions,
         datetime=meta_a.datetime or grid.datetime,
+        sources=tuple(dict.fromkeys([*(meta_a.sources or ()), *((meta_b.sources or ()) if meta_b else ())])) or None,
     )
 
 
@@ -300,6 +301,7 @@ def commit_raster(
             tiles=tiles,
             vrt_href=vrt_href,
             datetime=config.stac_datetime,
+            scene_href=f"../{pair_id}.tif" if scene_uri else None,
         )
         written += write_stac_item(stac_uri(output, pair_id), item, fs=fs)
     if not config.write_vrt:

@@ -4,19 +4,24 @@ from local and ``s3://`` sources equal the whole-image path; outputs commit and 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from factories import SHARED_DATASETS, landsat_crop, write_geotiff
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import RasterExtension
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline import schema as S
 from pipeline.batch import run_batch_fuse
 from pipeline.fuse_config import FuseJobConfig
 from pipeline.manifest import read_manifest
+from pipeline.stac import validate_core
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -30,10 +35,13 @@ def _scene_pair(folder: Path) -> tuple[Path, Path]:
     visible, _, transform = landsat_crop(150, 170, row=250, col=250)
     infrared = np.ascontiguousarray(255 - visible[:, :, 2:3])
     folder.mkdir(parents=True, exist_ok=True)
-    return (
+    pair = (
         write_geotiff(folder / "vis.tif", visible, nodata=0, transform=transform),
         write_geotiff(folder / "ir.tif", infrared, nodata=0, transform=transform),
     )
+    with rasterio.open(pair[0], "r+") as dst:  # an acquisition time in the TIFF DATETIME tag
+        dst.update_tags(TIFFTAG_DATETIME="2021:06:01 10:30:00")
+    return pair
 
 
 def _manifest(path: Path, rows: list[dict]) -> str:
@@ -112,6 +120,28 @@ def test_scene_tile_rows_local_and_s3_equal_whole_and_resume(ray_session, s3_ser
             assert vrt.overviews(1) == cog.overviews(1) and len(vrt.overviews(1)) >= 2
             assert cog.profile["tiled"] and cog.block_shapes[0] == (64, 64)
     assert not [p for p in tiled.iterdir() if ".tmp-" in p.name]
+    # STAC through pystac: core schema valid (offline), projection + raster extensions, sources as derived_from,
+    # the source's datetime, and a Collection linking every raster item of the job
+    for pid in ("local", "remote", "pan"):
+        item = json.loads((tiled / pid / "item.json").read_text())
+        validate_core(item)
+        parsed = pystac.Item.from_dict(item)
+        proj = ProjectionExtension.ext(parsed)
+        assert proj.code == "EPSG:32618" and proj.shape == list(_read(tiled / f"{pid}.tif").shape[1:])
+        assert RasterExtension.ext(parsed.assets["data"]).bands[0].data_type == "uint8"
+        assert parsed.assets["data"].href == f"../{pid}.tif" and parsed.assets["mosaic"].href == f"../{pid}.vrt"
+        derived = sorted(link.href for link in parsed.links if link.rel == "derived_from")
+        source = next(r for r in rows if r["pair_id"] == pid)
+        assert derived == sorted([source["uri_a"], source["uri_b"]])
+    assert json.loads((tiled / "local" / "item.json").read_text())["properties"]["datetime"] == "2021-06-01T10:30:00Z"
+    collection = json.loads((tiled / "collection.json").read_text())
+    validate_core(collection)
+    assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
+        "./local/item.json",
+        "./pan/item.json",
+        "./remote/item.json",
+    ]
+    assert pystac.Collection.from_dict(collection).extent.spatial.bboxes[0][0] < -77
     assert latest["broken"][S.STATUS] == S.STATUS_FAILED and "missing.tif" in latest["broken"][S.ERROR]
     again = run_batch_fuse(_config(manifest, str(tiled), windowed=True))
     assert (again["pairs_ok"], again["pairs_skipped"]) == (0, 3)
