@@ -151,9 +151,6 @@ def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int) -> dic
     summary = json.loads((out / "_summary.json").read_text()) if (out / "_summary.json").exists() else {}
     tile_files = list((out / "scene").glob("*_*.tif"))
     tiles = len(tile_files)
-    # steady state: tiles committed between the first and the last tile file (start-up and commit excluded)
-    times = sorted(p.stat().st_mtime for p in tile_files)
-    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else None
     elapsed = float(summary.get("elapsed_s") or summary.get("run", {}).get("elapsed_s") or wall)
     return {
         "mode": mode,
@@ -162,7 +159,6 @@ def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int) -> dic
         "job_s": round(elapsed, 1),
         "tiles": tiles,
         "tiles_per_s": round(tiles / elapsed, 3) if elapsed and tiles else 0.0,
-        "steady_tiles_per_s": round(steady, 3) if steady else None,
         "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
         "peak_rss_gib": round(sampler.peak_rss / 2**30, 3),
         "procs_at_peak": sampler.peak_procs,
