@@ -124,7 +124,10 @@ class MeteredDatasink(FusedImageDatasink):
             if S.BYTES_IN in table.column_names:
                 bytes_in += int(pc.sum(table.column(S.BYTES_IN)).as_py() or 0)
             if S.STATUS in table.column_names:
-                upstream_failed += int(pc.sum(pc.equal(table.column(S.STATUS), S.STATUS_FAILED)).as_py() or 0)
+                failed = pc.equal(table.column(S.STATUS), S.STATUS_FAILED)
+                if S.TILE_ROW in table.column_names:  # a failed tile fails its scene at commit, counted there
+                    failed = pc.and_(failed, pc.less(pc.fill_null(table.column(S.TILE_ROW), -1), 0))
+                upstream_failed += int(pc.sum(failed).as_py() or 0)
             if S.TASK in table.column_names and S.STATUS in table.column_names:
                 ok = table.filter(pc.equal(table.column(S.STATUS), S.STATUS_OK))
                 for task in ok.column(S.TASK).to_pylist():

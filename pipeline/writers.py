@@ -266,11 +266,14 @@ def commit_raster(
     band_count: int,
     config: OutputConfig,
     fs: fsspec.AbstractFileSystem,
+    properties: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
-    """Write a raster's STAC item and then its VRT (the commit point), given its written tiles.
+    """Write a raster's scene COG (``layout="scene"``), STAC item and then its VRT (the commit point), given its
+    written tiles.
 
     Args:
         tiles: ``(row, col, ref)`` per tile with ``ref.href`` relative to the *tile folder* (``"0_1.tif"``).
+        properties: extra STAC item properties (what a per-scene fit estimated).
 
     Returns:
         ``(output_uri, bytes_written)``; the output URI is the VRT (or the tile folder when VRTs are off).
@@ -302,6 +305,7 @@ def commit_raster(
             vrt_href=vrt_href,
             datetime=config.stac_datetime,
             scene_href=f"../{pair_id}.tif" if scene_uri else None,
+            properties=properties,
         )
         written += write_stac_item(stac_uri(output, pair_id), item, fs=fs)
     if not config.write_vrt:

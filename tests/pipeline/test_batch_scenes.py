@@ -134,6 +134,9 @@ def test_scene_tile_rows_local_and_s3_equal_whole_and_resume(ray_session, s3_ser
         source = next(r for r in rows if r["pair_id"] == pid)
         assert derived == sorted([source["uri_a"], source["uri_b"]])
     assert json.loads((tiled / "local" / "item.json").read_text())["properties"]["datetime"] == "2021-06-01T10:30:00Z"
+    # the pansharpening scene's fit used the registration from the transforms; what it estimated is in its item
+    pan_props = json.loads((tiled / "pan" / "item.json").read_text())["properties"]
+    assert pan_props["maugif:sensor_source"] == "georeferencing" and 0 < pan_props["maugif:sensor_gain"] < 1
     collection = json.loads((tiled / "collection.json").read_text())
     validate_core(collection)
     assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
