@@ -84,8 +84,8 @@ def pipeline_run(
     """The Ray pipeline, ray.init included; returns (pairs/s, summary, driver RSS growth in MB)."""
     import ray
 
-    from pipeline.batch import run_batch_fuse
-    from pipeline.fuse_config import FuseJobConfig
+    from pipeline.config.fuse_config import FuseJobConfig
+    from pipeline.fuse.batch import run_batch_fuse
 
     config = FuseJobConfig(
         input=str(manifest),

@@ -25,9 +25,9 @@ import maugif_core
 from maugif_core.baselines.spectral import upsample_bicubic
 from maugif_core.metrics.evaluate import evaluate_reduced
 from maugif_core.multiplicative.model import MultiplicativeMAUGIF
-from pipeline.eval_config import EvalJobConfig
-from pipeline.evaluation import prepare_scene
-from pipeline.readers import read_image
+from pipeline.config.eval_config import EvalJobConfig
+from pipeline.evaluate.evaluation import prepare_scene
+from pipeline.io.readers import read_image
 
 STEPS = (0, 1, 2, 3)
 METRICS = ("sam", "ergas", "q2n", "psnr")
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    # The job's own scene preparation (pipeline.evaluation.prepare_scene): the same crop and Wald degradation.
+    # The job's own scene preparation (pipeline.evaluate.evaluation.prepare_scene): the same crop and Wald degradation.
     config = EvalJobConfig(
         input=args.manifest,
         task=args.task,

@@ -36,15 +36,15 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pipeline.fsutil import filesystem_for  # noqa: E402
-from pipeline.output_config import OutputConfig  # noqa: E402
+from pipeline.config.output_config import OutputConfig  # noqa: E402
+from pipeline.fuse.sinks import write_row  # noqa: E402
+from pipeline.io.fsutil import filesystem_for  # noqa: E402
 from pipeline.schema import FUSED, META_A, META_B, PAIR_ID, TASK, URI_A, URI_B  # noqa: E402
-from pipeline.sinks import write_row  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 try:  # the colleague's reader, when present
-    from pipeline.readers import read_image as _read_image  # type: ignore[attr-defined]  # noqa: E402
+    from pipeline.io.readers import read_image as _read_image  # type: ignore[attr-defined]  # noqa: E402
 except ImportError:
     _read_image = None
 
@@ -93,7 +93,7 @@ def decode(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def read_one(uri: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(C, H, W)`` pixels and meta: through ``pipeline.readers.read_image`` when present, else rasterio."""
+    """``(C, H, W)`` pixels and meta: through ``pipeline.io.readers.read_image`` when present, else rasterio."""
     if _read_image is not None:
         image, meta = _read_image(uri)
         return np.moveaxis(image, -1, 0), meta
@@ -168,7 +168,7 @@ def run_loop(rows: list[dict[str, str]], config: OutputConfig) -> float:
 def run_ray(rows: list[dict[str, str]], config: OutputConfig) -> float:
     import ray
 
-    from pipeline.sinks import FusedImageDatasink
+    from pipeline.fuse.sinks import FusedImageDatasink
 
     sink = FusedImageDatasink(config)
     start = time.perf_counter()
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind:5s} {storage:8s} {loop:12.1f} {ray_:12.1f} {ray_ / loop:9.2f}")
     print(
         "\nreader: "
-        + ("pipeline.readers.read_image" if _read_image else "rasterio MemoryFile (pipeline.readers absent)")
+        + ("pipeline.io.readers.read_image" if _read_image else "rasterio MemoryFile (pipeline.io.readers absent)")
     )
     print(f"cpus: {os.cpu_count()}; command: python benchmarks/bench_io.py {' '.join(argv or sys.argv[1:])}")
     return 0

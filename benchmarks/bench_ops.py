@@ -1,7 +1,7 @@
 """Operations timings: ``ray up`` to the first fused pair, and recovery after a node loss.
 
-1. ``up_to_first_pair``: the local-provider variant of ``ray_cluster.yaml`` (ops/local_cluster.py: real SSH through
-   an ``sshd -i`` ProxyCommand, real rsync and Ray CLI) goes from nothing to ``ray up`` done, then
+1. ``up_to_first_pair``: the local-provider variant of ``ray_cluster.yaml`` (testsupport/local_cluster.py: real SSH
+   through an ``sshd -i`` ProxyCommand, real rsync and Ray CLI) goes from nothing to ``ray up`` done, then
    ``ray job submit --no-wait … jobs/batch_fuse.py`` with the cluster's token, until the first fused PNG appears
    in the output folder. Reported: ``ray up`` seconds, submit → first pair seconds, and the sum; the job is then
    followed to its end and the cluster is torn down with ``ray down`` (checked gone). Needs root, openssh-server
@@ -34,13 +34,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ops.local_ray import wait_for  # noqa: E402
-from ops.node_loss import run_node_loss  # noqa: E402
-from ops.sample_pairs import write_crop_pairs  # noqa: E402
+from testsupport.local_ray import wait_for  # noqa: E402
+from testsupport.node_loss import run_node_loss  # noqa: E402
+from testsupport.sample_pairs import write_crop_pairs  # noqa: E402
 
 
 def bench_up_to_first_pair(manifest: Path, pairs: int) -> dict:
-    from ops.local_cluster import LocalProviderCluster
+    from testsupport.local_cluster import LocalProviderCluster
 
     with LocalProviderCluster.create() as cluster:
         out = Path(cluster.ray_tmpdir) / "fused"

@@ -1,6 +1,6 @@
 """Training throughput and checkpoint I/O of the Ray Train loop (issue 4's measured figures).
 
-1. ``scaling``: samples/s of the real training loop (:func:`pipeline.training.run_training`) with
+1. ``scaling``: samples/s of the real training loop (:func:`pipeline.train.training.run_training`) with
    1 worker x 2 torch threads vs 2 DDP workers x 1 thread each, on a 2-CPU local Ray instance, at the same
    global batch (8 = 1 x 8 = 2 x 4). The decoded pairs are materialized first in both, so decoding is off the
    critical path; the first epoch of each stage (warm-up) is left out. The two set-ups alternate ``--rounds``
@@ -9,7 +9,7 @@
    state.json + config.yaml) to a real S3 API server (moto, in a child process): serialising it, uploading it
    the way Ray Train does (``pyarrow.fs.copy_files`` to the run's storage filesystem), and restoring it
    (``Checkpoint.to_directory`` then loading), through both filesystems one can hand Ray Train: the pipeline's
-   s3fs wrapped in ``PyFileSystem(FSSpecHandler)`` (what :func:`pipeline.training.storage_for_ray` uses) and
+   s3fs wrapped in ``PyFileSystem(FSSpecHandler)`` (what :func:`pipeline.train.training.storage_for_ray` uses) and
    pyarrow's native ``S3FileSystem``.
 3. ``gpu`` (only where CUDA exists): samples/s at crop 480, batch 8, AMP off vs on.
 
@@ -81,8 +81,8 @@ def write_manifest(folder: Path, pairs: int) -> Path:
 def bench_scaling(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     import ray
 
-    from pipeline.train_config import TrainJobConfig
-    from pipeline.training import run_training
+    from pipeline.config.train_config import TrainJobConfig
+    from pipeline.train.training import run_training
 
     manifest = write_manifest(workdir, args.pairs)
     ray.init(
@@ -139,8 +139,8 @@ def _checkpoint_state() -> tuple[Any, Any, Any, Any]:
 
     from maugif_core import build_model
     from maugif_core.training import make_optimizer, train_step
-    from pipeline.train_config import TrainJobConfig
-    from pipeline.training import TrainState
+    from pipeline.config.train_config import TrainJobConfig
+    from pipeline.train.training import TrainState
 
     model = build_model("mff")
     model.set_stage(2)
@@ -156,9 +156,9 @@ def bench_checkpoint(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     import pyarrow.fs as pafs
     from ray.train import Checkpoint
 
-    from pipeline.io_config import StorageConfig
-    from pipeline.storage import get_filesystem
-    from pipeline.training import _load_checkpoint_dir, _save_checkpoint_dir
+    from pipeline.config.io_config import StorageConfig
+    from pipeline.io.storage import get_filesystem
+    from pipeline.train.training import _load_checkpoint_dir, _save_checkpoint_dir
 
     proc, endpoint = start_s3()
     os.environ.update(S3_ENV)
@@ -217,8 +217,8 @@ def bench_gpu(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     import ray
     import torch
 
-    from pipeline.train_config import TrainJobConfig
-    from pipeline.training import run_training
+    from pipeline.config.train_config import TrainJobConfig
+    from pipeline.train.training import run_training
 
     if not torch.cuda.is_available():
         print("  no CUDA: skipped")

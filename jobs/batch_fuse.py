@@ -30,7 +30,7 @@ DEFAULT_INPUT = str(REPO / "samples" / "manifest.csv")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.cli import add_console_options, job_parser
+    from pipeline.cli.common import add_console_options, job_parser
 
     parser = job_parser(
         "jobs/batch_fuse.py",
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pydantic import ValidationError
 
-    from pipeline.cli import report_preflight, setup_logging
+    from pipeline.cli.common import report_preflight, setup_logging
+    from pipeline.config.fuse_config import FuseJobConfig
+    from pipeline.config.loading import load_job_config
     from pipeline.errors import ConfigError
-    from pipeline.fuse_config import FuseJobConfig
-    from pipeline.jobconfig import load_job_config
 
     cli = {
         "input": args.input,
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args)
 
-    from pipeline.job_preflight import fuse_steps
-    from pipeline.preflight import run_checks
+    from pipeline.cli.job_preflight import fuse_steps
+    from pipeline.cli.preflight import run_checks
 
     t0 = time.perf_counter()
     code = report_preflight("batch_fuse", run_checks(fuse_steps(config)), args)
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from pipeline.batch import exit_code, format_summary, run_batch_fuse
-    from pipeline.console import ProgressConsole, quiet_known_warnings
+    from pipeline.cli.console import ProgressConsole, quiet_known_warnings
+    from pipeline.fuse.batch import exit_code, format_summary, run_batch_fuse
 
     if not args.verbose:
         quiet_known_warnings()

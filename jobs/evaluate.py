@@ -31,12 +31,12 @@ if str(REPO) not in sys.path:  # running from a checkout without `pip install -e
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.cli import add_console_options, job_parser
+    from pipeline.cli.common import add_console_options, job_parser
 
     parser = job_parser(
         "jobs/evaluate.py",
         __doc__.split("\n")[0],
-        config_help="YAML config file (pipeline.eval_config.EvalJobConfig).",
+        config_help="YAML config file (pipeline.config.eval_config.EvalJobConfig).",
         set_example="multiplicative.steps=300",
         input_help="Manifest (.csv/.parquet/.jsonl) or folder of pairs (any fsspec URI).",
         output_help="Output folder (local path or s3:// prefix).",
@@ -75,9 +75,9 @@ def _fused_sources(specs: list[str], pattern: str) -> list[dict] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from pipeline.config.eval_config import EvalJobConfig
+    from pipeline.config.loading import config_to_yaml, load_job_config
     from pipeline.errors import ConfigError, PipelineError
-    from pipeline.eval_config import EvalJobConfig
-    from pipeline.jobconfig import config_to_yaml, load_job_config
 
     fused = _fused_sources(args.fused_dirs, args.fused_pattern)
     cli = {
@@ -107,16 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             if (value := getattr(config, key)) is not None and "://" not in value
         }
     )
-    from pipeline.cli import preflight_gate
-    from pipeline.job_preflight import eval_steps
+    from pipeline.cli.common import preflight_gate
+    from pipeline.cli.job_preflight import eval_steps
 
     code = preflight_gate("evaluate", eval_steps(config), args)
     if code is not None:
         return code
     import ray
 
-    from pipeline.evaluation import run_evaluation
-    from pipeline.evaluation_report import write_report
+    from pipeline.evaluate.evaluation import run_evaluation
+    from pipeline.evaluate.evaluation_report import write_report
 
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ DEFAULT_INPUT = REPO_ROOT / "samples" / "mff"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.cli import add_console_options, job_parser
+    from pipeline.cli.common import add_console_options, job_parser
 
     parser = job_parser(
         "jobs/train.py",
@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace):
     """Validate the job config (imports pydantic and PyYAML only: no torch, no Ray)."""
-    from pipeline.jobconfig import load_job_config
-    from pipeline.train_config import TrainJobConfig
+    from pipeline.config.loading import load_job_config
+    from pipeline.config.train_config import TrainJobConfig
 
     config_path = args.config
     cli = {"data.input": args.input, "model.task": args.task, "storage.path": args.output}
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
-    from pipeline.cli import preflight_gate
-    from pipeline.job_preflight import train_steps
+    from pipeline.cli.common import preflight_gate
+    from pipeline.cli.job_preflight import train_steps
 
     code = preflight_gate("train", train_steps(config), args)
     if code is not None:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from pipeline.training import run_training
+    from pipeline.train.training import run_training
 
     started = time.perf_counter()
     # Attach only when asked to (--address, RAY_ADDRESS): never to whatever cluster this machine ran last.

@@ -17,7 +17,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from maugif_core.api import build_model, build_model_from_config, pretrained, pretrained_tasks
+from maugif_core.api import build_model, build_model_from_config
+from maugif_core.bundled import pretrained, pretrained_tasks
 from maugif_core.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from maugif_core.config import (
     ADDITIVE_TASKS,

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from maugif_core.api import build_model_from_config
 from maugif_core.config import ModelConfig
 from maugif_core.errors import CheckpointError
 
@@ -126,8 +127,6 @@ def load_checkpoint(source: str | os.PathLike | bytes, *, expect_task: str | Non
         CheckpointError: a pickled payload, a file that is not a MAUGIF checkpoint, an unknown format version, a
             config that does not validate, a task other than ``expect_task``, or weights that do not fit the config.
     """
-    from maugif_core.api import build_model_from_config
-
     data, name = _read_source(source)
     meta = _header(data, name)
     try:

@@ -8,17 +8,35 @@ the worker ran on, in Prometheus text format, with a ``ray_`` prefix (``maugif_p
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
-from ops.local_ray import dashboard_get
-
-__all__ = ["Sample", "job_metric_totals", "metrics_endpoints", "parse_prometheus", "scrape"]
+__all__ = ["dashboard_get", "Sample", "job_metric_totals", "metrics_endpoints", "parse_prometheus", "scrape"]
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+([-+0-9.eEinfNa]+)(\s+\d+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def dashboard_get(url: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """GET a dashboard REST URL with an optional bearer token; returns (status, parsed JSON or text)."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    try:
+        return status, json.loads(body)
+    except json.JSONDecodeError:
+        return status, body
 
 
 @dataclass(frozen=True)

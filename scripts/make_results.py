@@ -374,7 +374,7 @@ def cmd_train(work: Path, ckpts: Path, only: list[str] | None, schedule: Schedul
 
 # MAUGIF method keys in the report: per-image BatchNorm statistics, running statistics (both without the
 # envelope; run as MODEL_METHODS and read back under these keys: see _read_rows), and running statistics with the
-# fused luma capped at the brighter source (jobs/evaluate.py method names, pipeline.eval_config).
+# fused luma capped at the brighter source (jobs/evaluate.py method names, pipeline.config.eval_config).
 PER_IMAGE, RUNNING, ENVELOPED = "maugif", "maugif:running", "maugif:running+envelope"
 VARIANT_TITLES = {
     PER_IMAGE: "per-image BN, no envelope",
@@ -1022,7 +1022,7 @@ def _background_lift(ckpts: Path, methods: tuple[str, ...], pairs_per_set: int =
     def grey(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(np.ascontiguousarray(image[..., ::-1], dtype=np.float32), cv2.COLOR_BGR2GRAY)
 
-    from pipeline.eval_config import maugif_overrides, split_method
+    from pipeline.config.eval_config import maugif_overrides, split_method
 
     out = ["| set | method | pairs | background share | fused level there (0-255) | SSIM | SSIM, background zeroed "
            "| SSIM by skimage (oracle) |",

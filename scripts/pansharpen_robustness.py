@@ -61,7 +61,7 @@ METHODS = ("ours", "bicubic", "mtf_glp")
 
 def _read(path: Path) -> np.ndarray:
     from maugif_core.imaging import to_unit_float
-    from pipeline.readers import read_image
+    from pipeline.io.readers import read_image
 
     image = to_unit_float(read_image(str(path))[0])
     return image[..., None] if image.ndim == 2 else image

@@ -217,7 +217,7 @@ def test_config_error_is_one_line_per_problem(tmp_path, capsys):
 def test_progress_console_in_a_terminal_and_in_a_log():
     import io
 
-    from pipeline.console import ProgressConsole
+    from pipeline.cli.console import ProgressConsole
 
     tty = io.StringIO()
     bar = ProgressConsole(tty, interactive=True)

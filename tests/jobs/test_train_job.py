@@ -118,7 +118,7 @@ def test_job_checkpoints_to_s3_and_rerun_resumes_at_stage_and_epoch(ray_session,
     import torch
 
     from maugif_core import CheckpointError
-    from pipeline.training import load_model
+    from pipeline.train.training import load_model
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
     output = f"s3://{s3_bucket}/jobs"

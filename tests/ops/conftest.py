@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `ops` is repository tooling, not part of the installed package
     sys.path.insert(0, str(REPO_ROOT))
 
-from ops.sample_pairs import write_crop_pairs  # noqa: E402
+from testsupport.sample_pairs import write_crop_pairs  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ops.cluster_config import load_cluster_config, make_fake_multinode_config
-from ops.local_ray import HeadNode, local_ports, short_temp_dir, wait_for
+from testsupport.local_ray import HeadNode, local_ports, short_temp_dir, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.local_ray import dashboard_get, wait_for
-from ops.metrics import job_metric_totals, metrics_endpoints, parse_prometheus, scrape
-from ops.screenshot import capture_pages, find_chromium
-from ops.token_cluster import PrometheusServer, TokenCluster
+from ops.metrics import dashboard_get, job_metric_totals, metrics_endpoints, parse_prometheus, scrape
+from testsupport.local_ray import wait_for
+from testsupport.screenshot import capture_pages, find_chromium
+from testsupport.token_cluster import PrometheusServer, TokenCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = REPO_ROOT / "ops" / "grafana_dashboard.json"
@@ -29,7 +29,7 @@ SUBMISSION = "maugif-fuse-dashboard-test"
 
 
 def _metric_families() -> set[str]:
-    from pipeline.job_metrics import METRIC_NAMES
+    from pipeline.fuse.job_metrics import METRIC_NAMES
 
     return set(METRIC_NAMES)
 
@@ -60,7 +60,7 @@ def test_grafana_dashboard_charts_every_job_metric():
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory):
     """The cluster, a Prometheus scraping it (when installed), and one finished batch_fuse job."""
-    from ops.sample_pairs import write_crop_pairs
+    from testsupport.sample_pairs import write_crop_pairs
 
     data = tmp_path_factory.mktemp("dashboard")
     manifest = write_crop_pairs(data / "pairs", 12, size=64, seed=2)

@@ -9,7 +9,7 @@
 pipeline is deterministic on CPU), and no other object is visible under the output prefix but the manifest, the
 saved config and the summary (after a SIGKILL, also the ``<name>.tmp-<uuid>`` objects of uploads the killed
 processes had in flight: never under a final name). Training node loss is covered by
-tests/pipeline/test_training.py::test_worker_node_killed_mid_training_resumes_and_finishes.
+tests/pipeline/train/test_training.py::test_worker_node_killed_mid_training_resumes_and_finishes.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.local_ray import SMALL_STEPS, isolated_ray_env, kill_processes_mentioning, private_ray_tmpdir
-from ops.node_loss import run_node_loss
-from ops.s3_proxy import S3FaultProxy
-from ops.sample_pairs import write_crop_pairs
+from testsupport.local_ray import SMALL_STEPS, isolated_ray_env, kill_processes_mentioning, private_ray_tmpdir
+from testsupport.node_loss import run_node_loss
+from testsupport.s3_proxy import S3FaultProxy
+from testsupport.sample_pairs import write_crop_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB = str(REPO_ROOT / "jobs" / "batch_fuse.py")
@@ -262,7 +262,7 @@ def test_s3_outage_mid_job_then_everything_exactly_once(s3_server, s3_pairs, pro
 @pytest.mark.timeout(900)
 def test_driver_killed_mid_job_rerun_fuses_only_the_rest(s3_server, s3_pairs, proxy, reference):
     from pipeline import schema as S
-    from pipeline.manifest import read_manifest
+    from pipeline.io.manifest import read_manifest
 
     manifest, bucket = s3_pairs
     out = f"s3://{bucket}/killed"

@@ -3,7 +3,7 @@
 
 ``ray up`` → ``ray exec`` → ``ray dashboard`` (SSH port forward) → ``ray submit … jobs/train.py`` →
 ``ray job submit … jobs/batch_fuse.py`` (token auth) → ``ray down``, and the cluster is really gone. Real SSH
-(an ``sshd -i`` ProxyCommand), real rsync, the real Ray CLI; see ops/local_cluster.py for the isolation that
+(an ``sshd -i`` ProxyCommand), real rsync, the real Ray CLI; see testsupport/local_cluster.py for the isolation that
 keeps the launcher's ``ray stop`` away from other Ray instances on the host.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.local_cluster import LocalProviderCluster, missing_system_packages
-from ops.local_ray import dashboard_get
+from ops.metrics import dashboard_get
+from testsupport.local_cluster import LocalProviderCluster, missing_system_packages
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

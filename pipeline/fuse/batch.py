@@ -1,0 +1,417 @@
+"""The batch-fusion pipeline: discovery → decode (CPU tasks) → fusion (actor pool) → write (sink) → summary.
+
+Composition of the public pieces (``read_pairs``, ``decode_pair``, :class:`~pipeline.fuse.predictor.FusionPredictor`,
+:class:`~pipeline.fuse.sinks.FusedImageDatasink`), so users can rebuild it in their own Ray pipelines::
+
+    ds = read_pairs("s3://bucket/pairs.parquet", task="vif")
+    ds = ds.map(decode_row, fn_kwargs={...}, num_cpus=0.5)
+    ds = ds.map_batches(FusionPredictor, fn_constructor_kwargs={"config": {...}}, concurrency=4, num_gpus=0.25)
+    ds.write_datasink(MeteredDatasink(OutputConfig(uri="s3://bucket/out")))
+
+Resume: pairs whose latest manifest status is ``ok``, or whose output carries this tool's mark from a run recorded
+at the output (:mod:`pipeline.io.marks`), are marked ``skipped`` before decoding and flow through as such (no I/O, no
+fusion), so the summary can count them. The summary and exit code (:mod:`pipeline.fuse.batch_summary`) describe the
+input's cumulative state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema as S
+from pipeline.config.fuse_config import FuseJobConfig
+from pipeline.config.io_config import ReadConfig, StorageConfig
+from pipeline.fuse.batch_summary import build_summary, exit_code, format_summary, save_summary
+from pipeline.fuse.job_metrics import JobMetrics
+from pipeline.fuse.sinks import FusedImageDatasink
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MeteredDatasink",
+    "build_dataset",
+    "decode_row",
+    "exit_code",
+    "format_summary",
+    "mark_done",
+    "resume_done",
+    "run_batch_fuse",
+]
+
+
+def mark_done(batch: pa.Table, done: Any) -> pa.Table:
+    """Mark rows whose pair_id is in ``done`` (a set, or an ObjectRef of one) as ``skipped``."""
+    if not isinstance(done, (set, frozenset)):
+        import ray
+
+        done = _cached_get(ray, done)
+    if not done or batch.num_rows == 0:
+        return batch
+    # Python set membership per row: O(rows), independent of how many pairs are already done.
+    hit = pa.array([pid in done for pid in batch.column(S.PAIR_ID).to_pylist()], type=pa.bool_())
+    status = pc.if_else(hit, pa.scalar(S.STATUS_SKIPPED), batch.column(S.STATUS))
+    return batch.set_column(batch.schema.get_field_index(S.STATUS), S.STATUS, status)
+
+
+_DONE_CACHE: dict[Any, set] = {}
+
+
+def _cached_get(ray: Any, ref: Any) -> set:
+    """The done set behind ``ref``, fetched once per worker process."""
+    key = ref.hex() if hasattr(ref, "hex") else id(ref)
+    if key not in _DONE_CACHE:
+        _DONE_CACHE.clear()
+        _DONE_CACHE[key] = ray.get(ref)
+    return _DONE_CACHE[key]
+
+
+def decode_row(
+    row: dict[str, Any],
+    read: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
+    job: str = "",
+) -> dict[str, Any]:
+    """``decode_pair`` for ``Dataset.map`` plus metrics; skipped rows pass through without any I/O.
+
+    The images leave as ``.npy`` bytes (:func:`pipeline.schema.encode_array`) so that blocks of ok and failed
+    rows, or of uint8 and uint16 pairs, always concatenate.
+    """
+    from pipeline.fuse.scene_tiles import decode_tile_row, is_tile_row
+    from pipeline.io.readers import decode_pair
+
+    if row.get(S.STATUS) == S.STATUS_SKIPPED:
+        return {**row, S.IMAGE_A: None, S.IMAGE_B: None, S.META_A: None, S.META_B: None, S.BYTES_IN: 0}
+    read_cfg, storage_cfg = ReadConfig(**read) if read else None, StorageConfig(**storage) if storage else None
+    decode = decode_tile_row if is_tile_row(row) else decode_pair  # a tile row: one window of a scene
+    out = decode(row, read_cfg, storage_cfg)
+    out[S.IMAGE_A], out[S.IMAGE_B] = S.encode_array(out[S.IMAGE_A]), S.encode_array(out[S.IMAGE_B])
+    metrics = JobMetrics(job)
+    if out.get(S.STATUS) == S.STATUS_FAILED:
+        metrics.pairs("failed", 1, stage=out.get(S.ERROR_STAGE) or S.STAGE_READ)
+    else:
+        metrics.pairs("read", 1, task=out.get(S.TASK) or "")
+        metrics.bytes("read", int(out.get(S.BYTES_IN) or 0))
+        metrics.seconds(S.STAGE_READ, float(out.get(S.SECONDS) or 0.0))
+    return out
+
+
+class MeteredDatasink(FusedImageDatasink):
+    """:class:`FusedImageDatasink` that also exports write metrics and counts input bytes for the summary."""
+
+    def __init__(self, *args: Any, job: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.job = job
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
+        from ray.data.block import BlockAccessor
+
+        blocks = list(blocks)
+        bytes_in = 0
+        upstream_failed = 0  # rows that failed at read or fuse were counted there, not again here
+        tasks: dict[str, int] = {}
+        for block in blocks:
+            accessor = BlockAccessor.for_block(block)
+            table = accessor.to_arrow()
+            if S.BYTES_IN in table.column_names:
+                bytes_in += int(pc.sum(table.column(S.BYTES_IN)).as_py() or 0)
+            if S.STATUS in table.column_names:
+                failed = pc.equal(table.column(S.STATUS), S.STATUS_FAILED)
+                if S.TILE_ROW in table.column_names:  # a failed tile fails its scene at commit, counted there
+                    failed = pc.and_(failed, pc.less(pc.fill_null(table.column(S.TILE_ROW), -1), 0))
+                upstream_failed += int(pc.sum(failed).as_py() or 0)
+            if S.TASK in table.column_names and S.STATUS in table.column_names:
+                ok = table.filter(pc.equal(table.column(S.STATUS), S.STATUS_OK))
+                for task in ok.column(S.TASK).to_pylist():
+                    tasks[task or ""] = tasks.get(task or "", 0) + 1
+        started = time.perf_counter()
+        result = super().write(blocks, ctx)
+        elapsed = time.perf_counter() - started
+        metrics = JobMetrics(self.job)
+        written = result["counts"].get(S.STATUS_OK, 0)
+        for task, count in tasks.items():
+            metrics.pairs("written", count, task=task)
+        metrics.bytes("written", int(result["bytes"]))
+        if written:
+            metrics.seconds(S.STAGE_WRITE, elapsed / max(written, 1))
+        failed_here = result["counts"].get(S.STATUS_FAILED, 0) - upstream_failed
+        if failed_here:
+            metrics.pairs("failed", failed_here, stage=S.STAGE_WRITE)
+        return {**result, "bytes_in": bytes_in}
+
+    def on_write_complete(self, write_result: Any) -> None:
+        returns = list(getattr(write_result, "write_returns", write_result))
+        super().on_write_complete(returns)
+        assert self.summary is not None
+        self.summary["bytes_in"] = sum(int(r.get("bytes_in", 0)) for r in returns)
+
+
+def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -> dict[str, Any]:
+    """The plain-data config each fusion actor is built from (``progress_actor``: see
+    :func:`pipeline.fuse.progress.report_scene`)."""
+    from pipeline.fuse.predictor import PredictorConfig
+
+    return PredictorConfig(
+        checkpoints=config.checkpoint_map(),
+        multiplicative_overrides=dict(config.fusion.multiplicative),
+        tile_size=config.tiling.tile_size,
+        max_untiled_pixels=config.tiling.max_untiled_pixels,
+        stats_max_pixels=config.stats_max_pixels,
+        details=config.fusion.details,
+        device="auto" if config.fusion.num_gpus_per_actor > 0 else "cpu",
+        torch_threads=config.fusion.torch_threads,
+        autocast=config.fusion.autocast,
+        job=config.job_name,
+        progress_actor=progress_actor,
+    ).model_dump()
+
+
+def discover_windows(config: FuseJobConfig, *, windowed: bool = True) -> Iterator[tuple[Any, int]]:
+    """The job's pairs as successive Ray Datasets of ``resources.window_pairs`` rows (see ``iter_pair_windows``);
+    ``windowed=False``: a single Dataset of all pairs."""
+    from pipeline.io.pairs import iter_pair_windows
+
+    return iter_pair_windows(
+        config.input,
+        task=config.task,
+        config=config.pairs,
+        storage=config.storage,
+        block_rows=config.resources.rows_per_decode,
+        window_pairs=config.resources.window_pairs if windowed else None,
+    )
+
+
+def discover(config: FuseJobConfig):
+    """All of the job's pairs as one Ray Dataset (for composing; the job itself runs window by window)."""
+    return next(iter(discover_windows(config, windowed=False)))[0]
+
+
+def build_dataset(
+    config: FuseJobConfig,
+    done: Any = None,
+    limit: int | None = None,
+    pairs: Any = None,
+    progress_actor: str | None = None,
+):
+    """The lazy Ray Dataset of fused rows (before the sink).
+
+    Args:
+        config: the job config.
+        done: set or ObjectRef of pair ids to mark ``skipped``.
+        limit: fuse only the first ``limit`` pairs (dry run).
+        pairs: the discovered pairs (:func:`discover`); discovered here when None.
+        progress_actor: name of the job's progress counter (per-scene fits report to it).
+    """
+    from pipeline.fuse.predictor import FusionPredictor
+
+    ds = pairs if pairs is not None else discover(config)
+    if limit is not None:
+        ds = ds.limit(limit)
+    if done is not None:
+        ds = ds.map_batches(mark_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=0.1)
+    if config.tiling.window_min_pixels is not None:  # large rasters become tile rows (pipeline.fuse.scene_plan)
+        from pipeline.fuse.scene_plan import plan_scene_rows
+
+        ds = ds.flat_map(
+            plan_scene_rows,
+            fn_kwargs={
+                "read": config.read.model_dump(),
+                "storage": config.storage.model_dump(),
+                "tiling": config.tiling.model_dump(),
+                "predictor": predictor_config(config, progress_actor),
+            },
+            num_cpus=config.resources.decode_num_cpus,
+        )
+    ds = ds.map(
+        decode_row,
+        fn_kwargs={
+            "read": config.read.model_dump(),
+            "storage": config.storage.model_dump(),
+            "job": config.job_name,
+        },
+        num_cpus=config.resources.decode_num_cpus,
+    )
+    fusion = config.fusion
+    remote: dict[str, Any] = {"num_cpus": fusion.num_cpus_per_actor}
+    if fusion.num_gpus_per_actor > 0:
+        remote["num_gpus"] = fusion.num_gpus_per_actor
+    from ray.data import ActorPoolStrategy
+
+    return ds.map_batches(
+        FusionPredictor,
+        fn_constructor_kwargs={"config": predictor_config(config, progress_actor)},
+        batch_size=fusion.batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=fusion.num_actors),  # a fixed-size pool: every actor starts at once
+        max_restarts=-1,
+        max_task_retries=-1,
+        **remote,
+    )
+
+
+def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
+    from pipeline.io.fsutil import atomic_write_bytes
+
+    payload = json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+    atomic_write_bytes(f"{output.rstrip('/')}/{S.MANIFEST_DIR}/config-{run_id}.json", payload)
+
+
+def _with_lookahead(windows: Iterator[tuple[Any, int]]) -> Iterator[tuple[Any, int, bool]]:
+    """``(dataset, rows, is_last)``: the next window is discovered before the current one runs, so the progress
+    total is final as soon as the last window starts (one extra window of pair rows in the object store)."""
+    current = next(windows, None)
+    while current is not None:
+        following = next(windows, None)
+        yield current[0], current[1], following is None
+        current = following
+
+
+def _alive_nodes() -> int:
+    import ray
+
+    return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+
+
+def resume_done(output: str, current_run: str | None = None) -> set[str]:
+    """Pair ids a rerun skips: the manifest's ``ok`` pairs, plus outputs carrying this tool's mark from a run
+    recorded at ``output`` (committed after the last manifest flush of a crashed run). A file that merely has an
+    output's name is never trusted (see :mod:`pipeline.io.marks`)."""
+    from pipeline.io.manifest import done_pair_ids
+    from pipeline.io.marks import marked_pair_ids
+
+    done = done_pair_ids(output)
+    marked, _ = marked_pair_ids(output, exclude=done, current_run=current_run)
+    return done | marked
+
+
+def _scratch_uri(output: str, run_id: str) -> str:
+    from pipeline.io.fsutil import join_key
+
+    return join_key(output, f"_dry-run-{run_id}")
+
+
+def _remove_scratch(scratch: str, output: str, output_existed: bool) -> None:
+    from pipeline.io.fsutil import filesystem_for, is_local
+
+    fs, root = filesystem_for(scratch)
+    try:
+        fs.rm(root, recursive=True)
+    except FileNotFoundError:
+        pass
+    except Exception:
+        logger.warning("dry run: could not remove the scratch prefix %s", scratch, exc_info=True)
+    if is_local(fs) and not output_existed:
+        with contextlib.suppress(OSError):
+            os.rmdir(filesystem_for(output)[1])  # the output folder the dry run created, if now empty
+
+
+def run_batch_fuse(
+    config: FuseJobConfig, *, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run the job on the connected Ray cluster; returns the summary (also saved as ``<output>/_summary.json``).
+
+    With ``config.dry_run = N`` the first N pairs are fused through the real output storage into a scratch
+    prefix ``<output>/_dry-run-<run_id>/`` that is removed afterwards; the summary separates the start-up time
+    from the steady-state rate and projects the whole input from the steady state.
+
+    Args:
+        config: the job config.
+        on_progress: called about twice a second from a driver thread with ``{"ok", "failed", "skipped",
+            "total", "discovering", "fitting", "fitted"}`` (rows finished so far; pairs discovered so far; whether
+            discovery goes on; ``(pair_id, started_at)`` of the per-scene fits running now; fits finished).
+    """
+    import ray
+
+    from pipeline.fuse.progress import ProgressPoller, rates_from_history, start_counter
+    from pipeline.io.fsutil import filesystem_for
+    from pipeline.io.manifest import new_run_id, run_failures
+
+    started = time.perf_counter()
+    wall_start = time.time()
+    run_id = config.output.run_id or new_run_id()
+    dry = config.dry_run is not None
+    output_existed = filesystem_for(config.output.uri)[0].exists(filesystem_for(config.output.uri)[1])
+    output = _scratch_uri(config.output.uri, run_id) if dry else config.output.uri
+    update: dict[str, Any] = {"uri": output, "run_id": run_id}
+    if config.fusion.details:
+        update["extra_columns"] = tuple(dict.fromkeys([*config.output.extra_columns, S.DETAIL_B, S.DETAIL_A]))
+    output_config = config.output.model_copy(update=update)
+    counter_name = f"maugif-progress-{run_id}"
+    counter = start_counter(counter_name)
+    state = {"total": 0, "discovering": True}
+
+    def report(snapshot: dict[str, Any]) -> None:
+        if on_progress is not None:
+            counts = {k: snapshot.get(k, 0) for k in ("ok", "failed", "skipped")}
+            scenes = {"fitting": snapshot.get("fitting", []), "fitted": snapshot.get("fitted", 0)}
+            on_progress({**counts, **scenes, **state})
+
+    try:
+        _save_config(config, output, run_id)
+        done: set[str] = set()
+        if config.resume and not dry:
+            done = resume_done(output, run_id)
+        logger.info("resume: %d pairs already done at %s", len(done), output)
+        done_ref = ray.put(done) if done else None
+        counts: dict[str, int] = {}
+        total = 0
+        limit = config.dry_run
+        with ProgressPoller(counter, report) as poller:
+            for index, (pairs, rows, last) in enumerate(_with_lookahead(discover_windows(config))):
+                total += rows
+                state["discovering"] = not last
+                state["total"] = total if limit is None else min(total, config.dry_run or 0)
+                if limit is not None and limit <= 0:
+                    continue  # dry run: the rest is only counted
+                ds = build_dataset(config, done_ref, limit=limit, pairs=pairs, progress_actor=counter_name)
+                sink = MeteredDatasink(
+                    output_config,
+                    run_id=run_id,
+                    min_rows_per_write=config.resources.rows_per_write,
+                    job=config.job_name,
+                    part_prefix=f"w{index:05d}-",
+                    progress=counter,
+                )
+                ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
+                for key, value in (sink.summary or {}).items():
+                    if isinstance(value, int):
+                        counts[key] = counts.get(key, 0) + value
+                if limit is not None:
+                    limit -= min(rows, limit)
+                del ds, pairs, sink  # release this window's block references before the next one
+            state["discovering"] = False
+        elapsed = time.perf_counter() - started
+        summary = build_summary(
+            run_id=run_id,
+            input_uri=config.input,
+            output=None if dry else config.output.uri,
+            dry_run=config.dry_run,
+            counts=counts,
+            total=total,
+            elapsed=elapsed,
+            nodes=_alive_nodes(),
+            budget=config.failures.max_fraction,
+            rates=rates_from_history(poller.latest.get("history", []), wall_start),
+        )
+        summary["failures"] = run_failures(output, run_id) if counts.get(S.STATUS_FAILED) else None
+        if dry:
+            summary["scratch"] = output
+        else:
+            save_summary(summary, output)
+            if config.output.write_stac:  # the job's STAC Collection, linking every raster item at the output
+                from pipeline.io.stac import write_collection
+
+                write_collection(output)
+        return summary
+    finally:
+        ray.kill(counter)
+        if dry:
+            _remove_scratch(output, config.output.uri, output_existed)

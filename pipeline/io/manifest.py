@@ -1,0 +1,291 @@
+"""The job manifest: one Parquet row per pair and run under ``<output>/_manifest/``, and resuming from it.
+
+Every run appends its own part files, ``_manifest/part-<run_id>-<writer>-<seq>.parquet``: names are
+deterministic per run and writer (a retried Ray task rewrites its own part instead of adding a duplicate), and
+each part is written atomically. Besides the six columns of :data:`pipeline.schema.MANIFEST_COLUMNS`, rows
+carry ``run_id`` and ``written_at`` (UTC) so that the latest status of a pair wins when several runs recorded
+it. A rerun asks :func:`done_pair_ids` which pairs are already ``ok`` and processes only the rest.
+
+Reading goes through ``pyarrow.dataset`` with column projection, so millions of rows cost a few columns of
+Arrow memory, not Python objects per row (except the final ``set`` that :func:`done_pair_ids` returns).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import posixpath
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.io.fsutil import atomic_write_bytes, filesystem_for, is_local, join_key
+from pipeline.schema import (
+    ERROR,
+    ERROR_STAGE,
+    MANIFEST_DIR,
+    OUTPUT_URI,
+    PAIR_ID,
+    SECONDS,
+    STATUS,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+)
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "RUN_ID",
+    "WRITTEN_AT",
+    "ManifestWriter",
+    "done_pair_ids",
+    "latest_status",
+    "make_record",
+    "new_run_id",
+    "read_manifest",
+    "run_failures",
+]
+
+logger = logging.getLogger(__name__)
+
+# Extra manifest columns (candidates for pipeline.schema).
+from pipeline.schema import RUN_ID, WRITTEN_AT  # noqa: E402
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field(PAIR_ID, pa.string(), nullable=False),
+        pa.field(STATUS, pa.string(), nullable=False),
+        pa.field(OUTPUT_URI, pa.string()),
+        pa.field(ERROR_STAGE, pa.string()),
+        pa.field(ERROR, pa.string()),
+        pa.field(SECONDS, pa.float64()),
+        pa.field(RUN_ID, pa.string(), nullable=False),
+        pa.field(WRITTEN_AT, pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+_STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
+
+
+def new_run_id() -> str:
+    """A run id that sorts chronologically: ``YYYYmmddTHHMMSSZ-<8 hex>``."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def make_record(
+    pair_id: str,
+    status: str,
+    *,
+    output_uri: str | None = None,
+    error_stage: str | None = None,
+    error: str | None = None,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """One manifest row (without ``run_id``/``written_at``, which the writer adds).
+
+    Raises:
+        ValueError: an unknown status.
+    """
+    if status not in _STATUSES:
+        raise ValueError(f"manifest status must be one of {_STATUSES}; got {status!r} for pair {pair_id!r}")
+    return {
+        PAIR_ID: pair_id,
+        STATUS: status,
+        OUTPUT_URI: _text(output_uri),
+        ERROR_STAGE: _text(error_stage),
+        ERROR: _text(error),
+        SECONDS: None if seconds is None or seconds != seconds else float(seconds),
+    }
+
+
+def _text(value: Any) -> str | None:
+    """A string field as text, or None for missing values (None, or NaN where a block went through pandas)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+class ManifestWriter:
+    """Buffers manifest rows and flushes them as atomic Parquet parts.
+
+    Args:
+        output_uri: the job's output location; parts go to ``<output_uri>/_manifest/``.
+        run_id: identifier of this run (see :func:`new_run_id`).
+        writer: identifier of this writer within the run (``"driver"``, ``"task000003"``); with ``run_id``
+            and a sequence number it makes the part names deterministic.
+        flush_rows: rows buffered before a part is written.
+
+    Example:
+        >>> with ManifestWriter("outputs", run_id) as manifest:  # doctest: +SKIP
+        ...     manifest.add(make_record("scene-1", "ok", output_uri="outputs/scene-1.png", seconds=0.4))
+    """
+
+    def __init__(self, output_uri: str, run_id: str, *, writer: str = "driver", flush_rows: int = 50_000) -> None:
+        for name, value in (("run_id", run_id), ("writer", writer)):
+            if not value or "/" in value or value.startswith("."):
+                raise ConfigError(f"manifest {name} must be a non-empty name without '/'; got {value!r}")
+        if flush_rows <= 0:
+            raise ConfigError(f"flush_rows must be positive; got {flush_rows}")
+        self.output_uri = output_uri
+        self.run_id = run_id
+        self.writer = writer
+        self.flush_rows = flush_rows
+        self.parts: list[str] = []
+        self.rows_written = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._fs = None
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Buffer one row (see :func:`make_record`); flushes a part when the buffer is full."""
+        row = dict(record)
+        row[RUN_ID] = self.run_id
+        row[WRITTEN_AT] = dt.datetime.now(dt.timezone.utc)
+        self._buffer.append(row)
+        if len(self._buffer) >= self.flush_rows:
+            self.flush()
+
+    def add_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Buffer several rows."""
+        for record in records:
+            self.add(record)
+
+    def flush(self) -> str | None:
+        """Write the buffered rows as one part; return its URI (None when the buffer was empty)."""
+        if not self._buffer:
+            return None
+        table = pa.Table.from_pylist(self._buffer, schema=MANIFEST_SCHEMA)
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        name = f"part-{self.run_id}-{self.writer}-{len(self.parts):05d}.parquet"
+        uri = join_key(self.output_uri, MANIFEST_DIR, name)
+        if self._fs is None:
+            self._fs, _ = filesystem_for(self.output_uri)
+        atomic_write_bytes(uri, sink.getvalue(), self._fs)
+        self.parts.append(uri)
+        self.rows_written += table.num_rows
+        self._buffer.clear()
+        logger.debug("manifest part %s: %d rows", uri, table.num_rows)
+        return uri
+
+    def close(self) -> None:
+        """Flush what is left."""
+        self.flush()
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _manifest_dataset(output_uri: str) -> pds.Dataset | None:
+    fs, root = filesystem_for(output_uri)
+    directory = posixpath.join(root, MANIFEST_DIR)
+    if not is_local(fs):
+        fs.invalidate_cache(directory)  # parts may have been written by other processes
+    if not fs.exists(directory):
+        return None
+    files = sorted(p for p in fs.find(directory) if p.endswith(".parquet"))  # skips in-flight temp objects
+    if not files:
+        return None
+    try:
+        return pds.dataset(files, schema=MANIFEST_SCHEMA, format="parquet", filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise PipelineError(f"cannot open the manifest under {output_uri}/{MANIFEST_DIR}: {e}") from e
+
+
+def read_manifest(output_uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Every manifest row of every run at ``output_uri`` (an empty table when there is none yet).
+
+    Args:
+        output_uri: the job's output location.
+        columns: columns to read (all of :data:`MANIFEST_SCHEMA` when None).
+
+    Returns:
+        A ``pyarrow.Table`` with :data:`MANIFEST_SCHEMA` (or the requested columns).
+    """
+    dataset = _manifest_dataset(output_uri)
+    schema = MANIFEST_SCHEMA if columns is None else pa.schema([MANIFEST_SCHEMA.field(c) for c in columns])
+    if dataset is None:
+        return schema.empty_table()
+    return dataset.to_table(columns=columns)
+
+
+def latest_status(output_uri: str) -> pa.Table:
+    """The latest manifest row of every pair (by ``written_at``, then ``run_id``).
+
+    Returns:
+        One row per pair_id, sorted by pair_id, with all manifest columns.
+    """
+    table = read_manifest(output_uri)
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by([(PAIR_ID, "ascending"), (WRITTEN_AT, "ascending"), (RUN_ID, "ascending")])
+    ids = table.column(PAIR_ID)
+    # The last row of each run of equal pair_ids is the latest.
+    is_last = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1))
+    keep = pa.concat_arrays([is_last.combine_chunks(), pa.array([True])])
+    return table.filter(keep)
+
+
+def done_pair_ids(output_uri: str) -> set[str]:
+    """Pair ids whose latest status at ``output_uri`` is ``ok``: what a rerun skips."""
+    latest = latest_status(output_uri)
+    if latest.num_rows == 0:
+        return set()
+    done = latest.filter(pc.equal(latest.column(STATUS), STATUS_OK)).column(PAIR_ID)
+    return set(done.to_pylist())
+
+
+def _reason(error: str | None) -> str:
+    """The kind of a failure, for grouping: its error type when the text names one, else the text with URIs,
+    quoted values and numbers blanked, up to the first ``;`` or ``(``, at most 80 characters."""
+    text = " ".join((error or "unknown").split())
+    named = re.match(r"(?:unexpected )?([A-Z][A-Za-z]*(?:Error|Exception))\b", text)
+    if named:
+        return named.group(1)
+    text = re.sub(r"\S*[/\\]\S*", "<uri>", text)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"\d+", "N", text)
+    text = re.split(r"[;(]", text, maxsplit=1)[0].strip().removeprefix("<uri>").lstrip(": ").strip()
+    return text[:80] or "unknown"
+
+
+def run_failures(output_uri: str, run_id: str, *, first: int = 10) -> dict[str, Any]:
+    """The failures one run recorded: counts by (stage, reason) and the first ``first`` pair ids with reasons.
+
+    Returns:
+        ``{"by_stage_reason": [{"stage", "reason", "count"}, ...] (largest first), "first": [{"pair_id",
+        "stage", "error"}, ...], "manifest": "<output>/_manifest"}``.
+    """
+    dataset = _manifest_dataset(output_uri)
+    empty = {"by_stage_reason": [], "first": [], "manifest": join_key(output_uri, MANIFEST_DIR)}
+    if dataset is None:
+        return empty
+    table = dataset.to_table(
+        columns=[PAIR_ID, ERROR_STAGE, ERROR],
+        filter=(pc.field(RUN_ID) == run_id) & (pc.field(STATUS) == STATUS_FAILED),
+    )
+    if table.num_rows == 0:
+        return empty
+    table = table.sort_by([(PAIR_ID, "ascending")])
+    counts: dict[tuple[str, str], int] = {}
+    for stage, error in zip(table.column(ERROR_STAGE).to_pylist(), table.column(ERROR).to_pylist(), strict=True):
+        key = (stage or "unknown", _reason(error))
+        counts[key] = counts.get(key, 0) + 1
+    rows = table.slice(0, first).to_pylist()
+    return {
+        "by_stage_reason": [
+            {"stage": stage, "reason": reason, "count": n}
+            for (stage, reason), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "first": [{"pair_id": r[PAIR_ID], "stage": r[ERROR_STAGE], "error": r[ERROR]} for r in rows],
+        "manifest": empty["manifest"],
+    }
