@@ -43,6 +43,14 @@ class TilingConfig(FrozenConfig):
             "process ever holds the scene. None: always read rasters whole."
         ),
     )
+    read_tiles_in_actor: bool = Field(
+        True,
+        description=(
+            "Tile rows of a scene are read by the fusion actor that fuses them (memory: batch x tile per actor, "
+            "whatever the scene's size) instead of by the decode tasks (which overlap reading with fusion but "
+            "can queue many of a scene's decoded tiles in the object store)."
+        ),
+    )
     state_max_pixels: PositiveInt = Field(
         2048 * 2048,
         description=(

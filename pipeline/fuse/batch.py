@@ -171,6 +171,8 @@ def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -
         autocast=config.fusion.autocast,
         job=config.job_name,
         progress_actor=progress_actor,
+        read=config.read.model_dump(),
+        storage=config.storage.model_dump(),
     ).model_dump()
 
 

@@ -72,6 +72,12 @@ class PredictorConfig(FrozenConfig):
         "are fused in several passes. None: 65,536 on CPU (batching larger images is slower there: caches), "
         "16,777,216 on CUDA.",
     )
+    read: dict[str, Any] = Field(
+        default_factory=dict, description="ReadConfig fields, for scene tile rows read by the actor."
+    )
+    storage: dict[str, Any] = Field(
+        default_factory=dict, description="StorageConfig fields, for scene tile rows read by the actor."
+    )
     job: str = Field("maugif", description="Job tag of the exported metrics.")
     progress_actor: str | None = Field(
         None, description="Name of the job's progress counter actor, told when a per-scene fit starts and ends."

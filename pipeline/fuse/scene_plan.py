@@ -296,6 +296,7 @@ def plan_scene_rows(
             "a": list(window_a),
             "b": [read_b.row_off, read_b.col_off, read_b.height, read_b.width],
             "crop": [spec.crop_top, spec.crop_left, spec.core.height, spec.core.width],
+            "reader": "actor" if tiling_cfg.read_tiles_in_actor else "task",
         }
         rows.append(
             {

@@ -45,21 +45,27 @@ def _nodata(meta: dict[str, Any]) -> float | None:
 
 
 def decode_tile_row(
-    row: dict[str, Any], read: ReadConfig | None = None, storage: StorageConfig | None = None
+    row: dict[str, Any],
+    read: ReadConfig | None = None,
+    storage: StorageConfig | None = None,
+    *,
+    in_actor: bool = False,
 ) -> dict[str, Any]:
     """Read a tile row's windows of A and B (``(h, w, C)`` arrays in ``IMAGE_A``/``IMAGE_B``); never raises.
 
     A's window of a multiplicative pair lies on A's own grid and may reach past its edge (read boundless, as
-    the whole-image path reads it).
+    the whole-image path reads it). A row planned to be read by its fusion actor (``tiling.read_tiles_in_actor``)
+    passes a decode task unread; the actor calls this with ``in_actor=True``.
     """
     from pipeline.io.readers import read_window
 
     started = time.perf_counter()
     out = dict(row)
-    if out.get(S.STATUS) in (S.STATUS_FAILED, S.STATUS_SKIPPED):
+    windows = json.loads(row[S.READ_WINDOWS])
+    unread = windows.get("reader") == "actor" and not in_actor
+    if unread or out.get(S.STATUS) in (S.STATUS_FAILED, S.STATUS_SKIPPED):
         out.update({S.IMAGE_A: None, S.IMAGE_B: None, S.BYTES_IN: 0})
         return out
-    windows = json.loads(row[S.READ_WINDOWS])
     try:
         image_b, _ = read_window(row[S.URI_B], tuple(windows["b"]), config=read, storage=storage)
         boundless = row.get(S.TASK) in MULTIPLICATIVE_TASKS
@@ -191,9 +197,15 @@ def fuse_tile_row(predictor: Any, row: dict[str, Any]) -> tuple[np.ndarray, floa
         whatever fusion raises; the predictor turns it into a failure row of the tile.
     """
     started = time.perf_counter()
-    raw_a, raw_b = S.decode_array(row[S.IMAGE_A]), S.decode_array(row[S.IMAGE_B])
-    if raw_a is None or raw_b is None:
-        raise ValueError("tile row has no decoded windows: expected image_a and image_b from decode_tile_row")
+    raw_a, raw_b = S.decode_array(row.get(S.IMAGE_A)), S.decode_array(row.get(S.IMAGE_B))
+    if raw_a is None or raw_b is None:  # read here (tiling.read_tiles_in_actor): only this batch's windows in memory
+        cfg = predictor.config
+        decoded = decode_tile_row(
+            row, ReadConfig(**cfg.read), StorageConfig(**cfg.storage) if cfg.storage else None, in_actor=True
+        )
+        if decoded.get(S.STATUS) == S.STATUS_FAILED:
+            raise RasterReadError(decoded[S.ERROR])
+        raw_a, raw_b = decoded[S.IMAGE_A], decoded[S.IMAGE_B]
     state, model = _state(row, predictor.device)
     if model is not None:
         fused = _fuse_multiplicative(predictor, row, state, model, raw_a, raw_b)

@@ -60,8 +60,9 @@ def _tiled(predictor: FusionPredictor, row: dict, tiling: TilingConfig, predicto
     return out_image, rows
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int16"])
-def test_additive_tile_rows_equal_whole_image(tmp_path: Path, dtype: str) -> None:
+@pytest.mark.parametrize(("dtype", "in_actor"), [("uint8", True), ("int16", False)])
+def test_additive_tile_rows_equal_whole_image(tmp_path: Path, dtype: str, in_actor: bool) -> None:
+    """Windows read by the fusion actor (default) or by the decode step give the whole-image result."""
     visible, crs, transform = landsat_crop(150, 170, row=250, col=250)
     infrared = np.ascontiguousarray(255 - visible[:, :, 2:3])
     if dtype == "int16":
@@ -75,8 +76,9 @@ def test_additive_tile_rows_equal_whole_image(tmp_path: Path, dtype: str) -> Non
     predictor = FusionPredictor(cfg)
     row = _pair_row("vif", uri_a, uri_b)
     whole = _whole(predictor, row)
-    tiled, rows = _tiled(predictor, row, TILING, cfg.model_dump())
+    tiled, rows = _tiled(predictor, row, TILING.model_copy(update={"read_tiles_in_actor": in_actor}), cfg.model_dump())
     assert len(rows) == 4 * 4  # ceil(150/48) x ceil(170/48)
+    assert (decode_row(dict(rows[5]))[S.IMAGE_A] is None) == in_actor  # the decode step reads only when asked
     assert tiled.shape == whole.shape == (3, 150, 170) and tiled.dtype == whole.dtype
     diff = np.abs(tiled.astype(np.float64) - whole.astype(np.float64))
     # float rounding only: at most one grey level (uint8) / a few units of a 10,000-unit range (int16)
