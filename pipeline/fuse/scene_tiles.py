@@ -185,6 +185,14 @@ def _fuse_multiplicative(
     return out
 
 
+def _image(value: Any) -> np.ndarray | None:
+    """A decoded window, or None when the row was not read yet (an empty column arrives as None or, in a numpy
+    batch of all-empty rows, as a float NaN)."""
+    if value is None or isinstance(value, (float, np.floating)):
+        return None
+    return S.decode_array(value)
+
+
 def fuse_tile_row(predictor: Any, row: dict[str, Any]) -> tuple[np.ndarray, float]:
     """Fuse one decoded tile row with its scene's state; returns its core ``(C, h, w)`` in A's dtype and the
     seconds spent.
@@ -197,7 +205,7 @@ def fuse_tile_row(predictor: Any, row: dict[str, Any]) -> tuple[np.ndarray, floa
         whatever fusion raises; the predictor turns it into a failure row of the tile.
     """
     started = time.perf_counter()
-    raw_a, raw_b = S.decode_array(row.get(S.IMAGE_A)), S.decode_array(row.get(S.IMAGE_B))
+    raw_a, raw_b = _image(row.get(S.IMAGE_A)), _image(row.get(S.IMAGE_B))
     if raw_a is None or raw_b is None:  # read here (tiling.read_tiles_in_actor): only this batch's windows in memory
         cfg = predictor.config
         decoded = decode_tile_row(
