@@ -30,6 +30,8 @@ META_B = "meta_b"
 TILE_ROW = "tile_row"
 TILE_COL = "tile_col"
 WINDOW = "window"  # JSON string: the tile's core window on the output grid
+READ_WINDOWS = "read_windows"  # JSON string: a scene tile row's source windows (pipeline.scene_plan)
+SCENE_STATE = "scene_state"  # bytes: a scene's shared state (pipeline.scene_state), on each of its tile rows
 BYTES_IN = "bytes_in"
 BYTES_OUT = "bytes_out"
 

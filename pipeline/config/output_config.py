@@ -35,6 +35,31 @@ class TilingConfig(FrozenConfig):
         4096 * 4096,
         description="Images with more pixels than this are fused tile by tile, smaller ones whole.",
     )
+    window_min_pixels: PositiveInt | None = Field(
+        4096 * 4096,
+        description=(
+            "TIFF rasters whose output grid has more pixels than this are fused as tile rows: windows planned "
+            "from the headers alone, each tile row reading only its window plus halo from the source, so no "
+            "process ever holds the scene. None: always read rasters whole."
+        ),
+    )
+    read_tiles_in_actor: bool = Field(
+        True,
+        description=(
+            "Tile rows of a scene are read by the fusion actor that fuses them (memory: batch x tile per actor, "
+            "whatever the scene's size) instead of by the decode tasks (which overlap reading with fusion but "
+            "can queue many of a scene's decoded tiles in the object store)."
+        ),
+    )
+    state_max_pixels: PositiveInt = Field(
+        2048 * 2048,
+        description=(
+            "Scene-level state of a tile-row scene (per-image BatchNorm statistics, the value stretch of "
+            "non-8/16-bit data, the multiplicative spectral basis, injection gains and sensor) is computed once "
+            "from a read decimated to at most this many pixels of the output grid (served from overviews when "
+            "the file has them); scenes at or under it are read at full resolution for it."
+        ),
+    )
 
 
 class OutputConfig(FrozenConfig):
@@ -66,6 +91,18 @@ class OutputConfig(FrozenConfig):
         "average", description="Resampling used to build the COG overviews."
     )
     png_compress_level: int = Field(6, ge=0, le=9, description="zlib level of PNG output (0 = store, 9 = smallest).")
+    layout: Literal["tiles", "scene"] = Field(
+        "tiles",
+        description=(
+            "'tiles': each raster as COG tiles <output>/<pair_id>/<row>_<col>.tif plus the VRT mosaic (with "
+            "overviews); 'scene': also one tiled COG with internal overviews per raster, <output>/<pair_id>.tif, "
+            "built by GDAL's COG driver from the committed tiles without holding the scene in memory (it becomes "
+            "the manifest's output_uri)."
+        ),
+    )
+    scene_cog_cache_mb: PositiveInt = Field(
+        256, description="GDAL block cache (MiB) while a scene COG is built (layout='scene'): bounds its memory."
+    )
     write_vrt: bool = Field(True, description="Write a VRT mosaic <output>/<pair_id>.vrt over each raster's tiles.")
     write_stac: bool = Field(True, description="Write a STAC item <output>/<pair_id>/item.json for each raster.")
     stac_datetime: str | None = Field(

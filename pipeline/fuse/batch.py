@@ -93,15 +93,14 @@ def decode_row(
     The images leave as ``.npy`` bytes (:func:`pipeline.schema.encode_array`) so that blocks of ok and failed
     rows, or of uint8 and uint16 pairs, always concatenate.
     """
+    from pipeline.fuse.scene_tiles import decode_tile_row, is_tile_row
     from pipeline.io.decode import decode_pair
 
     if row.get(S.STATUS) == S.STATUS_SKIPPED:
         return {**row, S.IMAGE_A: None, S.IMAGE_B: None, S.META_A: None, S.META_B: None, S.BYTES_IN: 0}
-    out = decode_pair(
-        row,
-        ReadConfig(**read) if read else None,
-        StorageConfig(**storage) if storage else None,
-    )
+    read_cfg, storage_cfg = ReadConfig(**read) if read else None, StorageConfig(**storage) if storage else None
+    decode = decode_tile_row if is_tile_row(row) else decode_pair  # a tile row: one window of a scene
+    out = decode(row, read_cfg, storage_cfg)
     out[S.IMAGE_A], out[S.IMAGE_B] = S.encode_array(out[S.IMAGE_A]), S.encode_array(out[S.IMAGE_B])
     metrics = JobMetrics(job)
     if out.get(S.STATUS) == S.STATUS_FAILED:
@@ -133,7 +132,10 @@ class MeteredDatasink(FusedImageDatasink):
             if S.BYTES_IN in table.column_names:
                 bytes_in += int(pc.sum(table.column(S.BYTES_IN)).as_py() or 0)
             if S.STATUS in table.column_names:
-                upstream_failed += int(pc.sum(pc.equal(table.column(S.STATUS), S.STATUS_FAILED)).as_py() or 0)
+                failed = pc.equal(table.column(S.STATUS), S.STATUS_FAILED)
+                if S.TILE_ROW in table.column_names:  # a failed tile fails its scene at commit, counted there
+                    failed = pc.and_(failed, pc.less(pc.fill_null(table.column(S.TILE_ROW), -1), 0))
+                upstream_failed += int(pc.sum(failed).as_py() or 0)
             if S.TASK in table.column_names and S.STATUS in table.column_names:
                 ok = table.filter(pc.equal(table.column(S.STATUS), S.STATUS_OK))
                 for task in ok.column(S.TASK).to_pylist():
@@ -178,6 +180,8 @@ def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -
         method=config.method,
         job=config.job_name,
         progress_actor=progress_actor,
+        read=config.read.model_dump(),
+        storage=config.storage.model_dump(),
     ).model_dump()
 
 
@@ -224,6 +228,21 @@ def build_dataset(
         ds = ds.limit(limit)
     if done is not None:
         ds = ds.map_batches(mark_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=0.1)
+    # Large rasters become tile rows (pipeline.fuse.scene_plan) for MAUGIF; another method (a classical baseline or a
+    # plugin) has no scene state to share, and is tiled with its declared halo inside the actor instead.
+    if config.tiling.window_min_pixels is not None and config.method == "maugif":
+        from pipeline.fuse.scene_plan import plan_scene_rows
+
+        ds = ds.flat_map(
+            plan_scene_rows,
+            fn_kwargs={
+                "read": config.read.model_dump(),
+                "storage": config.storage.model_dump(),
+                "tiling": config.tiling.model_dump(),
+                "predictor": predictor_config(config, progress_actor),
+            },
+            num_cpus=config.resources.decode_num_cpus,
+        )
     ds = ds.map(
         decode_row,
         fn_kwargs={
@@ -401,6 +420,10 @@ def run_batch_fuse(
             summary["scratch"] = output
         else:
             save_summary(summary, output)
+            if config.output.write_stac:  # the job's STAC Collection, linking every raster item at the output
+                from pipeline.io.stac import write_collection
+
+                write_collection(output)
         return summary
     finally:
         ray.kill(counter)

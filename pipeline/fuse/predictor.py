@@ -53,6 +53,7 @@ from pipeline.fuse.predictor_rows import (
     to_columns,
     to_rows,
 )
+from pipeline.fuse.scene_tiles import fuse_tile_row, is_tile_row
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ class PredictorConfig(FrozenConfig):
         "maugif",
         description="Fusion method (maugif_core.methods registry): maugif, a classical baseline or a "
         "maugif.methods plugin.",
+    )
+    read: dict[str, Any] = Field(
+        default_factory=dict, description="ReadConfig fields, for scene tile rows read by the actor."
+    )
+    storage: dict[str, Any] = Field(
+        default_factory=dict, description="StorageConfig fields, for scene tile rows read by the actor."
     )
     job: str = Field("maugif", description="Job tag of the exported metrics.")
     progress_actor: str | None = Field(
@@ -233,6 +240,15 @@ class FusionPredictor:
                 out[i] = passthrough(row)
                 continue
             task = row.get(S.TASK) or ""
+            if is_tile_row(row):  # one tile of a scene fused window by window (pipeline.scene_tiles)
+                try:
+                    fused, seconds = fuse_tile_row(self, row)
+                    out[i] = {
+                        k: v for k, v in fused_row(row, chw_to_hwc(fused), None, seconds).items() if k != S.SCENE_STATE
+                    }
+                except Exception as e:
+                    out[i] = failed_row(row, e)
+                continue
             try:
                 image_a, image_b = S.decode_array(row.get(S.IMAGE_A)), S.decode_array(row.get(S.IMAGE_B))
                 if image_a is None or image_b is None:
@@ -347,11 +363,16 @@ class FusionPredictor:
         cfg = self.config
         if task in maugif_core.MULTIPLICATIVE_TASKS:
             from pipeline.fuse.progress import report_scene
+            from pipeline.fuse.scene_state import registration_for
 
             model = maugif_core.build_model(task, **cfg.multiplicative_overrides).to(self.device)
             report_scene(cfg.progress_actor, str(pair_id), "start")
             try:
-                model.fit(prepared.unit_a, prepared.unit_b)  # invalid pixels are 0 there
+                model.fit(
+                    prepared.unit_a,  # invalid pixels are 0 there
+                    prepared.unit_b,
+                    registration=registration_for(meta_a, meta_b),  # from the georeferencing, when both have one
+                )
             finally:
                 report_scene(cfg.progress_actor, str(pair_id), "end")
             fuse_fn = self._multiplicative_tile_fn(model)

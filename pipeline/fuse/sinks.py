@@ -157,6 +157,9 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
             result.update(window={k: int(window[k]) for k in ("row_off", "col_off", "height", "width")}, ok=True)
             if result["row"] == 0 and result["col"] == 0:
                 result.update(meta=meta.__dict__, dtype=dtype, band_count=block.shape[0])
+                scene = json.loads(row[META_A]).get("scene") if row.get(META_A) else None
+                if scene:  # what the scene's fit estimated (sensor registration, MTF gain): STAC properties
+                    result["properties"] = {f"maugif:{k}": v for k, v in scene.items()}
             result["seconds"] = upstream + time.perf_counter() - start
             return result
         if choose_format(meta, config) == "png":
@@ -226,6 +229,7 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
                     **head["meta"],
                     "descriptions": _tuple(head["meta"]["descriptions"]),
                     "transform": _tuple(head["meta"]["transform"]),
+                    "sources": _tuple(head["meta"].get("sources")),
                 }
             )
             covered = sum(t["window"]["height"] * t["window"]["width"] for t in parts)
@@ -260,6 +264,7 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
                 band_count=head["band_count"],
                 config=config,
                 fs=fs,
+                properties=head.get("properties"),
             )
         except Exception as e:
             records.append(

@@ -64,6 +64,7 @@ class RasterMeta:
         transform: affine ``(a, b, c, d, e, f)`` (rasterio order), or None.
         descriptions: one description per band (None entries allowed), or None.
         datetime: ISO-8601 acquisition time if the source had one.
+        sources: URIs of the source rasters (STAC ``derived_from`` links).
     """
 
     dtype: str
@@ -75,6 +76,7 @@ class RasterMeta:
     transform: tuple[float, ...] | None = None
     descriptions: tuple[str | None, ...] | None = None
     datetime: str | None = None
+    sources: tuple[str, ...] | None = None
 
     @classmethod
     def from_json(cls, meta: str | dict[str, Any]) -> RasterMeta:
@@ -94,6 +96,7 @@ class RasterMeta:
             transform=tuple(float(v) for v in transform[:6]) if transform else None,
             descriptions=tuple(descriptions) if descriptions else None,
             datetime=data.get("datetime"),
+            sources=tuple(data["sources"]) if data.get("sources") else ((data["uri"],) if data.get("uri") else None),
         )
 
     @property
@@ -264,14 +267,28 @@ def _format_number(value: float) -> str:
     return repr(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def build_vrt_xml(meta: RasterMeta, dtype: str, tiles: list[TileRef], band_count: int) -> str:
+def build_vrt_xml(
+    meta: RasterMeta,
+    dtype: str,
+    tiles: list[TileRef],
+    band_count: int,
+    *,
+    overviews: list[int] | tuple[int, ...] = (),
+    relative: bool = True,
+    overview_resampling: str = "average",
+) -> str:
     """A VRT mosaic of non-overlapping tiles.
 
     Args:
         meta: the output grid and band metadata (height, width, crs, transform, nodata, descriptions).
         dtype: output dtype name.
-        tiles: the tiles, with ``href`` relative to the VRT file; listed in the order given.
+        tiles: the tiles, with ``href`` relative to the VRT file (or absolute GDAL paths when ``relative`` is
+            False); listed in the order given.
         band_count: number of bands of every tile.
+        overviews: implicit overview factors (GDAL ``OverviewList``): a reader asking for a coarse level gets it
+            from the tiles' internal overviews instead of every full-resolution pixel.
+        relative: hrefs are relative to the VRT.
+        overview_resampling: resampling of the implicit overviews.
 
     Returns:
         The VRT XML document (deterministic for equal inputs).
@@ -293,7 +310,7 @@ def build_vrt_xml(meta: RasterMeta, dtype: str, tiles: list[TileRef], band_count
         for tile in tiles:
             lines += [
                 "    <SimpleSource>",
-                f'      <SourceFilename relativeToVRT="1">{escape(tile.href)}</SourceFilename>',
+                f'      <SourceFilename relativeToVRT="{int(relative)}">{escape(tile.href)}</SourceFilename>',
                 f"      <SourceBand>{band}</SourceBand>",
                 f"      <SourceProperties RasterXSize={quoteattr(str(tile.width))} "
                 f'RasterYSize="{tile.height}" DataType="{gdal_type}"/>',
@@ -303,5 +320,8 @@ def build_vrt_xml(meta: RasterMeta, dtype: str, tiles: list[TileRef], band_count
                 "    </SimpleSource>",
             ]
         lines.append("  </VRTRasterBand>")
+    if overviews:
+        factors = " ".join(str(int(f)) for f in overviews)
+        lines.append(f'  <OverviewList resampling="{escape(overview_resampling)}">{factors}</OverviewList>')
     lines.append("</VRTDataset>")
     return "\n".join(lines) + "\n"

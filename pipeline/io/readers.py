@@ -218,6 +218,7 @@ def _raster_meta(uri: str, dataset: Any, fmt: str, size: int | None) -> dict[str
         "mode": None,
         "bytes": size,
         "uri": uri,
+        "datetime": dataset.tags().get("TIFFTAG_DATETIME"),  # acquisition time for STAC (pipeline.io.stac parses it)
     }
 
 

@@ -39,6 +39,7 @@ from pipeline.io.cog import RasterMeta, TileRef, build_vrt_xml, cast_to_dtype, e
 from pipeline.io.fsutil import atomic_write_bytes, filesystem_for, join_key, strip_protocol
 from pipeline.io.marks import add_png_mark, add_vrt_mark, make_mark
 from pipeline.io.radiometry import output_nodata
+from pipeline.io.scene_cog import overview_factors, write_scene_cog
 from pipeline.io.stac import build_stac_item, dumps_item
 from pipeline.io.tiling import plan_tiles
 from pipeline.schema import EXTRAS_DIR, MANIFEST_DIR, SUMMARY_FILE
@@ -121,6 +122,7 @@ def output_meta(meta_a: RasterMeta, meta_b: RasterMeta | None, task: str | None)
         transform=grid.transform,
         descriptions=meta_a.descriptions,
         datetime=meta_a.datetime or grid.datetime,
+        sources=tuple(dict.fromkeys([*(meta_a.sources or ()), *((meta_b.sources or ()) if meta_b else ())])) or None,
     )
 
 
@@ -238,12 +240,14 @@ def write_vrt(
     band_count: int | None = None,
     fs: fsspec.AbstractFileSystem | None = None,
     mark: str | None = None,
+    overviews: list[int] | tuple[int, ...] = (),
 ) -> int:
     """Write the VRT mosaic of ``tiles`` (hrefs relative to ``uri``) atomically; return the bytes written.
 
     ``mark``: this tool's mark (:func:`pipeline.io.marks.make_mark`), stored in the dataset metadata.
+    ``overviews``: implicit overview factors, served from the tiles' internal overviews.
     """
-    xml = build_vrt_xml(meta, dtype or meta.dtype, tiles, band_count or meta.count)
+    xml = build_vrt_xml(meta, dtype or meta.dtype, tiles, band_count or meta.count, overviews=overviews)
     if mark:
         xml = add_vrt_mark(xml, mark)
     return atomic_write_bytes(uri, xml.encode("utf-8"), fs)
@@ -264,11 +268,14 @@ def commit_raster(
     band_count: int,
     config: OutputConfig,
     fs: fsspec.AbstractFileSystem,
+    properties: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
-    """Write a raster's STAC item and then its VRT (the commit point), given its written tiles.
+    """Write a raster's scene COG (``layout="scene"``), STAC item and then its VRT (the commit point), given its
+    written tiles.
 
     Args:
         tiles: ``(row, col, ref)`` per tile with ``ref.href`` relative to the *tile folder* (``"0_1.tif"``).
+        properties: extra STAC item properties (what a per-scene fit estimated).
 
     Returns:
         ``(output_uri, bytes_written)``; the output URI is the VRT (or the tile folder when VRTs are off).
@@ -276,6 +283,19 @@ def commit_raster(
     written = 0
     tiles = sorted(tiles, key=lambda t: (t[0], t[1]))
     folder = join_key(output, _check_pair_id(pair_id))
+    scene_uri = None
+    if config.layout == "scene":  # before the VRT (the commit point), so a committed raster has its scene COG
+        scene_uri, size = write_scene_cog(
+            output,
+            pair_id,
+            meta,
+            [ref for _, _, ref in tiles],
+            dtype=dtype,
+            band_count=band_count,
+            config=config,
+            fs=fs,
+        )
+        written += size
     if config.write_stac:
         vrt_href = f"../{pair_id}.vrt" if config.write_vrt else None
         item = build_stac_item(
@@ -286,14 +306,19 @@ def commit_raster(
             tiles=tiles,
             vrt_href=vrt_href,
             datetime=config.stac_datetime,
+            scene_href=f"../{pair_id}.tif" if scene_uri else None,
+            properties=properties,
         )
         written += write_stac_item(stac_uri(output, pair_id), item, fs=fs)
     if not config.write_vrt:
-        return folder, written
+        return scene_uri or folder, written
     refs = [TileRef(f"{pair_id}/{ref.href}", ref.row_off, ref.col_off, ref.height, ref.width) for _, _, ref in tiles]
     uri = vrt_uri(output, pair_id)
-    written += write_vrt(uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs, mark=make_mark(pair_id))
-    return uri, written
+    factors = overview_factors(meta.height, meta.width, config.cog_blocksize)
+    written += write_vrt(
+        uri, meta, refs, dtype=dtype, band_count=band_count, fs=fs, mark=make_mark(pair_id), overviews=factors
+    )
+    return scene_uri or uri, written
 
 
 def _remove_partial(fs: fsspec.AbstractFileSystem, output: str, pair_id: str, uris: list[str]) -> None:

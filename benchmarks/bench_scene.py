@@ -1,0 +1,199 @@
+"""Scenes of any size: peak memory of the whole job and tiles/s, tile rows vs the whole-image path (issue 14).
+
+Builds synthetic additive (visible / infrared) GeoTIFF scenes of side S by mirroring and tiling a real crop —
+rasterio's ``RGB.byte.tif`` test raster (Landsat 7, CC0) from ``/work/shared/datasets/GeoTIFF_rasterio_testdata``;
+A is its three bands, B ``255 - blue`` — written strip by strip (DEFLATE, 512² blocks, internal overviews), then
+runs ``jobs/batch_fuse.py`` on each as a subprocess that starts its own local Ray. While it runs, the proportional
+set size (PSS: shared object-store pages counted once) of every process of the job's tree — the driver, GCS,
+raylet, Ray workers and the object store they map — is summed every 0.25 s; the peak of that sum is reported,
+with the sum of RSS beside it (which counts shared pages several times).
+
+Usage (quiet machine):
+    /work/heavy2 env PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_scene.py --sides 6000 12000 \
+        --modes windowed whole --work /tmp/bench_scene
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO.parent / "shared" / "datasets" / "GeoTIFF_rasterio_testdata" / "RGB.byte.tif"
+if not SOURCE.exists():
+    SOURCE = Path("/work/shared/datasets/GeoTIFF_rasterio_testdata/RGB.byte.tif")
+
+
+def make_scene(folder: Path, side: int) -> tuple[Path, Path]:
+    """Write ``vis_<side>.tif`` (3 bands) and ``ir_<side>.tif`` (1 band), ``side`` x ``side``, strip by strip."""
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path_a, path_b = folder / f"vis_{side}.tif", folder / f"ir_{side}.tif"
+    if path_a.exists() and path_b.exists():
+        return path_a, path_b
+    with rasterio.open(SOURCE) as src:
+        crop = np.moveaxis(src.read(window=Window(100, 100, 512, 512)), 0, -1)  # valid pixels, no nodata collar
+        crs, transform = src.crs, src.transform
+    base = np.concatenate([crop, crop[::-1]], axis=0)
+    base = np.concatenate([base, base[:, ::-1]], axis=1)  # mirrored 1024x1024 period: seamless
+    period = base.shape[0]
+    t = Affine(transform.a, 0, transform.c, 0, transform.e, transform.f)
+    profile = {
+        "driver": "GTiff",
+        "height": side,
+        "width": side,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": t,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "DEFLATE",
+        "BIGTIFF": "IF_SAFER",
+    }
+    cols = np.arange(side) % period
+    with (
+        rasterio.open(path_a, "w", count=3, **profile) as dst_a,
+        rasterio.open(path_b, "w", count=1, **profile) as dst_b,
+    ):
+        for row in range(0, side, 1024):
+            rows = np.arange(row, min(row + 1024, side)) % period
+            strip = base[rows][:, cols]
+            window = Window(0, row, side, len(rows))
+            dst_a.write(np.moveaxis(strip, -1, 0), window=window)
+            dst_b.write((255 - strip[:, :, 2])[None], window=window)
+    factors = [f for f in (2, 4, 8, 16, 32, 64) if side // f >= 256]
+    for path in (path_a, path_b):
+        with rasterio.open(path, "r+") as dst:
+            dst.build_overviews(factors, Resampling.average)
+    return path_a, path_b
+
+
+def _tree(root: int) -> list:
+    import psutil
+
+    try:
+        proc = psutil.Process(root)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+class Sampler(threading.Thread):
+    """Peak of the summed PSS (and RSS) over a process tree, sampled every ``interval`` seconds."""
+
+    def __init__(self, root: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak_pss = self.peak_rss = 0
+        self.peak_procs = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.stop.is_set():
+            pss = rss = 0
+            procs = _tree(self.root)
+            for proc in procs:
+                try:
+                    info = proc.memory_full_info()
+                    pss += info.pss
+                    rss += info.rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            if pss > self.peak_pss:
+                self.peak_pss, self.peak_procs = pss, len(procs)
+            self.peak_rss = max(self.peak_rss, rss)
+            self.stop.wait(self.interval)
+
+
+def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int) -> dict:
+    sets = [
+        f"tiling.tile_size={tile}",
+        f"output.cog_tile_size={tile}",
+        f"fusion.num_actors={actors}",
+        "fusion.torch_threads=1",
+        "failures.max_fraction=0",
+        "resume=false",
+    ]
+    if mode == "whole":
+        sets += ["tiling.window_min_pixels=null", "read.max_pixels=1000000000", "read.max_object_bytes=8000000000"]
+    else:
+        sets += ["tiling.window_min_pixels=1048576"]
+    cmd = [sys.executable, str(REPO / "jobs" / "batch_fuse.py"), "--input", str(manifest), "--output", str(out)]
+    cmd += ["--task", "vif", "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    output, _ = proc.communicate()
+    wall = time.perf_counter() - started
+    sampler.stop.set()
+    sampler.join()
+    summary = json.loads((out / "_summary.json").read_text()) if (out / "_summary.json").exists() else {}
+    tile_files = list((out / "scene").glob("*_*.tif"))
+    tiles = len(tile_files)
+    elapsed = float(summary.get("elapsed_s") or summary.get("run", {}).get("elapsed_s") or wall)
+    return {
+        "mode": mode,
+        "exit": proc.returncode,
+        "wall_s": round(wall, 1),
+        "job_s": round(elapsed, 1),
+        "tiles": tiles,
+        "tiles_per_s": round(tiles / elapsed, 3) if elapsed and tiles else 0.0,
+        "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
+        "peak_rss_gib": round(sampler.peak_rss / 2**30, 3),
+        "procs_at_peak": sampler.peak_procs,
+        "tail": output[-600:] if proc.returncode else "",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sides", type=int, nargs="+", default=[6000, 12000, 24000])
+    parser.add_argument("--modes", nargs="+", default=["windowed", "whole"], choices=["windowed", "whole"])
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scene"))
+    parser.add_argument("--keep-outputs", action="store_true")
+    args = parser.parse_args()
+    for side in args.sides:
+        t0 = time.perf_counter()
+        path_a, path_b = make_scene(args.work / "scenes", side)
+        made = time.perf_counter() - t0
+        manifest = args.work / f"pairs_{side}.csv"
+        with open(manifest, "w", newline="") as f:
+            csv.writer(f).writerows([["pair_id", "uri_a", "uri_b", "task"], ["scene", path_a, path_b, "vif"]])
+        for mode in args.modes:
+            out = args.work / f"out_{side}_{mode}"
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            load = os.getloadavg()[0]
+            result = run_job(manifest, out, mode, args.tile, args.actors)
+            result.update(side=side, megapixels=round(side * side / 1e6, 1), scene_build_s=round(made, 1))
+            result["load_avg_1m_before"] = round(load, 2)
+            print(json.dumps(result), flush=True)
+            if not args.keep_outputs:
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
