@@ -305,41 +305,30 @@ def test_mean_table_and_markdown_mark_the_best_in_the_right_direction():
 # ------------------------------------------------------------------------------------------------ results page
 
 
-def _make_results():
-    """scripts/make_results.py as a module (registered in sys.modules: its dataclasses need that)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if "make_results" not in sys.modules:
-        path = Path(__file__).resolve().parents[3] / "scripts" / "make_results.py"
-        spec = importlib.util.spec_from_file_location("make_results", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["make_results"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["make_results"]
-
-
 def test_results_targets_count_ties_as_missed_and_print_the_margins():
-    mr = _make_results()
-    ours = dict(zip(mr.TARGET_METRICS, [7.0, 40.0, 12.0, 2.0, 1.6, 0.6, 0.45, 1.0], strict=True))
+    from pipeline.evaluate.results import targets
+    from pipeline.evaluate.results.compare import TARGET_METRICS
+
+    ours = dict(zip(TARGET_METRICS, [7.0, 40.0, 12.0, 2.0, 1.6, 0.6, 0.45, 1.0], strict=True))
     baseline = {**ours, "en": 7.1, "sd": 41.0}  # ahead on en and sd, tied elsewhere: nothing beaten
-    ok, text = mr._baseline_verdict({"maugif": ours, "average": baseline}, ("average",), "maugif")
+    ok, text = targets.baseline_verdict({"maugif": ours, "average": baseline}, ("average",), "maugif")
     assert not ok and text == "average: 0/8 (behind on en, sd, sf, mi, scd, vif, qabf, ssim)"
     lower = {m: v * 0.9 for m, v in baseline.items()}
     lower["sf"] = 12.0
-    ok, text = mr._baseline_verdict({"maugif": ours, "average": lower}, ("average",), "maugif")
+    ok, text = targets.baseline_verdict({"maugif": ours, "average": lower}, ("average",), "maugif")
     assert ok and text == "average: 7/8 (behind on sf)"
     defusion = (6.95, 38.41, 8.21, 1.78, 1.64, 0.60, 0.41, 0.96)  # METRICS.md, TNO
-    ok, text = mr._defusion_verdict(ours, defusion)
+    ok, text = targets.defusion_verdict(ours, defusion)
     assert ok and text.startswith("7/8 at or above DeFusion; short on scd 1.600 vs 1.640 (-0.04, -2.4 %)")
 
 
 def test_results_bn_choice_counts_set_metric_cells(tmp_path, monkeypatch):
-    mr = _make_results()
+    from pipeline.evaluate.results import rules as mr
+    from pipeline.evaluate.results.compare import TARGET_METRICS
+
     monkeypatch.setattr(mr, "ADDITIVE_SETS", {k: mr.ADDITIVE_SETS[k] for k in ("tno", "lytro")})
     for key, running_better in (("tno", 9), ("lytro", 2)):
-        metrics = [*mr.TARGET_METRICS, "ag", "psnr"]
+        metrics = [*TARGET_METRICS, "ag", "psnr"]
         rows = [(f"p{i}", "maugif", m, 1.0) for i in range(2) for m in metrics]
         rows += [(f"p{i}", "maugif:running", m, 2.0 if j < running_better else 0.5)
                  for i in range(2) for j, m in enumerate(metrics)]  # fmt: skip
@@ -354,10 +343,12 @@ def test_results_bn_choice_counts_set_metric_cells(tmp_path, monkeypatch):
 def test_results_envelope_choice_reads_the_envelope_runs_beside_the_main_ones(tmp_path, monkeypatch):
     """The envelope variant may sit in its own run (``eval_envelope/<set>``, added to an older output): the
     decision reads both runs together, per task, and a tie keeps SPEC's rule."""
-    mr = _make_results()
+    from pipeline.evaluate.results import rules as mr
+    from pipeline.evaluate.results.compare import TARGET_METRICS
+
     monkeypatch.setattr(mr, "ADDITIVE_SETS", {k: mr.ADDITIVE_SETS[k] for k in ("tno", "lytro")})
     monkeypatch.setattr(mr, "GENERAL_SETS", ())
-    metrics = [*mr.TARGET_METRICS, "ag", "psnr"]
+    metrics = [*TARGET_METRICS, "ag", "psnr"]
     for key, envelope_better in (("tno", 7), ("lytro", 5)):
         main = [(f"p{i}", "maugif:running+no_envelope", m, 1.0) for i in range(2) for m in metrics]
         extra = [(f"p{i}", "maugif:running+envelope", m, 2.0 if j < envelope_better else 0.5)
@@ -373,19 +364,21 @@ def test_results_envelope_choice_reads_the_envelope_runs_beside_the_main_ones(tm
 
 
 def test_results_model_evaluation_adds_only_the_missing_variant_to_an_older_output(tmp_path, monkeypatch):
-    mr = _make_results()
+    from pipeline.evaluate.results import experiments as mr
+    from pipeline.evaluate.results.methods import ENVELOPED, MODEL_METHODS
+
     calls: list[list[str]] = []
-    monkeypatch.setattr(mr, "_run_evaluate", lambda argv, force=False: calls.append(argv) or True)
+    monkeypatch.setattr(mr, "run_evaluate", lambda argv, force=False: calls.append(argv) or True)
     fresh, old = tmp_path / "eval" / "fresh", tmp_path / "eval" / "old"
     old.mkdir(parents=True)
     (old / "summary.json").write_text(json.dumps({"methods": ["maugif", "maugif:running", "dwt"]}))
-    mr._run_model_evaluation(["--task", "vif"], fresh, ["dwt"], force=False)
-    mr._run_model_evaluation(["--task", "vif"], old, ["dwt"], force=False)
+    mr.run_model_evaluation(["--task", "vif"], fresh, ["dwt"], force=False)
+    mr.run_model_evaluation(["--task", "vif"], old, ["dwt"], force=False)
 
     def flag(argv: list[str], name: str) -> str:
         return argv[argv.index(name) + 1]
 
     assert flag(calls[0], "--output") == str(fresh)
-    assert flag(calls[0], "--methods").split(",") == [*mr.MODEL_METHODS, mr.ENVELOPED, "dwt"]
+    assert flag(calls[0], "--methods").split(",") == [*MODEL_METHODS, ENVELOPED, "dwt"]
     assert flag(calls[1], "--output") == str(tmp_path / "eval_envelope" / "old")
-    assert flag(calls[1], "--methods") == mr.ENVELOPED
+    assert flag(calls[1], "--methods") == ENVELOPED
