@@ -4,6 +4,7 @@ ablation families, and from them the model judged on each set and bundled for ea
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.evaluate.results.compare import DECISION_METRICS, TARGET_METRICS, cell_counts
@@ -18,6 +19,8 @@ from pipeline.evaluate.results.testsets import (
     ablation_prefix,
     heldout_set,
 )
+
+ENVELOPE_TASKS = ("vif", "medical", "mff", "mef", "general")
 
 
 def pooled_cells(work: Path, folder: str, keys: list[str], key_a: str, key_b: str) -> tuple[int, int]:
@@ -39,14 +42,50 @@ def pooled_cells(work: Path, folder: str, keys: list[str], key_a: str, key_b: st
     return won_a, won_b
 
 
+def choose_bn_mode(per_cells: int, run_cells: int) -> str:
+    """The BatchNorm method key the cell counts favour: :data:`PER_IMAGE` where per-image statistics win at least as
+    many set-metric cells as running statistics (a tie keeps the reference's per-image statistics), else
+    :data:`RUNNING`."""
+    return PER_IMAGE if per_cells >= run_cells else RUNNING
+
+
+def config_bn_mode(method_key: str) -> str:
+    """``AdditiveConfig.bn_mode`` of a BatchNorm method key: ``running`` for :data:`RUNNING`, else ``per_image``."""
+    return "running" if method_key == RUNNING else "per_image"
+
+
+def choose_envelope(on_cells: int, off_cells: int) -> bool:
+    """Whether the envelope is on: where it wins strictly more cells than running without it; a tie keeps SPEC
+    §1.1's rule (off)."""
+    return on_cells > off_cells
+
+
+def judged_keys(bn_key: str, envelope: dict[str, tuple[bool, int, int]]) -> dict[str, str]:
+    """Per additive task (:data:`ENVELOPE_TASKS`): the method key it is judged and bundled with, the BatchNorm key
+    ``bn_key``, or :data:`ENVELOPED` where ``envelope`` (:func:`envelope_choice`) turns the envelope on."""
+    return {task: ENVELOPED if envelope.get(task, (False,))[0] else bn_key for task in ENVELOPE_TASKS}
+
+
+def choose_promotions(candidates: Iterable[tuple[str, str, int, int]]) -> dict[str, tuple[str, int, int]]:
+    """The promoted ablation family per task: ``task -> (prefix, cells won, cells lost)``.
+
+    ``candidates``: ``(task, prefix, won, lost)`` of the families that cover every fold of their task with every
+    fold evaluated, in :data:`ABLATIONS` order. A family qualifies when it is ahead on more cells than behind; of
+    several qualifying families of one task the one with the largest lead (won - lost) is promoted, the first one
+    on a tie."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for task, prefix, won, lost in candidates:
+        best = out.get(task)
+        if won > lost and (best is None or won - lost > best[1] - best[2]):
+            out[task] = (prefix, won, lost)  # several qualify: the one furthest ahead of the presets
+    return out
+
+
 def bn_choice(work: Path) -> tuple[str, int, int]:
     """The BatchNorm mode the measurements favour: ``(method key, cells won by per-image, cells won by
     running)`` over every additive set's means of TARGET_METRICS + ag + psnr (:func:`pooled_cells`)."""
     per_wins, run_wins = pooled_cells(work, "eval", list(ADDITIVE_SETS), PER_IMAGE, RUNNING)
-    return (PER_IMAGE if per_wins >= run_wins else RUNNING), per_wins, run_wins
-
-
-ENVELOPE_TASKS = ("vif", "medical", "mff", "mef", "general")
+    return choose_bn_mode(per_wins, run_wins), per_wins, run_wins
 
 
 def envelope_choice(work: Path) -> dict[str, tuple[bool, int, int]]:
@@ -61,7 +100,7 @@ def envelope_choice(work: Path) -> dict[str, tuple[bool, int, int]]:
         else:
             folder, keys = "eval", [k for k, s in ADDITIVE_SETS.items() if s.task == task]
         on, off = pooled_cells(work, folder, keys, ENVELOPED, RUNNING)
-        out[task] = (on > off, on, off)
+        out[task] = (choose_envelope(on, off), on, off)
     return out
 
 
@@ -72,8 +111,7 @@ def ours_keys(work: Path) -> tuple[dict[str, str], int, int, dict[str, tuple[boo
     cell counts and the envelope choice."""
     bn, per_cells, run_cells = bn_choice(work)
     envelope = envelope_choice(work) if bn == RUNNING else {}
-    keys = {task: ENVELOPED if envelope.get(task, (False,))[0] else bn for task in ENVELOPE_TASKS}
-    return keys, per_cells, run_cells, envelope
+    return judged_keys(bn, envelope), per_cells, run_cells, envelope
 
 
 @functools.cache  # read-only over finished evaluations (bundle, report): computed once per run
@@ -89,7 +127,7 @@ def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
     families: dict[str, list[str]] = {}
     for name in ABLATIONS:
         families.setdefault(ablation_prefix(name), []).append(name)
-    out: dict[str, tuple[str, int, int]] = {}
+    candidates = []
     for prefix, names in families.items():
         task = ADDITIVE_SETS[heldout_set(ABLATIONS[names[0]][0])].task
         folds = {k for k, s in ADDITIVE_SETS.items() if s.task == task}
@@ -106,10 +144,8 @@ def promotions(work: Path) -> dict[str, tuple[str, int, int]]:
             )
             won, lost = won + ahead, lost + behind
         else:
-            best = out.get(task)
-            if won > lost and (best is None or won - lost > best[1] - best[2]):
-                out[task] = (prefix, won, lost)  # several qualify: the one furthest ahead of the presets
-    return out
+            candidates.append((task, prefix, won, lost))
+    return choose_promotions(candidates)
 
 
 def head_to_head(work: Path, prefix: str, other: str, task: str) -> list[tuple[str, int, int]]:
@@ -157,4 +193,4 @@ def set_rows(work: Path, key: str):
 
 def bundle_mode(work: Path) -> str:
     """The BatchNorm inference mode the bundled checkpoints store: the one the evaluations favour."""
-    return "running" if bn_choice(work)[0] == "maugif:running" else "per_image"
+    return config_bn_mode(bn_choice(work)[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.evaluate.results.compare import DECISION_METRICS, metrics_ahead
 from pipeline.evaluate.results.paths import PRETRAINED
+from pipeline.evaluate.results.rules import choose_bn_mode, config_bn_mode
 from pipeline.evaluate.results.tables import fmt
 from pipeline.evaluate.results.testsets import BUNDLE
 
@@ -29,7 +30,7 @@ def bn_section(bn_rows: list, lines: list[str], per_cells: int, run_cells: int) 
             f"{fmt(per.get('ssim'))} / {fmt(run.get('ssim'))} |"
         )
     lines.append("")
-    choice = "per_image" if per_cells >= run_cells else "running"
+    choice = config_bn_mode(choose_bn_mode(per_cells, run_cells))
     lines.append(
         f"Over all sets, counted on the preset held-out models: per-image statistics better on {per_cells} "
         f"set-metric cells, running statistics on {run_cells}. **Decision from these numbers: "
