@@ -24,9 +24,35 @@ def _same_checkpoint(path: Path, model) -> bool:
     return set(stored) == set(state) and all(torch.equal(stored[k], state[k]) for k in state)
 
 
+# The source-decision fields (maugif_core.decision) a bundled checkpoint takes from its task's preset: the rule and
+# its parameters were chosen after training, by measurement (scripts/tune_decision.py, docs/RESULTS_MULTIFOCUS.md),
+# and leave the weights unchanged; a trained checkpoint stores the rule it was trained with.
+DECISION_FIELDS = (
+    "decision",
+    "detail_weight",
+    "activity_radius",
+    "region_radius",
+    "vote_radius",
+    "guide_radius",
+    "guide_eps",
+    "uncertain_band",
+    "inject_gain",
+)
+
+
+def bundled_options(task: str, bn_mode: str, envelope_on: bool) -> dict[str, object]:
+    """The config fields set on a bundled checkpoint: the BatchNorm mode and envelope the evaluations favour, and
+    the source decision of ``maugif_core.preset(task)`` (:data:`DECISION_FIELDS`)."""
+    import maugif_core
+
+    decision = maugif_core.preset(task).model_dump(include=set(DECISION_FIELDS))
+    return {"bn_mode": bn_mode, "envelope": "max" if envelope_on else "none", **decision}
+
+
 def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
     """Copy each task's designated checkpoint (:data:`BUNDLE`) into ``maugif_core/pretrained/<task>.safetensors``
-    with the BatchNorm mode the evaluations favour, and write its model card ``<task>.md``."""
+    with the BatchNorm mode and envelope the evaluations favour and its preset's source decision
+    (:func:`bundled_options`), and write its model card ``<task>.md``."""
     import maugif_core
 
     mode = bundle_mode(work)
@@ -40,8 +66,7 @@ def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
             print(f"{task}: {source} not trained yet, not bundled")
             continue
         trained = maugif_core.load_checkpoint(source, expect_task=task)
-        rule = "max" if envelope.get(task, (False,))[0] else "none"
-        update = {"bn_mode": mode, "envelope": rule}
+        update = bundled_options(task, mode, envelope.get(task, (False,))[0])
         bundled = maugif_core.build_model_from_config(trained.config.model_copy(update=update))
         bundled.load_state_dict(trained.state_dict())
         target = out_dir / f"{task}.safetensors"
@@ -49,4 +74,7 @@ def cmd_bundle(work: Path, ckpts: Path, out_dir: Path = PRETRAINED) -> None:
             maugif_core.save_checkpoint(bundled, target)
         card = write_model_card(task, model_key, target, work, ckpts, keys[task])
         (out_dir / f"{task}.md").write_text(card)
-        print(f"{task}: {target} ({target.stat().st_size:,} bytes) from {model_key}, bn_mode={mode}, envelope={rule}")
+        print(
+            f"{task}: {target} ({target.stat().st_size:,} bytes) from {model_key}, bn_mode={mode}, "
+            f"envelope={update['envelope']}, decision={update['decision']}"
+        )

@@ -98,6 +98,35 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# What each source decision does, for the card (maugif_core.decision).
+DECISION_TEXT = {
+    "focus": "a per-pixel focus decision from both detail maps and the sources' Laplacian energy",
+    "exposure": "a per-pixel well-exposedness decision from both detail maps and the sources' exposure-weighted "
+    "local contrast",
+}
+
+
+def decision_lines(task: str, config, trained_decision: str) -> list[str]:
+    """The card's *Source decision* bullet where the bundled config composes from the sources (none otherwise):
+    the rule, where its numbers are (docs/RESULTS_MULTIFOCUS.md) and the tiling halo it adds."""
+    from maugif_core.additive import DECODER_RADIUS
+    from maugif_core.decision import decision_radius
+
+    if config.decision == "none":
+        return []
+    what = DECISION_TEXT.get(config.decision, "a per-pixel source decision")
+    return [
+        f'- **Source decision** (same weights): the stored config sets `decision="{config.decision}"` with the '
+        f"`{task}` preset's parameters, chosen by measurement after training (`scripts/tune_decision.py`; "
+        f"`maugif_core.decision`: {what}, refined and composed from the sources, the learned injection at "
+        f"gain {config.inject_gain:g}, the learned fusion kept where the decision is uncertain). The evaluation "
+        f"table below is of the trained checkpoint's rule (`decision=\"{trained_decision}\"`); the decision's "
+        "numbers are in "
+        "[docs/RESULTS_MULTIFOCUS.md](../../docs/RESULTS_MULTIFOCUS.md) (`scripts/multifocus_results.py`). "
+        f"Receptive-field radius (tiling halo): {DECODER_RADIUS} + {decision_radius(config)} pixels."
+    ]
+
+
 def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts: Path, mode_key: str) -> str:
     """The Markdown model card of one bundled checkpoint (``mode_key``: the evaluation method key that matches
     its stored config); every number from the records and evaluations."""
@@ -105,6 +134,11 @@ def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts:
 
     record = json.loads((ckpts / model_key / "train_record.json").read_text())
     config = maugif_core.read_checkpoint_config(target)
+    trained = maugif_core.read_checkpoint_config(ckpts / model_key / "final" / "model.safetensors")
+    decision = ""
+    if config.decision != "none":
+        gain = f" (inject gain {config.inject_gain:g})" if config.inject_gain else ""
+        decision = f", decision `{config.decision}`{gain}"
     evaluation, missed = _card_evaluation(work, model_key, mode_key)
     held = heldout_set(model_key)
     train_pairs = ", ".join(
@@ -134,7 +168,9 @@ def write_model_card(task: str, model_key: str, target: Path, work: Path, ckpts:
         f"- **Model**: additive MAUGIF (SPEC §1.1), reference widths (encoders {config.encoder_channels} channels, "
         f"decoders {config.decoder_width} / {config.decoder_width2}); threshold t = {config.threshold}, "
         f"λ_Y = {config.lambda_y}, chroma `{config.chroma}`, direction `{config.direction}`, "
-        f"bn_mode `{config.bn_mode}`, envelope `{config.envelope}`. Stored config: `{config.model_dump_json()}`.",
+        f"bn_mode `{config.bn_mode}`, envelope `{config.envelope}`{decision}. Stored config: "
+        f"`{config.model_dump_json()}`.",
+        *decision_lines(task, config, trained.decision),
         f"- **Training data**: {train_pairs}, from `../shared/datasets` (read in place); {held_text}. Sets never "
         f"used in this model's training: {', '.join(untouched)}.",
         f"- **Schedule**: {record['epochs_stage1']} + {record['epochs_stage2']} epochs "
