@@ -43,6 +43,11 @@ def test_baseline_target_needs_every_evaluated_baseline_and_ours():
     assert not targets.baseline_verdict({"maugif": nan_ours, "average": five}, ("average",), "maugif")[0]
     ok, text = targets.baseline_verdict({"average": five}, ("average",), "maugif")  # no MAUGIF rows
     assert not ok and text.startswith("average: 0/8")
+    # No baseline evaluated: nothing was beaten, so the target is not met (it used to read as met).
+    assert targets.baseline_verdict({"maugif": ours}, ("average", "dwt"), "maugif") == (
+        False,
+        "no classical baseline evaluated",
+    )
 
 
 def test_defusion_target_reaches_on_ties_and_lists_the_shortfalls():
