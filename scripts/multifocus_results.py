@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from scripts import make_results  # noqa: E402
-from scripts.make_results import ADDITIVE_BASELINES, ADDITIVE_SETS, TARGET_METRICS  # noqa: E402
+from pipeline.evaluate.results import testsets  # noqa: E402
+from pipeline.evaluate.results.compare import TARGET_METRICS  # noqa: E402
+from pipeline.evaluate.results.methods import ADDITIVE_BASELINES  # noqa: E402
+from pipeline.evaluate.results.testsets import ADDITIVE_SETS  # noqa: E402
 
 OUT_MD = REPO / "docs" / "RESULTS_MULTIFOCUS.md"
 OUT_IMG = REPO / "docs" / "img" / "mff_decision_crop.png"
@@ -136,21 +138,21 @@ def _crop_figure(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="Folder for manifests, checkpoints, outputs.")
-    parser.add_argument("--datasets", type=Path, default=make_results.DATASETS, help="The shared datasets folder.")
+    parser.add_argument("--datasets", type=Path, default=testsets.DATASETS, help="The shared datasets folder.")
     parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated set keys.")
     parser.add_argument("--limit", type=int, default=None, help="First N pairs per set; the docs are not written.")
     parser.add_argument("--reuse", action="store_true", help="Keep evaluation outputs that exist already.")
     args = parser.parse_args(argv)
     import maugif_core
 
-    make_results.DATASETS = args.datasets  # the set listers read it at call time (worktrees sit elsewhere)
+    testsets.DATASETS = args.datasets  # the set listers read it at call time (worktrees sit elsewhere)
     sections: list[str] = []
     timings: list[str] = []
     for key in args.sets.split(","):
         test_set = ADDITIVE_SETS[key]
         task = test_set.task
         manifest = args.work / "manifests" / f"{key}.csv"
-        make_results.write_manifest(manifest, test_set.list_pairs(), task)
+        testsets.write_manifest(manifest, test_set.list_pairs(), task)
         learned_ckpt, decision_ckpt, rule = _save_variants(task, args.work)
         common = ["--input", str(manifest), "--task", task, "--convention", test_set.convention, "--grid-pairs", "0"]
         common += ["--limit", str(args.limit)] if args.limit else []

@@ -32,8 +32,10 @@ from maugif_core import baselines  # noqa: E402
 from maugif_core.additive import compose_colour, prepare_pair  # noqa: E402
 from maugif_core.decision import decide  # noqa: E402
 from maugif_core.metrics import evaluate  # noqa: E402
-from scripts import make_results  # noqa: E402
-from scripts.make_results import ADDITIVE_BASELINES, ADDITIVE_SETS, TARGET_METRICS  # noqa: E402
+from pipeline.evaluate.results import testsets  # noqa: E402
+from pipeline.evaluate.results.compare import TARGET_METRICS  # noqa: E402
+from pipeline.evaluate.results.methods import ADDITIVE_BASELINES  # noqa: E402
+from pipeline.evaluate.results.testsets import ADDITIVE_SETS  # noqa: E402
 
 
 def _read(path: str) -> np.ndarray:
@@ -55,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON object: AdditiveConfig field -> list of values; every combination is a candidate, the other "
         "fields keep the config's defaults.",
     )
-    parser.add_argument("--datasets", type=Path, default=make_results.DATASETS, help="The shared datasets folder.")
+    parser.add_argument("--datasets", type=Path, default=testsets.DATASETS, help="The shared datasets folder.")
     args = parser.parse_args(argv)
-    make_results.DATASETS = args.datasets  # the set listers read it at call time (worktrees sit elsewhere)
+    testsets.DATASETS = args.datasets  # the set listers read it at call time (worktrees sit elsewhere)
     torch.set_num_threads(1)
     model = maugif_core.pretrained(args.task)
     base_cfg = model.config
