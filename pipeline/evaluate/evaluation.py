@@ -40,8 +40,11 @@ from typing import Any
 import numpy as np
 
 from pipeline import schema as S
-from pipeline.config.eval_config import MAUGIF, EvalJobConfig, FusedSourceConfig, maugif_overrides, split_method
+from pipeline.config.eval_config import MAUGIF, EvalJobConfig, maugif_overrides, split_method
 from pipeline.errors import ConfigError, PairDiscoveryError
+from pipeline.evaluate.fused_dirs import index_fused_dir
+from pipeline.evaluate.peers import _rgb_indices, fuse_mertens, fuse_rio_brovey
+from pipeline.evaluate.scenes import Scene, _as_cube, crop_to_ratio, prepare_scene, wald_degrade
 
 __all__ = [
     "COL_METRIC",
@@ -80,7 +83,6 @@ LOWER_IS_BETTER = frozenset({"nabf", "sam", "ergas", "d_lambda", "d_s", SECONDS}
 STAGE_PREPARE = "prepare"
 STAGE_FUSE = "fuse"
 STAGE_SCORE = "score"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def metric_order(task: str, protocol: str) -> tuple[str, ...]:
@@ -91,232 +93,6 @@ def metric_order(task: str, protocol: str) -> tuple[str, ...]:
     if task in MULTIPLICATIVE_TASKS:
         return (*(REDUCED_METRICS if protocol == "wald" else FULL_METRICS), SECONDS)
     return (*ADDITIVE_KEYS, SECONDS)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Fused folders
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    head, tail = pattern.split("{pair_id}")
-    to_re = lambda text: ".*".join(re.escape(part) for part in text.split("*"))  # noqa: E731
-    return re.compile(f"^{to_re(head)}(?P<pair_id>.+?){to_re(tail)}$", re.IGNORECASE)
-
-
-def index_fused_dir(source: FusedSourceConfig, storage: Any = None) -> dict[str, str]:
-    """Map lower-cased pair ids to the fused images of one folder (its direct children matching the pattern).
-
-    Raises:
-        PairDiscoveryError: the folder does not exist or holds no image matching the pattern; two files match
-            one pair id.
-    """
-    from pipeline.io.storage import get_filesystem, iter_files, to_uri
-
-    fs, path = get_filesystem(source.uri, storage)
-    if not fs.isdir(path):
-        raise PairDiscoveryError(f"fused folder {source.name!r}: {source.uri!r} is not an existing folder")
-    regex = _pattern_regex(source.pattern)
-    index: dict[str, str] = {}
-    for page in iter_files(fs, path, recursive=False):
-        for file_path in page:
-            name = file_path.rsplit("/", 1)[-1]
-            if not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            match = regex.match(name)
-            if match is None:
-                continue
-            key = match.group("pair_id").lower()
-            uri = to_uri(file_path, source.uri)
-            if key in index:
-                raise PairDiscoveryError(
-                    f"fused folder {source.name!r}: pair id {key!r} matches two files, {index[key]} and "
-                    f"{uri}; expected one (tighten the pattern {source.pattern!r})"
-                )
-            index[key] = uri
-    if not index:
-        raise PairDiscoveryError(
-            f"fused folder {source.name!r}: no image in {source.uri!r} matches {source.pattern!r} "
-            f"(extensions {', '.join(IMAGE_SUFFIXES)})"
-        )
-    logger.info("fused folder %s: %d images in %s", source.name, len(index), source.uri)
-    return index
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Scenes: what methods see and what they are compared with
-# ------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scene:
-    """One prepared pair.
-
-    Attributes:
-        image_a, image_b: what every method fuses: the decoded sources (additive), or unit-float ``(h, w, L)``
-            / ``(H, W, l)`` spectral images (degraded ones under the Wald protocol).
-        reference: Wald protocol: the unit-float original A the fused image is compared with; else None.
-        ratio: spectral tasks: the resolution ratio between ``image_b`` and ``image_a``; additive: None.
-        source_a, source_b: what the full-resolution scores compare with (the original A and B); additive: the
-            sources.
-    """
-
-    image_a: np.ndarray
-    image_b: np.ndarray
-    reference: np.ndarray | None = None
-    ratio: int | None = None
-    source_a: np.ndarray | None = None
-    source_b: np.ndarray | None = None
-
-
-def _as_cube(image: np.ndarray) -> np.ndarray:
-    from maugif_core.imaging import to_unit_float
-
-    unit = to_unit_float(np.asarray(image))
-    return unit[..., None] if unit.ndim == 2 else unit
-
-
-def _integer_ratio(low: np.ndarray, high: np.ndarray) -> int:
-    (h, w), (H, W) = low.shape[:2], high.shape[:2]
-    if H % h or W % w or H // h != W // w:
-        raise ValueError(
-            f"image_b {H}x{W} is not an integer multiple of image_a {h}x{w} (ratios {H / h:.4g}, {W / w:.4g})"
-        )
-    return H // h
-
-
-def crop_to_ratio(image_a: np.ndarray, image_b: np.ndarray, ratio: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop A (low-res) so that its sides are multiples of ``factor``, and B (``ratio`` × A) to match.
-
-    Raises:
-        ValueError: A is smaller than ``factor`` in a side.
-    """
-    h, w = (image_a.shape[0] // factor) * factor, (image_a.shape[1] // factor) * factor
-    if h == 0 or w == 0:
-        raise ValueError(f"image_a {image_a.shape[0]}x{image_a.shape[1]} is smaller than the ratio {factor}")
-    return image_a[:h, :w], image_b[: h * ratio, : w * ratio]
-
-
-def wald_degrade(image: np.ndarray, ratio: int, nyquist_gain: float) -> np.ndarray:
-    """Wald-protocol degradation of a ``(H, W, C)`` unit-float image: per band, a Gaussian low-pass with gain
-    ``nyquist_gain`` at the low-resolution Nyquist frequency, then one pixel per ``ratio`` × ``ratio`` cell
-    (:func:`maugif_core.metrics.degrade_pan`). H and W must be multiples of ``ratio``.
-
-    Returns:
-        ``(H / ratio, W / ratio, C)`` float32.
-    """
-    from maugif_core.metrics import degrade_pan
-
-    cube = _as_cube(image)
-    bands = [degrade_pan(cube[..., c].astype(np.float64), ratio, nyquist_gain) for c in range(cube.shape[2])]
-    return np.stack(bands, axis=2).astype(np.float32)
-
-
-def prepare_scene(image_a: np.ndarray, image_b: np.ndarray, config: EvalJobConfig) -> Scene:
-    """The :class:`Scene` of a decoded pair under the configured task and protocol.
-
-    Raises:
-        ValueError: a spectral pair without an integer ratio, a same-grid pair without ``same_grid_ratio``
-            (Wald) or under the full-resolution protocol, or an image too small for the ratio.
-    """
-    if config.mechanism == "additive":
-        return Scene(image_a, image_b, source_a=image_a, source_b=image_b)
-    low, high = _as_cube(image_a), _as_cube(image_b)
-    ratio = _integer_ratio(low, high)
-    if config.protocol == "full":
-        if ratio < 2:
-            raise ValueError(
-                f"full-resolution protocol needs image_b at an integer ratio >= 2 of image_a, got ratio "
-                f"{ratio} ({low.shape[0]}x{low.shape[1]} and {high.shape[0]}x{high.shape[1]})"
-            )
-        return Scene(low, high, ratio=ratio, source_a=low, source_b=high)
-    if ratio == 1:
-        if config.same_grid_ratio is None:
-            raise ValueError(
-                "image_a and image_b share one grid (ratio 1): set same_grid_ratio to degrade image_a by it "
-                "(Wald protocol), or use a pair at an integer ratio >= 2"
-            )
-        factor = config.same_grid_ratio
-        low, high = crop_to_ratio(low, high, 1, factor)
-        degraded_a = wald_degrade(low, factor, config.nyquist_gain_a)
-        return Scene(degraded_a, high, reference=low, ratio=factor, source_a=low, source_b=high)
-    low, high = crop_to_ratio(low, high, ratio, ratio)
-    degraded_a = wald_degrade(low, ratio, config.nyquist_gain_a)
-    degraded_b = wald_degrade(high, ratio, config.nyquist_gain_b)
-    return Scene(degraded_a, degraded_b, reference=low, ratio=ratio, source_a=low, source_b=high)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Peers (optional dependencies)
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _rgb_indices(meta: dict[str, Any], bands: int) -> list[int]:
-    """Band indices of red, green, blue from the GeoTIFF band descriptions, else the first three bands."""
-    names = [str(d or "").strip().lower() for d in meta.get("descriptions") or []]
-    found = [names.index(c) for c in ("red", "green", "blue") if c in names]
-    if len(found) == 3 and max(found) < bands:
-        return found
-    if bands < 3:
-        raise ValueError(f"rio_brovey needs at least 3 bands in image_a, got {bands}")
-    return [0, 1, 2]
-
-
-def fuse_rio_brovey(low: np.ndarray, high: np.ndarray, ratio: int, rgb: list[int], weight: float = 0.2) -> np.ndarray:
-    """rio-pansharpen's Brovey (its ``pansharpen`` function: bilinear ``reproject`` upsampling, nodata mask,
-    ``Brovey`` with the CLI's default weight 0.2) on unit-float data.
-
-    The Brovey ratio comes from the R, G, B bands (``rgb``) as rio-pansharpen defines it and multiplies every
-    band. Data go in scaled to the uint16 range (rio-pansharpen clips to the PAN dtype's integer range) and
-    come back in unit range. The pair carries no CRS, so a placeholder projected CRS and pixel-size transforms
-    stand in for the georeferencing rio-pansharpen requires.
-
-    Raises:
-        ImportError: rio-pansharpen is not installed.
-    """
-    from affine import Affine
-    from rio_pansharpen.worker import pansharpen
-
-    order = rgb + [b for b in range(low.shape[2]) if b not in rgb]
-    scale = float(np.iinfo(np.uint16).max)
-    vis = np.ascontiguousarray((low[..., order] * scale).transpose(2, 0, 1), dtype=np.float32)
-    pan = (high.mean(axis=2) if high.shape[2] > 1 else high[..., 0]).astype(np.float32) * scale
-    # North-up grids with the origin at the top-left corner (y = H); an origin at y = 0 (the image below the
-    # x axis) makes rasterio's reproject return zeros here.
-    top = float(high.shape[0])
-    sharp = pansharpen(
-        vis, Affine(float(ratio), 0, 0, 0, -float(ratio), top), pan, Affine(1.0, 0, 0, 0, -1.0, top),
-        np.uint16, "EPSG:3857", "EPSG:3857", weight, method="Brovey", src_nodata=0,
-    )  # fmt: skip
-    out = np.empty((high.shape[0], high.shape[1], low.shape[2]), np.float32)
-    out[..., order] = sharp.transpose(1, 2, 0).astype(np.float32) / scale
-    return out
-
-
-def fuse_mertens(image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
-    """OpenCV's Mertens exposure fusion of two images (grey ones as three equal channels), in A's dtype.
-
-    Raises:
-        ImportError: OpenCV (``opencv-python-headless``) is not installed.
-    """
-    import cv2
-
-    from maugif_core.imaging import from_unit_float, to_unit_float
-
-    def bgr(image: np.ndarray) -> np.ndarray:
-        unit = to_unit_float(image)
-        if unit.ndim == 2:
-            unit = unit[..., None]
-        unit = unit[..., :3]
-        if unit.shape[2] == 1:
-            unit = np.repeat(unit, 3, axis=2)
-        # OpenCV's Mertens takes 8-bit-range data (a float input in [0, 1] comes back 255 times too dark).
-        return np.ascontiguousarray(unit[..., ::-1] * 255.0, dtype=np.float32)
-
-    fused = cv2.createMergeMertens().process([bgr(image_a), bgr(image_b)])[..., ::-1]
-    if image_a.ndim == 2 or image_a.shape[2] == 1:
-        fused = fused.mean(axis=2) if image_a.ndim == 2 else fused.mean(axis=2, keepdims=True)
-    return from_unit_float(np.ascontiguousarray(fused), image_a.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------------

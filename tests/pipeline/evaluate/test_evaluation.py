@@ -266,7 +266,7 @@ def test_evaluator_wald_protocol_scores_spectral_baselines(tmp_path):
 def test_rio_brovey_peer_keeps_bands_and_grid(tmp_path):
     pytest.importorskip("rio_pansharpen")
     from maugif_core.baselines import upsample_bicubic
-    from pipeline.evaluate.evaluation import fuse_rio_brovey
+    from pipeline.evaluate.peers import fuse_rio_brovey
 
     ms = _smooth_scene(16, 16, 4)
     pan = np.clip(upsample_bicubic(ms, 2).mean(axis=2, keepdims=True), 0, 1)  # a PAN consistent with the MS
