@@ -32,6 +32,7 @@ TILE_COL = "tile_col"
 WINDOW = "window"  # JSON string: the tile's core window on the output grid
 BYTES_IN = "bytes_in"
 BYTES_OUT = "bytes_out"
+STORAGE_RETRIES = "storage_retries"  # storage operations retried (throttling, transient errors) for this row
 
 # Status / manifest rows.
 STATUS = "status"
