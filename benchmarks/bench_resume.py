@@ -107,7 +107,7 @@ def measure(out: str, with_ray: bool) -> dict:
         ref = ray.put(done)
         result["ray_put_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        ray.get(ray.remote(lambda d: len(d[0])).remote([ref]))
+        ray.get(ray.remote(lambda d: len(ray.get(d[0]))).remote([ref]))  # a worker fetches it, as mark_done does
         result["worker_get_s"] = round(time.perf_counter() - started, 2)
         ray.shutdown()
         result["rss_peak_with_ray_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -256,8 +256,9 @@ def test_s3_slowdown_on_a_fraction_of_puts_is_counted_in_the_summary(s3_server, 
     assert sorted(outputs) == [f"pair{i:04d}.png" for i in range(n_pairs)], outputs  # no temp object left
     summary = json.loads(_objects(s3_server, bucket, "throttled/")["_summary.json"])
     assert (summary["pairs_ok"], summary["pairs_failed"]) == (n_pairs, 0)
-    # Every 503 the proxy answered was retried by someone: botocore (RetryAttempts) or call_with_retries.
-    assert summary["storage_retries"] >= throttled, (summary["storage_retries"], throttled)
+    # Each 503 is retried once, by botocore (its RetryAttempts) or by call_with_retries: the count never exceeds
+    # the 503s answered, and misses only those of the writes after the summary was built (the summary itself).
+    assert 0.8 * throttled <= summary["storage_retries"] <= throttled, (summary["storage_retries"], throttled)
     assert f"storage: {summary['storage_retries']} operation(s) retried" in output
 
 
