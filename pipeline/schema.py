@@ -34,6 +34,7 @@ READ_WINDOWS = "read_windows"  # JSON string: a scene tile row's source windows 
 SCENE_STATE = "scene_state"  # bytes: a scene's shared state (pipeline.scene_state), on each of its tile rows
 BYTES_IN = "bytes_in"
 BYTES_OUT = "bytes_out"
+STORAGE_RETRIES = "storage_retries"  # storage operations retried (throttling, transient errors) for this row
 
 # Status / manifest rows.
 STATUS = "status"

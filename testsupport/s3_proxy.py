@@ -1,7 +1,7 @@
 """A loopback HTTP proxy in front of an S3 API server that injects the faults object stores really produce.
 
 * :meth:`S3FaultProxy.slowdown`: answer ``503 SlowDown`` (S3's throttling error, XML body and all) to the next N
-  requests or for a while, as S3 does past ~3,500 PUT/s per prefix;
+  requests or for a while, or to a random fraction of PUTs (seeded), as S3 does past ~3,500 PUT/s per prefix;
 * :meth:`S3FaultProxy.outage`: stop listening (connection refused, open connections dropped) and resume later on
   the same port, as when an endpoint or the network path to it goes away.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import random
 import socket
 import threading
 import time
@@ -72,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         body = self._body()
         proxy._track(self.connection)
-        if proxy._take_slowdown():
+        if proxy._take_slowdown(self.command):
             proxy._record(self.command, self.path, "slowdown", 503)  # before answering: no race with the client
             self.send_response(503, "Slow Down")
             self.send_header("Content-Type", "application/xml")
@@ -122,6 +123,8 @@ class S3FaultProxy:
         self._lock = threading.Lock()
         self._slowdown_left = 0
         self._slowdown_until = 0.0
+        self._put_fraction = 0.0
+        self._rng = random.Random(0)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -161,20 +164,25 @@ class S3FaultProxy:
         finally:
             self.start()
 
-    def slowdown(self, requests: int = 0, seconds: float = 0.0) -> None:
-        """Answer 503 SlowDown to the next ``requests`` requests and/or to every request for ``seconds``."""
+    def slowdown(self, requests: int = 0, seconds: float = 0.0, put_fraction: float = 0.0, seed: int = 0) -> None:
+        """Answer 503 SlowDown to the next ``requests`` requests and/or to every request for ``seconds``, and from
+        now on to a random ``put_fraction`` of PUT requests (drawn with ``seed``; 0 stops it)."""
         with self._lock:
             self._slowdown_left = requests
             self._slowdown_until = time.monotonic() + seconds
+            self._put_fraction = put_fraction
+            self._rng = random.Random(seed)
 
     def count(self, outcome: str) -> int:
         with self._lock:
             return sum(1 for r in self.records if r.outcome == outcome)
 
-    def _take_slowdown(self) -> bool:
+    def _take_slowdown(self, method: str) -> bool:
         with self._lock:
             if self._slowdown_left > 0:
                 self._slowdown_left -= 1
+                return True
+            if method == "PUT" and self._put_fraction > 0 and self._rng.random() < self._put_fraction:
                 return True
             return time.monotonic() < self._slowdown_until
 

@@ -95,12 +95,23 @@ def decode_row(
     """
     from pipeline.fuse.scene_tiles import decode_tile_row, is_tile_row
     from pipeline.io.decode import decode_pair
+    from pipeline.io.storage import retry_count
 
     if row.get(S.STATUS) == S.STATUS_SKIPPED:
-        return {**row, S.IMAGE_A: None, S.IMAGE_B: None, S.META_A: None, S.META_B: None, S.BYTES_IN: 0}
+        return {
+            **row,
+            S.IMAGE_A: None,
+            S.IMAGE_B: None,
+            S.META_A: None,
+            S.META_B: None,
+            S.BYTES_IN: 0,
+            S.STORAGE_RETRIES: 0,
+        }
+    retries = retry_count()
     read_cfg, storage_cfg = ReadConfig(**read) if read else None, StorageConfig(**storage) if storage else None
     decode = decode_tile_row if is_tile_row(row) else decode_pair  # a tile row: one window of a scene
     out = decode(row, read_cfg, storage_cfg)
+    out[S.STORAGE_RETRIES] = retry_count() - retries  # a Ray worker runs one task at a time
     out[S.IMAGE_A], out[S.IMAGE_B] = S.encode_array(out[S.IMAGE_A]), S.encode_array(out[S.IMAGE_B])
     metrics = JobMetrics(job)
     if out.get(S.STATUS) == S.STATUS_FAILED:
@@ -122,8 +133,11 @@ class MeteredDatasink(FusedImageDatasink):
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
         from ray.data.block import BlockAccessor
 
+        from pipeline.io.storage import retry_count
+
         blocks = list(blocks)
         bytes_in = 0
+        retries = 0  # storage operations retried while decoding these rows, then while writing them
         upstream_failed = 0  # rows that failed at read or fuse were counted there, not again here
         tasks: dict[str, int] = {}
         for block in blocks:
@@ -131,6 +145,8 @@ class MeteredDatasink(FusedImageDatasink):
             table = accessor.to_arrow()
             if S.BYTES_IN in table.column_names:
                 bytes_in += int(pc.sum(table.column(S.BYTES_IN)).as_py() or 0)
+            if S.STORAGE_RETRIES in table.column_names:
+                retries += int(pc.sum(table.column(S.STORAGE_RETRIES)).as_py() or 0)
             if S.STATUS in table.column_names:
                 failed = pc.equal(table.column(S.STATUS), S.STATUS_FAILED)
                 if S.TILE_ROW in table.column_names:  # a failed tile fails its scene at commit, counted there
@@ -141,7 +157,9 @@ class MeteredDatasink(FusedImageDatasink):
                 for task in ok.column(S.TASK).to_pylist():
                     tasks[task or ""] = tasks.get(task or "", 0) + 1
         started = time.perf_counter()
+        retries_before = retry_count()
         result = super().write(blocks, ctx)
+        retries += retry_count() - retries_before
         elapsed = time.perf_counter() - started
         metrics = JobMetrics(self.job)
         written = result["counts"].get(S.STATUS_OK, 0)
@@ -153,13 +171,14 @@ class MeteredDatasink(FusedImageDatasink):
         failed_here = result["counts"].get(S.STATUS_FAILED, 0) - upstream_failed
         if failed_here:
             metrics.pairs("failed", failed_here, stage=S.STAGE_WRITE)
-        return {**result, "bytes_in": bytes_in}
+        return {**result, "bytes_in": bytes_in, S.STORAGE_RETRIES: retries}
 
     def on_write_complete(self, write_result: Any) -> None:
         returns = list(getattr(write_result, "write_returns", write_result))
         super().on_write_complete(returns)
         assert self.summary is not None
         self.summary["bytes_in"] = sum(int(r.get("bytes_in", 0)) for r in returns)
+        self.summary[S.STORAGE_RETRIES] = sum(int(r.get(S.STORAGE_RETRIES, 0)) for r in returns)
 
 
 def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -> dict[str, Any]:
@@ -346,8 +365,10 @@ def run_batch_fuse(
     from pipeline.fuse.progress import ProgressPoller, rates_from_history, start_counter
     from pipeline.io.fsutil import filesystem_for
     from pipeline.io.manifest import new_run_id, run_failures
+    from pipeline.io.storage import retry_count
 
     started = time.perf_counter()
+    driver_retries = retry_count()
     wall_start = time.time()
     run_id = config.output.run_id or new_run_id()
     dry = config.dry_run is not None
@@ -402,6 +423,8 @@ def run_batch_fuse(
                 del ds, pairs, sink  # release this window's block references before the next one
             state["discovering"] = False
         elapsed = time.perf_counter() - started
+        # The driver's own retries (manifest, config, tiled-raster commits) next to the tasks' ones.
+        counts[S.STORAGE_RETRIES] = counts.get(S.STORAGE_RETRIES, 0) + retry_count() - driver_retries
         summary = build_summary(
             run_id=run_id,
             input_uri=config.input,

@@ -57,6 +57,7 @@ def build_summary(
         "pairs_per_s": overall,
         "bytes_in": int(counts.get("bytes_in", 0)),
         "bytes_out": int(counts.get("bytes", 0)),
+        "storage_retries": int(counts.get(S.STORAGE_RETRIES, 0)),
     }
     return {
         "run_id": run_id,
@@ -138,6 +139,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"time: {run['elapsed_s']:.1f} s, {run['pairs_per_s']:.2f} pairs/s on {summary['nodes']} node(s)",
         f"bytes: {run['bytes_in'] / 1e6:.1f} MB in, {run['bytes_out'] / 1e6:.1f} MB out",
     ]
+    if run.get("storage_retries"):
+        lines.append(
+            f"storage: {run['storage_retries']} operation(s) retried after throttling or transient errors "
+            "(503 SlowDown, timeouts, connection resets)"
+        )
     if summary.get("dry_run") is not None and summary.get("steady_pairs_per_s"):
         lines.append(
             f"rates: start-up {summary['startup_s']:.1f} s to the first pair, then {summary['steady_pairs_per_s']:.2f} "

@@ -143,7 +143,7 @@ def marked_pair_ids(
         names = fs.ls(root, detail=False)
     except FileNotFoundError:
         return set(), 0
-    skip = set(exclude)
+    skip = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)  # no copy of a large done set
     runs: set[str] | None = None
     trusted: set[str] = set()
     untrusted = 0

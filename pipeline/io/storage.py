@@ -31,6 +31,7 @@ from pipeline.config.io_config import StorageConfig
 __all__ = [
     "call_with_deadline",
     "call_with_retries",
+    "retry_count",
     "disallowed_scheme",
     "uri_scheme",
     "filesystem_for",
@@ -67,6 +68,10 @@ _THROTTLE_CODES = frozenset(
         "500",
     }
 )
+# Operation retries taken by call_with_retries in this process (a Ray worker reports deltas: see retry_count).
+_RETRIES_TAKEN = [0]
+_RETRIES_LOCK = threading.Lock()
+
 _THROTTLE_TEXT = ("slowdown", "slow down", "throttl", "reduce your request rate", "service unavailable")
 
 
@@ -204,7 +209,9 @@ def get_filesystem(uri: str, config: StorageConfig | None = None) -> tuple[fsspe
         ``(filesystem, path)`` where ``path`` has no scheme (``bucket/key`` for S3).
     """
     if is_s3(uri):
-        return url_to_fs(uri, **s3fs_options(config))
+        fs, path = url_to_fs(uri, **s3fs_options(config))
+        _count_retries_of(fs)
+        return fs, path
     return url_to_fs(uri)
 
 
@@ -252,6 +259,8 @@ def call_with_retries(
                 raise
             delay = random.uniform(0.0, min(config.backoff_max_s, config.backoff_base_s * 2**attempt))
             attempt += 1
+            with _RETRIES_LOCK:
+                _RETRIES_TAKEN[0] += 1
             logger.warning(
                 "%s: transient error (%s), retry %d/%d in %.2fs",
                 what,
@@ -261,6 +270,41 @@ def call_with_retries(
                 delay,
             )
             sleep(delay)
+
+
+def _count_request_retries(parsed: Any = None, **_: Any) -> None:
+    """botocore ``after-call`` hook: adds the request's ``RetryAttempts`` (botocore's own retries) to the count."""
+    try:
+        retries = int((parsed or {}).get("ResponseMetadata", {}).get("RetryAttempts") or 0)
+    except (AttributeError, TypeError, ValueError):
+        return
+    if retries:
+        with _RETRIES_LOCK:
+            _RETRIES_TAKEN[0] += retries
+
+
+def _count_retries_of(fs: fsspec.AbstractFileSystem) -> None:
+    """Hook :func:`_count_request_retries` into an s3fs filesystem's botocore client (once per instance)."""
+    if getattr(fs, "_maugif_counts_retries", False):
+        return
+    try:
+        fs.connect()  # builds the client (no request); fsspec's instance cache then keeps it per process
+        fs.s3.meta.events.register("after-call.s3", _count_request_retries)
+        fs._maugif_counts_retries = True
+    except Exception:  # counting is informative only: never fail an operation because of it
+        logger.debug("could not hook the retry counter into %r", fs, exc_info=True)
+
+
+def retry_count() -> int:
+    """Storage retries taken in this process so far (all threads): whole operations retried by
+    :func:`call_with_retries` plus requests botocore retried itself (its ``RetryAttempts``, on S3 filesystems
+    built by :func:`get_filesystem`).
+
+    Ray reuses worker processes, so a task reports the difference between this count at its end and at its
+    start (see ``pipeline.fuse.batch.decode_row`` and ``pipeline.fuse.sinks.FusedImageDatasink.write``).
+    """
+    with _RETRIES_LOCK:
+        return _RETRIES_TAKEN[0]
 
 
 def gdal_path(uri: str) -> str:

@@ -70,6 +70,10 @@ def reference(pairs, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def s3_pairs(s3_server, s3_bucket, pairs) -> tuple[str, str]:
     """The pairs uploaded to a fresh bucket (directly to moto); returns (manifest URI, bucket)."""
+    return _upload_pairs(s3_server, s3_bucket, pairs)
+
+
+def _upload_pairs(s3_server: str, s3_bucket: str, pairs: Path) -> tuple[str, str]:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
@@ -227,6 +231,35 @@ def test_s3_slowdown_is_retried_with_jitter_and_the_job_completes(s3_server, s3_
     _assert_exactly_once(_objects(s3_server, bucket, "slowdown/"), reference)
     summary = json.loads(_objects(s3_server, bucket, "slowdown/")["_summary.json"])
     assert (summary["pairs_ok"], summary["pairs_failed"]) == (N_PAIRS, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_s3_slowdown_on_a_fraction_of_puts_is_counted_in_the_summary(s3_server, s3_bucket, proxy, tmp_path):
+    """503 SlowDown on 30% of PUTs for a whole 40-pair job: it completes, every output exists exactly once under
+    its final name, and the summary and console count the retries (botocore's and whole-operation ones)."""
+    n_pairs = 40
+    manifest, bucket = _upload_pairs(s3_server, s3_bucket, write_crop_pairs(tmp_path, n_pairs, size=32, seed=3))
+    out = f"s3://{bucket}/throttled"
+    with private_ray_tmpdir() as ray_tmp:
+        proxy.slowdown(put_fraction=0.3, seed=1)
+        job = _start_job(
+            ["--input", manifest, "--output", out, *SMALL_STEPS], isolated_ray_env(ray_tmp, AWS_ENDPOINT_URL=proxy.url)
+        )
+        output, _ = job.communicate(timeout=500)
+        proxy.slowdown()
+    assert job.returncode == 0, output[-4000:]
+    throttled = proxy.count("slowdown")
+    assert throttled > 0 and all(r.method == "PUT" for r in proxy.records if r.outcome == "slowdown")
+    objects = _keys(s3_server, bucket, "throttled/")
+    outputs = [k for k in objects if not k.startswith(META)]
+    assert sorted(outputs) == [f"pair{i:04d}.png" for i in range(n_pairs)], outputs  # no temp object left
+    summary = json.loads(_objects(s3_server, bucket, "throttled/")["_summary.json"])
+    assert (summary["pairs_ok"], summary["pairs_failed"]) == (n_pairs, 0)
+    # Each 503 is retried once, by botocore (its RetryAttempts) or by call_with_retries: the count never exceeds
+    # the 503s answered, and misses only those of the writes after the summary was built (the summary itself).
+    assert 0.8 * throttled <= summary["storage_retries"] <= throttled, (summary["storage_retries"], throttled)
+    assert f"storage: {summary['storage_retries']} operation(s) retried" in output
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from pipeline.io.storage import (
     parent_uri,
     rasterio_env,
     resolve_endpoint,
+    retry_count,
     s3fs_options,
     strip_protocol,
 )
@@ -116,6 +117,39 @@ def test_retries_give_up_and_skip_permanent_errors() -> None:
     with pytest.raises(FileNotFoundError):
         call_with_retries(missing, sleep=sleeps.append)
     assert len(sleeps) == 2  # no sleep for a permanent error
+
+
+def test_retries_are_counted_per_process() -> None:
+    """Operation retries add to :func:`retry_count` (what tasks report to the job summary); failures without a
+    retry do not."""
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise client_error("SlowDown", 503)
+        return "ok"
+
+    before = retry_count()
+    call_with_retries(flaky, config=StorageConfig(operation_retries=3), sleep=lambda _: None)
+    assert retry_count() - before == 2
+    with pytest.raises(FileNotFoundError):
+        call_with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), sleep=lambda _: None)
+    assert retry_count() - before == 2
+
+
+def test_botocore_retries_behind_a_throttling_proxy_are_counted(s3_server: str, s3_bucket: str) -> None:
+    from testsupport.s3_proxy import S3FaultProxy
+
+    with S3FaultProxy(s3_server) as proxy:
+        config = StorageConfig(endpoint_url=proxy.url, retry_mode="standard", max_attempts=5)
+        fs, path = get_filesystem(f"s3://{s3_bucket}/counted/x.bin", config)
+        before = retry_count()
+        proxy.slowdown(requests=3)
+        fs.pipe_file(path, b"payload")  # 3 x 503 SlowDown answered, retried by botocore, then forwarded
+        assert proxy.count("slowdown") == 3
+        assert retry_count() - before == 3
+    assert s3_client(s3_server).get_object(Bucket=s3_bucket, Key="counted/x.bin")["Body"].read() == b"payload"
 
 
 def test_s3_round_trip_through_environment(s3_server: str, s3_bucket: str) -> None:
