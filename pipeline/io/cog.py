@@ -292,6 +292,12 @@ def build_vrt_xml(
 
     Returns:
         The VRT XML document (deterministic for equal inputs).
+
+    Why not ``gdalbuildvrt`` / ``gdal.BuildVRT``: rasterio's wheels ship no ``osgeo`` bindings, and BuildVRT opens
+    every source to learn its geometry (one ranged GET per tile on ``s3://``, thousands per scene) although the sink
+    already knows each tile's window exactly; the VRT format is a small documented XML schema, so it is written
+    here from that geometry, with every text value escaped (``xml.sax.saxutils.escape``) and read back by GDAL in
+    the tests.
     """
     gdal_type = _GDAL_TYPES[str(np.dtype(dtype))]
     lines = [f'<VRTDataset rasterXSize="{meta.width}" rasterYSize="{meta.height}">']
