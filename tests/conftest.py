@@ -6,7 +6,9 @@ listening on 127.0.0.1 on a free port, reached over HTTP by s3fs, boto3, pyarrow
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,28 @@ def method_plugin(tmp_path: Path) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: maugif-brighter\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[maugif.methods]\nbrighter = maugif_brighter:BrighterMethod\n")
     return root
+
+
+@pytest.fixture
+def loopback_http() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server that answers 404 and records every request path it receives: ``(url, hits)``."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", hits
+    finally:
+        server.shutdown()

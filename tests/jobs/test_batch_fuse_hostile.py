@@ -8,19 +8,17 @@ names its input, nothing hangs, and the rerun fuses nothing new (same exit code,
 from __future__ import annotations
 
 import csv
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from factories import BATCH_FUSE_WRAPPER
 from PIL import Image
 
 from pipeline import schema as S
@@ -29,43 +27,6 @@ from pipeline.io.manifest import read_manifest
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "mff"
 SIZE = (40, 48)
-
-_WRAPPER = """
-import runpy, sys
-sys.argv = ["jobs/batch_fuse.py", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_path("jobs/batch_fuse.py", run_name="__main__")
-except SystemExit as e:
-    code = e.code
-print("RAY_IMPORTED=" + str("ray" in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
-
-@pytest.fixture
-def loopback_http() -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP server that records every request it receives (none should arrive)."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            hits.append(self.path)
-            self.send_response(404)
-            self.end_headers()
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self.do_GET()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", hits
-    finally:
-        server.shutdown()
 
 
 def _env() -> dict[str, str]:
@@ -81,7 +42,7 @@ def test_input_outside_the_scheme_allow_list_exits_2_before_ray_and_fetches_noth
     uri = f"{base}/pairs.csv"
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, "--input", uri, "--task", "vif", "--output", str(tmp_path / "o")],
+        [sys.executable, "-c", BATCH_FUSE_WRAPPER, "--input", uri, "--task", "vif", "--output", str(tmp_path / "o")],
         cwd=REPO,
         env=_env(),
         capture_output=True,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from factories import BATCH_FUSE_WRAPPER
 
 import maugif_core
 
@@ -25,19 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "mff"
 
 pytestmark = pytest.mark.timeout(120)
-
-# Runs the job like `python jobs/batch_fuse.py ARGS`, then reports on stderr whether Ray was ever imported.
-_WRAPPER = """
-import runpy, sys
-sys.argv = ["jobs/batch_fuse.py", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_path("jobs/batch_fuse.py", run_name="__main__")
-except SystemExit as e:
-    code = e.code
-print("RAY_IMPORTED=" + str("ray" in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
 
 
 def _load_job():
@@ -51,7 +39,7 @@ def _run_subprocess(*args: str) -> tuple[int, str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", BATCH_FUSE_WRAPPER, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     return done.returncode, done.stdout + done.stderr, time.perf_counter() - started
 

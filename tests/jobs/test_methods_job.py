@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import BATCH_FUSE_WRAPPER
 from PIL import Image
 
 from maugif_core import baselines
@@ -102,19 +103,6 @@ def test_a_plugin_method_runs_through_the_batch_job(pair_folder, tmp_path, metho
     assert json.loads((output / "_summary.json").read_text())["method"] == "brighter"
 
 
-_WRAPPER = """
-import runpy, sys
-sys.argv = ["jobs/batch_fuse.py", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_path("jobs/batch_fuse.py", run_name="__main__")
-except SystemExit as e:
-    code = e.code
-print("RAY_IMPORTED=" + str("ray" in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
-
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -126,7 +114,7 @@ sys.exit(code)
 def test_a_wrong_method_exits_2_before_ray(tmp_path, args, expected):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, "--input", str(SAMPLES), "--output", str(tmp_path / "o"), *args],
+        [sys.executable, "-c", BATCH_FUSE_WRAPPER, "--input", str(SAMPLES), "--output", str(tmp_path / "o"), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr

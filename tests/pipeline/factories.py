@@ -159,3 +159,18 @@ def upload_tree(endpoint: str, local: Path, bucket: str, prefix: str = "") -> st
 def upload_file(endpoint: str, local: Path, bucket: str, key: str) -> str:
     s3_client(endpoint).upload_file(str(local), bucket, key)
     return f"s3://{bucket}/{key}"
+
+
+# Runs the batch job like `python jobs/batch_fuse.py ARGS` (``python -c BATCH_FUSE_WRAPPER ARGS`` from the repository
+# root), then reports on stderr whether Ray was ever imported (``RAY_IMPORTED=True/False``).
+BATCH_FUSE_WRAPPER = """
+import runpy, sys
+sys.argv = ["jobs/batch_fuse.py", *sys.argv[1:]]
+code = 0
+try:
+    runpy.run_path("jobs/batch_fuse.py", run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print("RAY_IMPORTED=" + str("ray" in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""

@@ -42,32 +42,14 @@ def test_object_over_the_size_cap_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_http_uri_in_a_manifest_is_a_pair_failure_and_never_fetched(tmp_path: Path) -> None:
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            hits.append(self.path)
-            self.send_response(404)
-            self.end_headers()
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self.do_GET()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/a.png"
-        row = {"pair_id": "p1", "uri_a": url, "uri_b": url, "task": "vif", "status": "ok"}
-        out = decode_pair(row, ReadConfig(), StorageConfig())
-        assert out["status"] == "failed"
-        assert url in out["error"] and "allowed_schemes" in out["error"]
-        assert hits == []  # the loopback server was never reached
-    finally:
-        server.shutdown()
+def test_http_uri_in_a_manifest_is_a_pair_failure_and_never_fetched(loopback_http: tuple[str, list[str]]) -> None:
+    base, hits = loopback_http
+    url = f"{base}/a.png"
+    row = {"pair_id": "p1", "uri_a": url, "uri_b": url, "task": "vif", "status": "ok"}
+    out = decode_pair(row, ReadConfig(), StorageConfig())
+    assert out["status"] == "failed"
+    assert url in out["error"] and "allowed_schemes" in out["error"]
+    assert hits == []  # the loopback server was never reached
 
 
 def test_grey_alpha_png_reads_as_grey_with_alpha_and_fuses(tmp_path: Path) -> None:
