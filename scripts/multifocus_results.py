@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pipeline.evaluate.results import testsets  # noqa: E402
+from pipeline.evaluate.results.bundle import DECISION_FIELDS  # noqa: E402
 from pipeline.evaluate.results.compare import TARGET_METRICS  # noqa: E402
 from pipeline.evaluate.results.methods import ADDITIVE_BASELINES  # noqa: E402
 from pipeline.evaluate.results.testsets import ADDITIVE_SETS  # noqa: E402
@@ -59,21 +60,8 @@ def _save_variants(task: str, work: Path) -> tuple[Path, Path, dict]:
         model = maugif_core.build_model_from_config(bundled.config.model_copy(update={"decision": decision}))
         model.load_state_dict(bundled.state_dict())
         out.append(maugif_core.save_checkpoint(model, work / "ckpt" / f"{task}-{decision}.safetensors"))
-    fields = maugif_core.preset(task, decision=rule).model_dump(include=_DECISION_FIELDS)
+    fields = maugif_core.preset(task, decision=rule).model_dump(include=set(DECISION_FIELDS))
     return out[0], out[1], fields
-
-
-_DECISION_FIELDS = {
-    "decision",
-    "detail_weight",
-    "activity_radius",
-    "region_radius",
-    "vote_radius",
-    "guide_radius",
-    "guide_eps",
-    "uncertain_band",
-    "inject_gain",
-}
 
 
 def _evaluate(argv: list[str]) -> float:
