@@ -240,7 +240,7 @@ class FusionPredictor:
                 out[i] = passthrough(row)
                 continue
             task = row.get(S.TASK) or ""
-            if is_tile_row(row):  # one tile of a scene fused window by window (pipeline.scene_tiles)
+            if is_tile_row(row):  # one tile of a scene fused window by window (pipeline.fuse.scene_tiles)
                 try:
                     fused, seconds = fuse_tile_row(self, row)
                     out[i] = {

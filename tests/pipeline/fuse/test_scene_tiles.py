@@ -1,4 +1,4 @@
-"""Scenes fused as tile rows (pipeline.scene_plan / scene_tiles) equal the whole-image path up to float rounding.
+"""Scenes fused as tile rows (pipeline.fuse.scene_plan / scene_tiles) equal the whole-image path up to float rounding.
 
 The rows go through the real stage functions in-process (planning, window reads, the predictor class, cropping);
 the Ray job end to end is covered in tests/jobs/test_batch_fuse_scene.py.
