@@ -121,7 +121,7 @@ class Sampler(threading.Thread):
             self.stop.wait(self.interval)
 
 
-def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int) -> dict:
+def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int, extra: list[str] = ()) -> dict:
     sets = [
         f"tiling.tile_size={tile}",
         f"output.cog_tile_size={tile}",
@@ -134,6 +134,7 @@ def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int) -> dic
         sets += ["tiling.window_min_pixels=null", "read.max_pixels=1000000000", "read.max_object_bytes=8000000000"]
     else:
         sets += ["tiling.window_min_pixels=1048576"]
+    sets += list(extra)  # --set overrides given to the benchmark
     cmd = [sys.executable, str(REPO / "jobs" / "batch_fuse.py"), "--input", str(manifest), "--output", str(out)]
     cmd += ["--task", "vif", "--quiet"]
     for s in sets:
@@ -174,6 +175,7 @@ def main() -> int:
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_scene"))
     parser.add_argument("--keep-outputs", action="store_true")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="job override")
     args = parser.parse_args()
     for side in args.sides:
         t0 = time.perf_counter()
@@ -186,7 +188,8 @@ def main() -> int:
             out = args.work / f"out_{side}_{mode}"
             subprocess.run(["rm", "-rf", str(out)], check=True)
             load = os.getloadavg()[0]
-            result = run_job(manifest, out, mode, args.tile, args.actors)
+            result = run_job(manifest, out, mode, args.tile, args.actors, args.sets)
+            result["sets"] = args.sets
             result.update(side=side, megapixels=round(side * side / 1e6, 1), scene_build_s=round(made, 1))
             result["load_avg_1m_before"] = round(load, 2)
             print(json.dumps(result), flush=True)
