@@ -92,6 +92,19 @@ def _tree(root: int) -> list:
         return []
 
 
+def _role(proc) -> str:
+    """A process's part in the job: the driver, a Ray system process, or a worker by its task or actor title."""
+    name = proc.name()
+    if proc.pid == os.getpid():
+        return "bench"
+    cmd = " ".join(proc.cmdline()[:3])
+    if "batch_fuse.py" in cmd:
+        return "driver"
+    if name.startswith("ray::"):
+        return name.split("(")[0][:40]
+    return name[:40]
+
+
 class Sampler(threading.Thread):
     """Peak of the summed PSS (and RSS) over a process tree, sampled every ``interval`` seconds."""
 
@@ -100,6 +113,7 @@ class Sampler(threading.Thread):
         self.root, self.interval = root, interval
         self.peak_pss = self.peak_rss = 0
         self.peak_procs = 0
+        self.peak_by_role: dict[str, int] = {}  # PSS per process role at the moment of the summed peak
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -108,15 +122,18 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             pss = rss = 0
             procs = _tree(self.root)
+            by_role: dict[str, int] = {}
             for proc in procs:
                 try:
                     info = proc.memory_full_info()
                     pss += info.pss
                     rss += info.rss
+                    role = _role(proc)
+                    by_role[role] = by_role.get(role, 0) + info.pss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             if pss > self.peak_pss:
-                self.peak_pss, self.peak_procs = pss, len(procs)
+                self.peak_pss, self.peak_procs, self.peak_by_role = pss, len(procs), by_role
             self.peak_rss = max(self.peak_rss, rss)
             self.stop.wait(self.interval)
 
@@ -163,6 +180,9 @@ def run_job(manifest: Path, out: Path, mode: str, tile: int, actors: int, extra:
         "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
         "peak_rss_gib": round(sampler.peak_rss / 2**30, 3),
         "procs_at_peak": sampler.peak_procs,
+        "peak_by_role_gib": {
+            role: round(v / 2**30, 3) for role, v in sorted(sampler.peak_by_role.items(), key=lambda kv: -kv[1])[:8]
+        },
         "tail": output[-600:] if proc.returncode else "",
     }
 
