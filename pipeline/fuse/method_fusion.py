@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.io.radiometry import nodata_value
+
 __all__ = ["check_method_task", "fuse_with_method"]
 
 
@@ -30,11 +32,6 @@ def check_method_task(method: Any, task: str) -> None:
             f"method {method.name!r} is {method.mechanism}: it cannot fuse a pair of task {task!r} "
             f"(expected a{'n' if method.mechanism == 'additive' else ''} {method.mechanism} task)"
         )
-
-
-def _nodata(meta: dict[str, Any]) -> float | None:
-    value = meta.get("nodata")
-    return None if value is None else float(value)
 
 
 def _chw(image: np.ndarray) -> np.ndarray:
@@ -70,7 +67,7 @@ def fuse_with_method(
     check_method_task(method, task)
     height, width = image_b.shape[:2]
     ratio = max(1, height // max(1, image_a.shape[0]))
-    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    nodata_a, nodata_b = nodata_value(meta_a), nodata_value(meta_b)
 
     def fuse_fn(tile_a: np.ndarray, tile_b: np.ndarray) -> np.ndarray:
         fused = method.fuse(np.moveaxis(tile_a, 0, -1), np.moveaxis(tile_b, 0, -1), task=task)

@@ -54,6 +54,7 @@ from pipeline.fuse.predictor_rows import (
     to_rows,
 )
 from pipeline.fuse.scene_tiles import fuse_tile_row, is_tile_row
+from pipeline.io.radiometry import nodata_value, union_mask
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def _to_unit(image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dic
     on its own (:mod:`pipeline.io.radiometry`)."""
     from pipeline.io.radiometry import fill_value, invalid_mask, unit_mapping
 
-    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    nodata_a, nodata_b = nodata_value(meta_a), nodata_value(meta_b)
     mask_a, mask_b = invalid_mask(image_a, nodata_a), invalid_mask(image_b, nodata_b)
     map_a, map_b = unit_mapping(image_a, mask_a), unit_mapping(image_b, mask_b)
     return _Prepared(
@@ -150,11 +151,6 @@ def _to_unit(image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dic
         map_a,
         fill_value(image_a.dtype, nodata_a, nodata_b),
     )
-
-
-def _nodata(meta: dict[str, Any]) -> float | None:
-    value = meta.get("nodata")
-    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -173,15 +169,23 @@ class _Prepared:
         mask = self.mask_a
         if mask is not None and ratio > 1:
             mask = np.repeat(np.repeat(mask, ratio, axis=0), ratio, axis=1)
-        if self.mask_b is not None:
-            mask = self.mask_b if mask is None else mask | self.mask_b
-        return mask
+        return union_mask(mask, self.mask_b)
 
     def apply_fill(self, fused_chw: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """``(C, H, W)`` output with ``fill`` wherever ``mask`` is set."""
         if mask is None or not mask.any():
             return fused_chw
         return np.where(mask[None], np.asarray(self.fill).astype(fused_chw.dtype), fused_chw)
+
+
+def load_additive_model(task: str, checkpoint: str | None) -> torch.nn.Module:
+    """The additive model of ``task``: ``checkpoint`` (any URI) when given, else the bundled pretrained model."""
+    import maugif_core
+
+    model = load_model_uri(checkpoint) if checkpoint else maugif_core.pretrained(task)
+    if model.mechanism != "additive":
+        raise ValueError(f"checkpoint for task {task!r} holds a {model.mechanism} model")
+    return model.eval()
 
 
 class FusionPredictor:
@@ -218,13 +222,7 @@ class FusionPredictor:
         """The actor's model for an additive task, loaded on first use and kept."""
         model = self._additive.get(task)
         if model is None:
-            import maugif_core
-
-            uri = self.config.checkpoints.get(task)
-            model = load_model_uri(uri) if uri else maugif_core.pretrained(task)
-            if model.mechanism != "additive":
-                raise ValueError(f"checkpoint for task {task!r} holds a {model.mechanism} model")
-            model = model.to(self.device).eval()
+            model = load_additive_model(task, self.config.checkpoints.get(task)).to(self.device)
             self._additive[task] = model
         return model
 
@@ -263,7 +261,7 @@ class FusionPredictor:
                     out[i] = self._fuse_with_method(row, task, image_a, image_b, meta_a, meta_b)
                     continue
                 small = image_b.shape[0] * image_b.shape[1] <= self.config.max_untiled_pixels
-                plain = _nodata(meta_a) is None and _nodata(meta_b) is None
+                plain = nodata_value(meta_a) is None and nodata_value(meta_b) is None
                 natural = image_a.dtype in _NATIVE_DTYPES and image_b.dtype in _NATIVE_DTYPES
                 if task in maugif_core.ADDITIVE_TASKS and small and plain and natural:
                     groups[(task, image_a.shape, image_b.shape, image_a.dtype.str)].append(i)

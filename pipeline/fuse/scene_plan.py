@@ -38,7 +38,7 @@ from pipeline.fuse.scene_state import (
     registration_for,
     scene_mappings,
 )
-from pipeline.io.radiometry import invalid_mask
+from pipeline.io.radiometry import invalid_mask, nodata_value, union_mask
 from pipeline.io.tiling import fill_nodata, plan_tiles
 
 __all__ = ["TILE_DEFAULTS", "plan_scene_rows", "scene_state_for"]
@@ -72,20 +72,10 @@ def _additive_model(task: str, checkpoints: dict[str, str]) -> Any:
     """The additive model of ``task`` as the predictor loads it (cached per process)."""
     key = (task, checkpoints.get(task))
     if key not in _MODELS:
-        import maugif_core
-        from pipeline.fuse.predictor import load_model_uri
+        from pipeline.fuse.predictor import load_additive_model
 
-        uri = checkpoints.get(task)
-        model = load_model_uri(uri) if uri else maugif_core.pretrained(task)
-        if model.mechanism != "additive":
-            raise ValueError(f"checkpoint for task {task!r} holds a {model.mechanism} model")
-        _MODELS[key] = model.eval()
+        _MODELS[key] = load_additive_model(task, checkpoints.get(task))
     return _MODELS[key]
-
-
-def _nodata(meta: dict[str, Any]) -> float | None:
-    value = meta.get("nodata")
-    return None if value is None else float(value)
 
 
 def _additive_state(
@@ -110,14 +100,14 @@ def _additive_state(
     shape = (-(-height // k), -(-width // k))
     raw_a = read_decimated(uri_a, shape, config=read, storage=storage)
     raw_b = read_decimated(uri_b, shape, config=read, storage=storage)
-    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    nodata_a, nodata_b = nodata_value(meta_a), nodata_value(meta_b)
     mapping_a, mapping_b = scene_mappings(raw_a, raw_b, nodata_a, nodata_b)
     state = SceneState(
         task=task, halo=int(model.receptive_field_radius), mapping_a=mapping_a, mapping_b=mapping_b, decimation=k
     )
     if model.config.bn_mode == "per_image":
         mask_a, mask_b = invalid_mask(raw_a, nodata_a), invalid_mask(raw_b, nodata_b)
-        mask = mask_a if mask_b is None else (mask_b if mask_a is None else mask_a | mask_b)
+        mask = union_mask(mask_a, mask_b)
         unit_a = mapping_from_dict(mapping_a).to_unit(raw_a, mask_a)
         unit_b = mapping_from_dict(mapping_b).to_unit(raw_b, mask_b)
         prep = prepare_pair(unit_a, unit_b)
@@ -151,7 +141,7 @@ def _multiplicative_state(
     lo_window = plan.lowres_window((0, 0, height, width))
     raw_a = read_decimated(uri_a, small, window=lo_window, config=read, storage=storage)
     raw_b = read_decimated(uri_b, (small[0] * r, small[1] * r), config=read, storage=storage)
-    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    nodata_a, nodata_b = nodata_value(meta_a), nodata_value(meta_b)
     mapping_a, mapping_b = scene_mappings(raw_a, raw_b, nodata_a, nodata_b)
     unit_a = mapping_from_dict(mapping_a).to_unit(raw_a, invalid_mask(raw_a, nodata_a))  # invalid pixels 0
     unit_b = mapping_from_dict(mapping_b).to_unit(raw_b, invalid_mask(raw_b, nodata_b))

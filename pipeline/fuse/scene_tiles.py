@@ -23,7 +23,7 @@ from pipeline import schema as S
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.errors import GridError, RasterReadError
 from pipeline.fuse.scene_state import SceneState, loads_state, mapping_from_dict
-from pipeline.io.radiometry import fill_value, invalid_mask
+from pipeline.io.radiometry import fill_value, invalid_mask, nodata_value, union_mask
 
 __all__ = ["decode_tile_row", "fuse_tile_row", "is_tile_row"]
 
@@ -37,11 +37,6 @@ def is_tile_row(row: Any) -> bool:
     """Whether a row is one tile of a scene (``TILE_ROW >= 0`` with its source windows)."""
     value = row.get(S.TILE_ROW)
     return value is not None and int(value) >= 0 and row.get(S.READ_WINDOWS) is not None
-
-
-def _nodata(meta: dict[str, Any]) -> float | None:
-    value = meta.get("nodata")
-    return None if value is None else float(value)
 
 
 def decode_tile_row(
@@ -123,10 +118,10 @@ def _fuse_additive(predictor: Any, row: dict, state: SceneState, raw_a: np.ndarr
     from pipeline.io.tiling import fill_nodata
 
     meta_a, meta_b = json.loads(row[S.META_A]), json.loads(row[S.META_B])
-    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    nodata_a, nodata_b = nodata_value(meta_a), nodata_value(meta_b)
     model = predictor.additive_model(row[S.TASK])
     mask_a, mask_b = invalid_mask(raw_a, nodata_a), invalid_mask(raw_b, nodata_b)
-    mask = mask_a if mask_b is None else (mask_b if mask_a is None else mask_a | mask_b)
+    mask = union_mask(mask_a, mask_b)
     map_a = mapping_from_dict(state.mapping_a)
     unit_a = map_a.to_unit(raw_a, mask_a)
     prep = prepare_pair(unit_a, mapping_from_dict(state.mapping_b).to_unit(raw_b, mask_b))
@@ -151,7 +146,7 @@ def _fuse_multiplicative(
     import torch
 
     meta_a, meta_b = json.loads(row[S.META_A]), json.loads(row[S.META_B])
-    nodata_a, nodata_b = _nodata(meta_a), _nodata(meta_b)
+    nodata_a, nodata_b = nodata_value(meta_a), nodata_value(meta_b)
     r = state.ratio
     mask_a, mask_b = invalid_mask(raw_a, nodata_a), invalid_mask(raw_b, nodata_b)
     map_a = mapping_from_dict(state.mapping_a)

@@ -27,15 +27,30 @@ The rules (README, "Channels, value ranges and nodata"):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["UnitMapping", "fill_value", "invalid_mask", "output_nodata", "unit_mapping"]
+__all__ = ["UnitMapping", "fill_value", "invalid_mask", "nodata_value", "output_nodata", "union_mask", "unit_mapping"]
 
 _NATURAL_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ROBUST_PERCENTILES = (0.1, 99.9)
 _MAX_SAMPLES = 1 << 20
+
+
+def nodata_value(meta: Mapping[str, Any]) -> float | None:
+    """The nodata of a ``meta`` dict as a float (NaN included; stored as the string ``"nan"``), or None."""
+    value = meta.get("nodata")
+    return None if value is None else float(value)
+
+
+def union_mask(mask_a: np.ndarray | None, mask_b: np.ndarray | None) -> np.ndarray | None:
+    """Pixels invalid in either image (each mask ``(H, W)`` on the same grid, or None for none)."""
+    if mask_a is None:
+        return mask_b
+    return mask_a if mask_b is None else mask_a | mask_b
 
 
 def invalid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray | None:

@@ -20,7 +20,7 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from pipeline.io.fetch import (
     _fetch,
     sniff_format,
 )
+from pipeline.io.radiometry import nodata_value
 from pipeline.io.storage import (
     gdal_path,
     get_filesystem,
@@ -53,12 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def nodata_value(meta: Mapping[str, Any]) -> float | None:
-    """The nodata of a ``meta`` dict as a float (NaN included), or None."""
-    value = meta.get("nodata")
-    return None if value is None else float(value)
 
 
 # ------------------------------------------------------------------------------------------------------------
