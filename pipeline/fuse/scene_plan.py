@@ -61,6 +61,9 @@ def _whole(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**defaults, **row}]
 
 
+_PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
 def _failed(row: dict[str, Any], stage: str, error: str) -> list[dict[str, Any]]:
     logger.warning("scene %s not planned: %s", row.get(S.PAIR_ID), error)
     out = _whole(row)[0]
@@ -207,6 +210,11 @@ def scene_state_for(
     if task not in ADDITIVE_TASKS and task not in MULTIPLICATIVE_TASKS:
         return None  # the predictor reports the unknown task
     uri_a, uri_b = row[S.URI_A], row[S.URI_B]
+    if uri_b.lower().endswith(_PLAIN_SUFFIXES):
+        # Scenes are TIFFs; a pair named as plain images goes straight to the whole-image path without a header
+        # read here (decode sniffs the real format anyway), so a job of millions of small PNG/JPEG pairs does
+        # not pay one extra request per pair for planning.
+        return None
     meta_b = read_meta(uri_b, config=read, storage=storage)
     if meta_b.get("format") != "TIFF" or meta_b["height"] * meta_b["width"] <= tiling.window_min_pixels:
         return None

@@ -127,6 +127,10 @@ def test_small_rasters_and_plain_images_stay_whole(tmp_path: Path) -> None:
     missing = plan_scene_rows(_pair_row("vif", uri, tmp_path / "nope.tif"), tiling=TILING.model_dump())
     assert missing[0][S.STATUS] == S.STATUS_FAILED and missing[0][S.ERROR_STAGE] == S.STAGE_READ
     assert "nope.tif" in missing[0][S.ERROR]
+    # Pairs named as plain images are not opened by the planner: a missing PNG is left to decode to report.
+    plain_row = _pair_row("vif", tmp_path / "nope-a.png", tmp_path / "nope.png")
+    plain = plan_scene_rows(plain_row, tiling=TILING.model_dump())
+    assert len(plain) == 1 and plain[0][S.STATUS] == S.STATUS_OK and plain[0][S.TILE_ROW] == -1
 
 
 def test_state_round_trip_and_decimation() -> None:
