@@ -115,12 +115,12 @@ def format_digest(digest: dict[str, Any], *, failed: int) -> str:
     """The failure digest: counts by stage and reason, the first pair ids with their reasons, the manifest."""
     if not failed:
         return ""
-    lines = [f"failures by stage and reason ({failed} pairs):"]
+    lines = [f"failures by stage and reason ({failed} pair{'' if failed == 1 else 's'}):"]
     for item in digest.get("by_stage_reason", []):
         lines.append(f"  {item['count']:>8}  {item['stage']:<9} {item['reason']}")
     first = digest.get("first", [])
     if first:
-        lines.append(f"first {len(first)} failed pairs:")
+        lines.append(f"first {len(first)} failed pair{'' if len(first) == 1 else 's'}:")
         for item in first:
             error = " ".join(str(item["error"]).split())
             lines.append(f"  {item['pair_id']}  [{item['stage']}] {error[:200]}")
