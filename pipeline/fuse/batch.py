@@ -17,9 +17,14 @@ Composition of the public pieces (``read_pairs``, ``decode_pair``, :class:`~pipe
 (``from pipeline import read_pairs, decode_row, FusionPredictor, write_fused``; README "Python API".)
 
 Resume: pairs whose latest manifest status is ``ok``, or whose output carries this tool's mark from a run recorded
-at the output (:mod:`pipeline.io.marks`), are marked ``skipped`` before decoding and flow through as such (no I/O, no
-fusion), so the summary can count them. The summary and exit code (:mod:`pipeline.fuse.batch_summary`) describe the
-input's cumulative state.
+at the output (:mod:`pipeline.io.marks`), are left out of each discovery batch on the driver
+(:func:`pipeline.io.pairs.iter_pair_windows`), so they never enter Ray Data (no blocks, no decode, no fusion, no
+manifest row) and each window holds ``resources.window_pairs`` pairs still to run. The driver counts them as
+``skipped``, so the summary and exit code (:mod:`pipeline.fuse.batch_summary`) still describe the input's cumulative
+state; the manifest keeps each done pair's earlier ``ok`` row as its latest status.
+
+One INFO line per window on the driver (:data:`WINDOW_LOG`) gives its new and done pairs, wall time, rate and the
+driver's memory: the figures to watch on a job of millions of pairs.
 """
 
 from __future__ import annotations
@@ -29,10 +34,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema as S
@@ -42,6 +46,9 @@ from pipeline.fuse.batch_summary import build_summary, exit_code, format_summary
 from pipeline.fuse.job_metrics import JobMetrics
 from pipeline.fuse.sinks import FusedImageDatasink
 
+if TYPE_CHECKING:
+    from pipeline.io.pairs import PairWindow
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -50,36 +57,9 @@ __all__ = [
     "decode_row",
     "exit_code",
     "format_summary",
-    "mark_done",
     "resume_done",
     "run_batch_fuse",
 ]
-
-
-def mark_done(batch: pa.Table, done: Any) -> pa.Table:
-    """Mark rows whose pair_id is in ``done`` (a set, or an ObjectRef of one) as ``skipped``."""
-    if not isinstance(done, (set, frozenset)):
-        import ray
-
-        done = _cached_get(ray, done)
-    if not done or batch.num_rows == 0:
-        return batch
-    # Python set membership per row: O(rows), independent of how many pairs are already done.
-    hit = pa.array([pid in done for pid in batch.column(S.PAIR_ID).to_pylist()], type=pa.bool_())
-    status = pc.if_else(hit, pa.scalar(S.STATUS_SKIPPED), batch.column(S.STATUS))
-    return batch.set_column(batch.schema.get_field_index(S.STATUS), S.STATUS, status)
-
-
-_DONE_CACHE: dict[Any, set] = {}
-
-
-def _cached_get(ray: Any, ref: Any) -> set:
-    """The done set behind ``ref``, fetched once per worker process."""
-    key = ref.hex() if hasattr(ref, "hex") else id(ref)
-    if key not in _DONE_CACHE:
-        _DONE_CACHE.clear()
-        _DONE_CACHE[key] = ray.get(ref)
-    return _DONE_CACHE[key]
 
 
 def decode_row(
@@ -204,9 +184,11 @@ def predictor_config(config: FuseJobConfig, progress_actor: str | None = None) -
     ).model_dump()
 
 
-def discover_windows(config: FuseJobConfig, *, windowed: bool = True) -> Iterator[tuple[Any, int]]:
+def discover_windows(
+    config: FuseJobConfig, *, windowed: bool = True, done: Collection[str] | None = None
+) -> Iterator[PairWindow]:
     """The job's pairs as successive Ray Datasets of ``resources.window_pairs`` rows (see ``iter_pair_windows``);
-    ``windowed=False``: a single Dataset of all pairs."""
+    ``windowed=False``: a single Dataset of all pairs. ``done``: pair ids left out on the driver (resume)."""
     from pipeline.io.pairs import iter_pair_windows
 
     return iter_pair_windows(
@@ -216,12 +198,13 @@ def discover_windows(config: FuseJobConfig, *, windowed: bool = True) -> Iterato
         storage=config.storage,
         block_rows=config.resources.rows_per_decode,
         window_pairs=config.resources.window_pairs if windowed else None,
+        done=done,
     )
 
 
-def discover(config: FuseJobConfig):
-    """All of the job's pairs as one Ray Dataset (for composing; the job itself runs window by window)."""
-    return next(iter(discover_windows(config, windowed=False)))[0]
+def discover(config: FuseJobConfig, done: Collection[str] | None = None):
+    """All of the job's pairs (less ``done``) as one Ray Dataset (for composing; the job runs window by window)."""
+    return next(iter(discover_windows(config, windowed=False, done=done))).dataset
 
 
 def build_dataset(
@@ -235,18 +218,17 @@ def build_dataset(
 
     Args:
         config: the job config.
-        done: set or ObjectRef of pair ids to mark ``skipped``.
+        done: pair ids to leave out at discovery (used only when ``pairs`` is None; the job passes them to
+            :func:`discover_windows` instead).
         limit: fuse only the first ``limit`` pairs (dry run).
         pairs: the discovered pairs (:func:`discover`); discovered here when None.
         progress_actor: name of the job's progress counter (per-scene fits report to it).
     """
     from pipeline.fuse.predictor import FusionPredictor
 
-    ds = pairs if pairs is not None else discover(config)
+    ds = pairs if pairs is not None else discover(config, done=done)
     if limit is not None:
         ds = ds.limit(limit)
-    if done is not None:
-        ds = ds.map_batches(mark_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=0.1)
     # Large rasters become tile rows (pipeline.fuse.scene_plan) for MAUGIF; another method (a classical baseline or a
     # plugin) has no scene state to share, and is tiled with its declared halo inside the actor instead.
     if config.tiling.window_min_pixels is not None and config.method == "maugif":
@@ -296,14 +278,32 @@ def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
     atomic_write_bytes(f"{output.rstrip('/')}/{S.MANIFEST_DIR}/config-{run_id}.json", payload)
 
 
-def _with_lookahead(windows: Iterator[tuple[Any, int]]) -> Iterator[tuple[Any, int, bool]]:
-    """``(dataset, rows, is_last)``: the next window is discovered before the current one runs, so the progress
-    total is final as soon as the last window starts (one extra window of pair rows in the object store)."""
+def _with_lookahead(windows: Iterator[PairWindow]) -> Iterator[tuple[PairWindow, bool]]:
+    """``(window, is_last)``: the next window is discovered before the current one runs, so the progress total is
+    final as soon as the last window starts (one extra window of pair rows in the object store)."""
     current = next(windows, None)
     while current is not None:
         following = next(windows, None)
-        yield current[0], current[1], following is None
+        yield current, following is None
         current = following
+
+
+WINDOW_LOG = "window %d: %d new pairs, %d skipped as done, %.1f s, %.1f pairs/s, driver RSS %.0f MiB (peak %.0f MiB)"
+"""The per-window INFO line: index, pairs run, pairs left out as done, wall seconds since the previous window
+ended (this window's discovery and execution), new pairs per second, the driver's resident memory now and its
+peak so far."""
+
+
+def _driver_rss_mib() -> tuple[float, float]:
+    """The driver's resident memory now and its peak so far, in MiB."""
+    import resource
+    import sys
+
+    import psutil
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    peak_mib = peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+    return psutil.Process().memory_info().rss / (1 << 20), peak_mib
 
 
 def _alive_nodes() -> int:
@@ -381,10 +381,12 @@ def run_batch_fuse(
     counter_name = f"maugif-progress-{run_id}"
     counter = start_counter(counter_name)
     state = {"total": 0, "discovering": True}
+    left_out = {"skipped": 0}  # done pairs left out at discovery: never seen by the counter, counted here
 
     def report(snapshot: dict[str, Any]) -> None:
         if on_progress is not None:
             counts = {k: snapshot.get(k, 0) for k in ("ok", "failed", "skipped")}
+            counts["skipped"] += left_out["skipped"]
             scenes = {"fitting": snapshot.get("fitting", []), "fitted": snapshot.get("fitted", 0)}
             on_progress({**counts, **scenes, **state})
 
@@ -394,34 +396,44 @@ def run_batch_fuse(
         if config.resume and not dry:
             done = resume_done(output, run_id)
         logger.info("resume: %d pairs already done at %s", len(done), output)
-        done_ref = ray.put(done) if done else None
         counts: dict[str, int] = {}
         total = 0
         limit = config.dry_run
         with ProgressPoller(counter, report) as poller:
-            for index, (pairs, rows, last) in enumerate(_with_lookahead(discover_windows(config))):
-                total += rows
+            window_started = time.perf_counter()
+            windows = discover_windows(config, done=done or None)
+            for index, (window, last) in enumerate(_with_lookahead(windows)):
+                pairs, rows, skipped = window.dataset, window.rows, window.skipped
+                total += rows + skipped
+                left_out["skipped"] += skipped
                 state["discovering"] = not last
                 state["total"] = total if limit is None else min(total, config.dry_run or 0)
-                if limit is not None and limit <= 0:
-                    continue  # dry run: the rest is only counted
-                ds = build_dataset(config, done_ref, limit=limit, pairs=pairs, progress_actor=counter_name)
-                sink = MeteredDatasink(
-                    output_config,
-                    run_id=run_id,
-                    min_rows_per_write=config.resources.rows_per_write,
-                    job=config.job_name,
-                    part_prefix=f"w{index:05d}-",
-                    progress=counter,
-                )
-                ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
-                for key, value in (sink.summary or {}).items():
-                    if isinstance(value, int):
-                        counts[key] = counts.get(key, 0) + value
-                if limit is not None:
-                    limit -= min(rows, limit)
-                del ds, pairs, sink  # release this window's block references before the next one
+                ran = 0  # a window of only done pairs, or a dry run past its limit (only counted), runs nothing
+                if rows and (limit is None or limit > 0):
+                    ds = build_dataset(config, limit=limit, pairs=pairs, progress_actor=counter_name)
+                    sink = MeteredDatasink(
+                        output_config,
+                        run_id=run_id,
+                        min_rows_per_write=config.resources.rows_per_write,
+                        job=config.job_name,
+                        part_prefix=f"w{index:05d}-",
+                        progress=counter,
+                    )
+                    ds.write_datasink(sink, ray_remote_args={"num_cpus": config.resources.write_num_cpus})
+                    for key, value in (sink.summary or {}).items():
+                        if isinstance(value, int):
+                            counts[key] = counts.get(key, 0) + value
+                    ran = rows if limit is None else min(rows, limit)
+                    if limit is not None:
+                        limit -= ran
+                    del ds, sink
+                del pairs, window  # release this window's block references before the next one
+                seconds = time.perf_counter() - window_started
+                rate = ran / seconds if seconds > 0 else 0.0
+                logger.info(WINDOW_LOG, index, ran, skipped, seconds, rate, *_driver_rss_mib())
+                window_started = time.perf_counter()
             state["discovering"] = False
+        counts[S.STATUS_SKIPPED] = counts.get(S.STATUS_SKIPPED, 0) + left_out["skipped"]
         elapsed = time.perf_counter() - started
         # The driver's own retries (manifest, config, tiled-raster commits) next to the tasks' ones.
         counts[S.STORAGE_RETRIES] = counts.get(S.STORAGE_RETRIES, 0) + retry_count() - driver_retries
