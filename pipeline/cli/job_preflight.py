@@ -82,9 +82,15 @@ def check_output_method(output: str, method: str, storage: StorageConfig | None 
     return f"{len(configs)} earlier run(s), method {method}" if configs else "no earlier runs"
 
 
+def _check_key_shards(output: str, key_shards: int, storage: StorageConfig | None) -> str:
+    from pipeline.io.key_shards import check_key_shards
+
+    return check_key_shards(output, key_shards, storage)
+
+
 def fuse_steps(config: Any) -> list[Step]:
-    """``jobs/batch_fuse.py``: the shared steps, the output's earlier method, and every checkpoint (loaded, task
-    checked)."""
+    """``jobs/batch_fuse.py``: the shared steps, the output's earlier method and key layout
+    (:func:`pipeline.io.key_shards.check_key_shards`), and every checkpoint (loaded, task checked)."""
     steps = io_steps(config.input, config.output.uri, task=config.task, pairs=config.pairs, storage=config.storage)
     if config.resume and config.dry_run is None:
         steps.append(
@@ -94,6 +100,13 @@ def fuse_steps(config: Any) -> list[Step]:
                 needs=("output writable",),
             )
         )
+    steps.append(
+        Step(
+            "output key layout",  # whatever resume says: one output never mixes two key layouts
+            lambda: _check_key_shards(config.output.uri, config.output.key_shards, config.storage),
+            needs=("output writable",),
+        )
+    )
     for task, uri in sorted(config.checkpoint_map().items()):
         steps.append(
             Step(

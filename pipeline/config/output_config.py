@@ -120,6 +120,18 @@ class OutputConfig(FrozenConfig):
     manifest_flush_rows: PositiveInt = Field(
         50_000, description="Manifest rows buffered per writer before a Parquet part file is flushed."
     )
+    key_shards: int = Field(
+        0,
+        ge=0,
+        le=65_536,
+        description=(
+            "Spread outputs over N key prefixes for S3's per-prefix request limit (about 3,500 PUT/s): N > 1 puts "
+            "each pair's outputs under <output>/<shard>/, where <shard> is a stable hash of the pair id modulo N as "
+            "zero-padded hex (16 → 0..f, 256 → 00..ff); 0 or 1: flat, <output>/<pair_id>.png. The manifest and "
+            "summary stay at <output>/. Fixed per output: a run with another value than the one recorded there "
+            "is refused (pipeline.io.key_shards)."
+        ),
+    )
     run_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",

@@ -25,7 +25,9 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 
 
 def index_fused_dir(source: FusedSourceConfig, storage: Any = None) -> dict[str, str]:
-    """Map lower-cased pair ids to the fused images of one folder (its direct children matching the pattern).
+    """Map lower-cased pair ids to the fused images of one folder (its direct children matching the pattern; for
+    a batch job's output written with ``output.key_shards`` > 1, as recorded in its run configs, the children of
+    each shard prefix, :mod:`pipeline.io.key_shards`).
 
     Raises:
         PairDiscoveryError: the folder does not exist or holds no image matching the pattern; two files match
@@ -36,9 +38,14 @@ def index_fused_dir(source: FusedSourceConfig, storage: Any = None) -> dict[str,
     fs, path = get_filesystem(source.uri, storage)
     if not fs.isdir(path):
         raise PairDiscoveryError(f"fused folder {source.name!r}: {source.uri!r} is not an existing folder")
+    from pipeline.io.key_shards import recorded_key_shards, shard_names
+
     regex = _pattern_regex(source.pattern)
     index: dict[str, str] = {}
-    for page in iter_files(fs, path, recursive=False):
+    shards = max(recorded_key_shards(source.uri, storage).values(), default=0)
+    folders = [f"{path.rstrip('/')}/{name}" for name in shard_names(shards)] or [path]
+    pages = (page for folder in folders if fs.isdir(folder) for page in iter_files(fs, folder, recursive=False))
+    for page in pages:
         for file_path in page:
             name = file_path.rsplit("/", 1)[-1]
             if not name.lower().endswith(IMAGE_SUFFIXES):

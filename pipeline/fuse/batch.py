@@ -312,15 +312,16 @@ def _alive_nodes() -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
-def resume_done(output: str, current_run: str | None = None) -> set[str]:
+def resume_done(output: str, current_run: str | None = None, key_shards: int = 0) -> set[str]:
     """Pair ids a rerun skips: the manifest's ``ok`` pairs, plus outputs carrying this tool's mark from a run
-    recorded at ``output`` (committed after the last manifest flush of a crashed run). A file that merely has an
-    output's name is never trusted (see :mod:`pipeline.io.marks`)."""
+    recorded at ``output`` (committed after the last manifest flush of a crashed run), found at the top of the output
+    or, with ``key_shards`` > 1, under its shard prefixes. A file that merely has an output's name is never trusted
+    (see :mod:`pipeline.io.marks`)."""
     from pipeline.io.manifest import done_pair_ids
     from pipeline.io.marks import marked_pair_ids
 
     done = done_pair_ids(output)
-    marked, _ = marked_pair_ids(output, exclude=done, current_run=current_run)
+    marked, _ = marked_pair_ids(output, exclude=done, current_run=current_run, key_shards=key_shards)
     return done | marked
 
 
@@ -391,10 +392,14 @@ def run_batch_fuse(
             on_progress({**counts, **scenes, **state})
 
     try:
+        if not dry:  # before this run is recorded: an output keeps one key layout (library callers; CLI pre-flight)
+            from pipeline.io.key_shards import check_key_shards
+
+            check_key_shards(config.output.uri, config.output.key_shards, config.storage, exclude_run=run_id)
         _save_config(config, output, run_id)
         done: set[str] = set()
         if config.resume and not dry:
-            done = resume_done(output, run_id)
+            done = resume_done(output, run_id, config.output.key_shards)
         logger.info("resume: %d pairs already done at %s", len(done), output)
         counts: dict[str, int] = {}
         total = 0
@@ -458,7 +463,7 @@ def run_batch_fuse(
             if config.output.write_stac:  # the job's STAC Collection, linking every raster item at the output
                 from pipeline.io.stac import write_collection
 
-                write_collection(output)
+                write_collection(output, key_shards=config.output.key_shards)
         return summary
     finally:
         ray.kill(counter)

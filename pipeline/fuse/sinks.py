@@ -9,6 +9,8 @@ core):
   written, :meth:`FusedImageDatasink.on_write_complete` (driver) checks that each raster's cores cover its
   grid and commits it (STAC item, then the VRT).
 
+With ``OutputConfig.key_shards`` > 1 every path above is under ``<output>/<shard>/`` (:mod:`pipeline.io.key_shards`).
+
 Rows whose ``STATUS`` is already ``failed``/``skipped`` (an earlier stage caught the error) are recorded, not
 written. Any error while writing a row becomes a ``failed`` manifest record (stage ``write``) and the job goes
 on. Each write task appends its records to the manifest as its own deterministic part file; the driver adds
@@ -34,6 +36,7 @@ from pipeline.config.output_config import OutputConfig
 from pipeline.fuse.progress import RowReporter
 from pipeline.io.cog import RasterMeta, TileRef, cast_to_dtype
 from pipeline.io.fsutil import filesystem_for, is_local
+from pipeline.io.key_shards import pair_output
 from pipeline.io.manifest import ManifestWriter, make_record, new_run_id
 from pipeline.io.marks import make_mark
 from pipeline.io.writers import (
@@ -120,6 +123,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
     pair_id = str(row.get(PAIR_ID))
     upstream = float(row.get(SECONDS) or 0.0)
     tile = _is_tile(row)
+    base = pair_output(config.uri, pair_id, config.key_shards)  # the output, or its shard prefix for this pair
     result: dict[str, Any] = {"kind": "tile" if tile else "pair", "pair_id": pair_id, "bytes": 0}
     if tile:
         result.update(row=int(row[TILE_ROW]), col=int(row[TILE_COL]))
@@ -147,7 +151,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
                 raise ValueError(f"tile of shape {block.shape[-2:]} does not match its core window {window}")
             result["bytes"] = write_cog_tile(
                 cast_to_dtype(block, dtype, meta.nodata),
-                tile_uri(config.uri, pair_id, result["row"], result["col"]),
+                tile_uri(base, pair_id, result["row"], result["col"]),
                 meta=meta,
                 row_off=int(window["row_off"]),
                 col_off=int(window["col_off"]),
@@ -163,7 +167,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
             result["seconds"] = upstream + time.perf_counter() - start
             return result
         if choose_format(meta, config) == "png":
-            uri = png_uri(config.uri, pair_id)
+            uri = png_uri(base, pair_id)
             nbytes = write_png(
                 cast_to_dtype(fused, dtype, meta.nodata),
                 uri,
@@ -173,12 +177,12 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
             )
         else:
             uri, nbytes = write_raster(
-                cast_to_dtype(fused, dtype, meta.nodata), config.uri, pair_id, meta, config=config, fs=fs
+                cast_to_dtype(fused, dtype, meta.nodata), base, pair_id, meta, config=config, fs=fs
             )
         for column in config.extra_columns:
             if row.get(column) is not None:
                 nbytes += write_extra(
-                    np.asarray(decode_array(row[column])), config.uri, pair_id, column, config=config, meta=meta, fs=fs
+                    np.asarray(decode_array(row[column])), base, pair_id, column, config=config, meta=meta, fs=fs
                 )[1]
         seconds = upstream + time.perf_counter() - start
         record = make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds)
@@ -256,7 +260,7 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
         ]
         try:
             uri, _ = commit_raster(
-                config.uri,
+                pair_output(config.uri, pair_id, config.key_shards),
                 pair_id,
                 meta,
                 refs,

@@ -123,10 +123,11 @@ def recorded_runs(fs: Any, root: str) -> set[str]:
 
 
 def marked_pair_ids(
-    output: str, exclude: Iterable[str] = (), *, current_run: str | None = None
+    output: str, exclude: Iterable[str] = (), *, current_run: str | None = None, key_shards: int = 0
 ) -> tuple[set[str], int]:
-    """Pair ids whose final output at the top of ``output`` carries this tool's mark for that pair, at an output
-    where this tool recorded a run.
+    """Pair ids whose final output at the top of ``output`` (or, with ``key_shards`` > 1, of each of its shard
+    prefixes, :mod:`pipeline.io.key_shards`) carries this tool's mark for that pair, at an output where this tool
+    recorded a run. An output found under another shard than its pair id's is not trusted.
 
     Only outputs not in ``exclude`` (the manifest's ``ok`` pairs) are opened, and only their first kilobytes
     (a VRT is small) are read: normally just the outputs committed after the last manifest flush of a crashed run.
@@ -136,18 +137,23 @@ def marked_pair_ids(
     Returns:
         ``(trusted pair ids, number of same-named files that were not trusted)``.
     """
-    from pipeline.io.fsutil import filesystem_for
+    from pipeline.io.fsutil import filesystem_for, join_key
+    from pipeline.io.key_shards import shard_name, shard_names
 
     fs, root = filesystem_for(output)
-    try:
-        names = fs.ls(root, detail=False)
-    except FileNotFoundError:
-        return set(), 0
+    shards = shard_names(key_shards) or [None]
+    names: list[tuple[str | None, str]] = []
+    for shard in shards:
+        folder = root if shard is None else filesystem_for(join_key(output, shard))[1]
+        try:
+            names.extend((shard, name) for name in fs.ls(folder, detail=False))
+        except FileNotFoundError:
+            continue
     skip = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)  # no copy of a large done set
     runs: set[str] | None = None
     trusted: set[str] = set()
     untrusted = 0
-    for name in names:
+    for shard, name in names:
         base = name.rstrip("/").rsplit("/", 1)[-1]
         stem, dot, ext = base.rpartition(".")
         if not dot or ext not in ("png", "vrt") or base.startswith((".", "_")) or stem in skip:
@@ -160,7 +166,8 @@ def marked_pair_ids(
         except OSError:
             continue
         mark = read_mark(head)
-        if mark and mark.get("tool") == MARK_KEY and mark.get("pair_id") == stem and runs:
+        in_place = shard == shard_name(stem, key_shards)
+        if mark and mark.get("tool") == MARK_KEY and mark.get("pair_id") == stem and runs and in_place:
             trusted.add(stem)
         else:
             untrusted += 1

@@ -238,8 +238,11 @@ def validate_core(stac: dict[str, Any]) -> None:
         validator.collection_validator(stac["stac_version"]).validate(stac)
 
 
-def build_collection(items: list[dict[str, Any]], *, collection_id: str, description: str) -> dict[str, Any]:
-    """A Collection linking ``items`` (``<pair_id>/item.json`` relative hrefs), extent from their bboxes and times.
+def build_collection(
+    items: list[dict[str, Any]], *, collection_id: str, description: str, folders: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A Collection linking ``items`` (``<pair_id>/item.json`` relative hrefs, or ``<folders[id]>/item.json``, e.g.
+    under a key shard), extent from their bboxes and times.
 
     Items without a footprint (plain, not georeferenced rasters) are linked but add nothing to the spatial extent,
     which is the whole globe when no item has one.
@@ -262,7 +265,11 @@ def build_collection(items: list[dict[str, Any]], *, collection_id: str, descrip
     )
     for item in sorted(items, key=lambda i: i["id"]):
         collection.add_link(
-            pystac.Link(rel=pystac.RelType.ITEM, target=f"./{item['id']}/item.json", media_type=pystac.MediaType.JSON)
+            pystac.Link(
+                rel=pystac.RelType.ITEM,
+                target=f"./{(folders or {}).get(item['id'], item['id'])}/item.json",
+                media_type=pystac.MediaType.JSON,
+            )
         )
     return _rounded(collection.to_dict(include_self_link=False, transform_hrefs=False))
 
@@ -286,26 +293,38 @@ def raster_pair_ids(output: str) -> list[str]:
     )
 
 
-def write_collection(output: str, *, collection_id: str = "maugif-fused", fs: Any = None) -> str | None:
+def write_collection(
+    output: str, *, collection_id: str = "maugif-fused", fs: Any = None, key_shards: int = 0
+) -> str | None:
     """Write ``<output>/collection.json`` linking the STAC item of every raster committed at ``output`` (this run
-    and earlier ones, from the manifest); returns its URI (None: no raster items).
+    and earlier ones, from the manifest); returns its URI (None: no raster items). ``key_shards``: the output's
+    key layout (items under ``<output>/<shard>/<pair_id>/``, :mod:`pipeline.io.key_shards`).
     """
     from pipeline.io.fsutil import atomic_write_bytes, filesystem_for, join_key
+    from pipeline.io.key_shards import shard_name
 
     if fs is None:
         fs, _ = filesystem_for(output)
     items = []
+    folders: dict[str, str] = {}
     for pair_id in raster_pair_ids(output):
-        path = filesystem_for(join_key(output, pair_id, "item.json"))[1]
+        shard = shard_name(pair_id, key_shards)
+        folder = pair_id if shard is None else f"{shard}/{pair_id}"
+        path = filesystem_for(join_key(output, folder, "item.json"))[1]
         try:
             with fs.open(path, "rb") as handle:
-                items.append(json.loads(handle.read()))
+                item = json.loads(handle.read())
         except FileNotFoundError:
             continue  # written with output.write_stac=false
+        items.append(item)
+        folders[item["id"]] = folder
     if not items:
         return None
     collection = build_collection(
-        items, collection_id=collection_id, description=f"Fused rasters written by maugif-ray to {output}"
+        items,
+        collection_id=collection_id,
+        description=f"Fused rasters written by maugif-ray to {output}",
+        folders=folders,
     )
     uri = join_key(output, COLLECTION_NAME)
     atomic_write_bytes(uri, dumps_item(collection), fs)
