@@ -160,7 +160,7 @@ def test_check_prints_a_checklist_and_starts_nothing(vif_folder, tmp_path, capsy
     code, out, _ = _main(capsys, "--check", "--input", str(vif_folder), "--task", "vif", "--output", str(out_dir))
     assert code == 0
     names = [line.split()[1] for line in out.splitlines() if line.startswith("[")]
-    assert names == ["input", "pairs", "output", "output", "output"] and "all checks passed" in out
+    assert names == ["input", "pairs", "output", "output", "output", "output"] and "all checks passed" in out
     assert not (tmp_path / "new").exists()  # the probe and the folders it needed are removed again
     code, out, _ = _main(capsys, "--check", "--input", str(tmp_path / "gone"), "--output", str(out_dir))
     assert code == 2 and "[FAIL] input" in out and "[skip] pairs" in out
