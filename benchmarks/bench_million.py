@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,10 +77,10 @@ def build(work: Path, n: int, size: int) -> Path:
     return manifest_path(work, n, size)
 
 
-def list_outputs(out: Path, with_mtime: bool = False) -> dict[str, list]:
-    """pair id → [relative path (, mtime_ns)] of every committed ``*.png`` under ``out`` (``_*``, ``.*`` skipped)."""
-    found: dict[str, list] = {}
-    stack = [out]
+def walk_outputs(out: Path):
+    """(pair id, path relative to ``out``, entry) of every committed ``*.png`` under ``out``, recursively
+    (``_*``, ``.*`` and temp names skipped)."""
+    stack, cut = [str(out)], len(str(out)) + 1
     while stack:
         try:
             entries = os.scandir(stack.pop())
@@ -87,19 +88,25 @@ def list_outputs(out: Path, with_mtime: bool = False) -> dict[str, list]:
             continue
         with entries:
             for entry in entries:
-                if entry.name.startswith(("_", ".")) or ".tmp-" in entry.name:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.name.endswith(".png"):
-                    rel = os.path.relpath(entry.path, out)
-                    found.setdefault(entry.name[:-4], []).append([rel, entry.stat().st_mtime_ns] if with_mtime else rel)
+                name = entry.name
+                if name.endswith(".png") and name[0] not in "_." and ".tmp-" not in name:
+                    yield name[:-4], entry.path[cut:], entry
+                elif name[0] not in "_." and entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+
+
+def list_outputs(out: Path) -> dict[str, list]:
+    """pair id → [[relative path, mtime_ns], ...] of the committed outputs."""
+    found: dict[str, list] = {}
+    for pair_id, rel, entry in walk_outputs(out):
+        found.setdefault(pair_id, []).append([rel, entry.stat().st_mtime_ns])
     return found
 
 
 def count_outputs(out: Path) -> tuple[int, float]:
+    """(committed outputs, seconds the listing took)."""
     start = time.perf_counter()
-    return sum(len(v) for v in list_outputs(out).values()), time.perf_counter() - start
+    return sum(1 for _ in walk_outputs(out)), time.perf_counter() - start
 
 
 def proc_memory_mb(pid: int) -> tuple[float, float]:
@@ -157,9 +164,18 @@ class RayHead:
         }
 
     def stop(self) -> None:
+        """Stop this head's processes: those naming its temp dir or its GCS port (the client server names the
+        port on the host's own IP), never another Ray on the machine."""
         import psutil
 
-        ours = [p for p in psutil.process_iter(["cmdline"]) if str(self.temp) in " ".join(p.info["cmdline"] or [])]
+        mine = re.compile(re.escape(str(self.temp)) + r"|:" + self.address.split(":")[1] + r"\b")
+        ours = [
+            p
+            for p in psutil.process_iter(["cmdline", "uids"])
+            if p.pid != os.getpid()
+            and p.info["uids"].real == os.getuid()
+            and mine.search(" ".join(p.info["cmdline"] or []))
+        ]
         for p in ours:
             p.terminate()
         _, alive = psutil.wait_procs(ours, timeout=10)
@@ -190,8 +206,10 @@ def run_once(cmd: list[str], log: Path, out: Path, head: RayHead, kill_at: int, 
     count, listing_s, next_count, next_rss, next_store, killed = base, 0.0, 0.0, 0.0, 0.0, False
     while proc.poll() is None:
         now = time.time()
-        if first_new is None and base and dir_mtimes(folders) != mtimes:
-            first_new = now - started
+        if first_new is None and base and dir_mtimes(folders) != mtimes:  # a new output, or the pre-flight probe
+            mtimes = dir_mtimes(folders)
+            if count_outputs(out)[0] > base:
+                first_new = now - started
         if now >= next_rss:
             rss, hwm = proc_memory_mb(proc.pid)
             samples.append({"t": now - t0, "run": tag, "rss_mb": rss, "hwm_mb": hwm})
@@ -231,12 +249,22 @@ def run_once(cmd: list[str], log: Path, out: Path, head: RayHead, kill_at: int, 
         "max_listing_s": max((s.get("listing_s", 0) for s in samples), default=0),
         "samples": samples,
         "store": store,
-        "window_log_lines": [line for line in log.read_text(errors="replace").splitlines() if _window_line(line)],
+        **log_figures(log.read_text(errors="replace")),
     }
 
 
-def _window_line(line: str) -> bool:
-    return "window" in line.lower() and "pairs/s" in line
+def log_figures(text: str) -> dict:
+    """From the job's ``-v`` log: its per-window lines, and the resume diff (pre-flight passed → ``resume:`` line,
+    Ray connection included)."""
+    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: "
+    times = {}
+    for key, pattern in (("preflight", "pre-flight passed"), ("resume", r"resume: \d+ pairs already done")):
+        match = re.search(stamp + pattern, text, re.M)
+        if match:
+            times[key] = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    lines = [line for line in text.splitlines() if "window" in line.lower() and "pairs/s" in line]
+    diff = times["resume"] - times["preflight"] if len(times) == 2 else None
+    return {"window_log_lines": lines, "resume_diff_log_s": diff}
 
 
 def settle(out: Path, quiet_s: float = 3.0, limit_s: float = 60.0) -> dict[str, list]:
@@ -249,7 +277,7 @@ def settle(out: Path, quiet_s: float = 3.0, limit_s: float = 60.0) -> dict[str, 
         elif time.time() - since >= quiet_s:
             break
         time.sleep(0.5)
-    return list_outputs(out, with_mtime=True)
+    return list_outputs(out)
 
 
 def windows(runs: list[dict], size: int) -> list[dict]:
@@ -296,69 +324,45 @@ def check(work: Path, out: Path, manifest: Path) -> dict:
     from pipeline.io.manifest import read_manifest
     from pipeline.io.marks import read_mark
 
-    ids = pq.read_table(manifest, columns=["pair_id"]).column(0)
-    expected = set(ids.to_pylist())
-    outputs = list_outputs(out, with_mtime=True)
-    missing = expected - outputs.keys()
-    extra = outputs.keys() - expected
-    multi = [k for k, v in outputs.items() if len(v) > 1]
+    ids = pq.read_table(manifest, columns=["pair_id"]).column(0).to_pylist()
+    expected, outputs = set(ids), list_outputs(out)
     rows = read_manifest(str(out), columns=["pair_id", "status", "run_id"])
     runs = sorted(set(rows.column("run_id").to_pylist()))
-    ok_rows = rows.filter(pc.equal(rows.column("status"), "ok"))
-    per_pair = ok_rows.group_by("pair_id").aggregate([("run_id", "count")])
-    twice = per_pair.filter(pc.greater(per_pair.column("run_id_count"), 1)).column("pair_id").to_pylist()
-    ok_ids = set(ok_rows.column("pair_id").to_pylist())
-    skipped = rows.filter(pc.equal(rows.column("status"), "skipped"))
-    skipped_ids = set(skipped.column("pair_id").to_pylist())
-    unrecorded = expected - ok_ids
-    unmarked = [p for p in unrecorded if p in outputs and not _mark_names(out / outputs[p][0][0], p, read_mark)]
-    unskipped = sorted(unrecorded - skipped_ids - missing) if len(runs) > 1 else sorted(unrecorded - missing)
-    snapshot_file = work / "killed_outputs.json"
-    refused, rewritten = [], []
-    if snapshot_file.exists() and len(runs) > 1:
-        snapshot = json.loads(snapshot_file.read_text())
-        last = ok_rows.filter(pc.equal(ok_rows.column("run_id"), runs[-1])).column("pair_id").to_pylist()
-        refused = sorted(set(last) & snapshot.keys())  # committed before the kill, fused again by the rerun
-        rewritten = sorted(p for p, v in snapshot.items() if p in outputs and outputs[p][0][1] != v[0][1])
-    failed = int(pc.sum(pc.equal(rows.column("status"), "failed")).as_py() or 0)
+
+    def status(name: str, run: str | None = None) -> list[str]:
+        keep = pc.equal(rows.column("status"), name)
+        keep = keep if run is None else pc.and_(keep, pc.equal(rows.column("run_id"), run))
+        return rows.filter(keep).column("pair_id").to_pylist()
+
+    ok = status("ok")
+    unrecorded = expected - set(ok) - (expected - outputs.keys())  # committed, but no ok row (the killed run's tail)
+    killed = work / f"killed-{out.name}.json"  # the outputs when the killed run had stopped committing
+    snapshot = json.loads(killed.read_text()) if len(runs) > 1 and killed.exists() else {}
+
+    def marked(pair_id: str) -> bool:
+        with open(out / outputs[pair_id][0][0], "rb") as f:
+            return (read_mark(f.read(4096)) or {}).get("pair_id") == pair_id
+
     problems = {
-        "missing": sorted(missing),
-        "extra": sorted(extra),
-        "several_outputs": sorted(multi),
-        "ok_twice": sorted(twice),
-        "no_ok_row_and_not_skipped": unskipped,
-        "no_ok_row_and_no_mark": sorted(unmarked),
-        "fused_again_after_kill": refused,
-        "rewritten_after_kill": rewritten,
+        "missing": sorted(expected - outputs.keys()),
+        "extra outputs": sorted(outputs.keys() - expected),
+        "several outputs": sorted(k for k, v in outputs.items() if len(v) > 1),
+        "ok twice": sorted(k for k, n in Counter(ok).items() if n > 1),
+        "unrecorded and not skipped": sorted(unrecorded - set(status("skipped"))),
+        "unrecorded and unmarked": sorted(p for p in unrecorded if not marked(p)),
+        "fused again after the kill": sorted(set(status("ok", runs[-1])) & snapshot.keys()) if snapshot else [],
+        "rewritten after the kill": sorted(p for p, v in snapshot.items() if outputs.get(p, [[0, 0]])[0][1] != v[0][1]),
+        "failed rows": sorted(status("failed")),
+        "repeated input ids": [] if len(expected) == len(ids) else ["(manifest repeats ids)"],
     }
-    result = {
-        "ok": not any(problems.values()) and len(expected) == len(ids) and failed == 0,
-        "pairs": len(ids),
-        "distinct_ids": len(expected),
-        "outputs": len(outputs),
-        "runs": runs,
-        "manifest_rows": rows.num_rows,
-        "ok_rows": ok_rows.num_rows,
-        "failed_rows": failed,
-        "skipped_rows": skipped.num_rows,
-        "committed_without_manifest_row": len(unrecorded - missing),
-        **{k: len(v) for k, v in problems.items()},
-        "examples": {k: v[:5] for k, v in problems.items() if v},
-    }
-    verdict = "PASS" if result["ok"] else "FAIL"
+    result = {"ok": not any(problems.values()), "pairs": len(ids), "outputs": len(outputs), "runs": runs}
+    result.update({"manifest rows": rows.num_rows, "unrecorded (committed without a manifest row)": len(unrecorded)})
+    result.update({k: len(v) for k, v in problems.items()}, examples={k: v[:5] for k, v in problems.items() if v})
     print(
-        f"check {verdict}: {len(ids)} ids, {len(outputs)} outputs, {len(missing)} missing, {len(extra)} extra, "
-        f"{len(twice)} ok twice, {len(refused)} fused again after the kill, {len(rewritten)} rewritten, "
-        f"{result['committed_without_manifest_row']} committed without a manifest row "
-        f"({len(unskipped)} of them not skipped, {len(unmarked)} unmarked), {failed} failed rows, runs {len(runs)}"
+        f"check {'PASS' if result['ok'] else 'FAIL'}: "
+        + ", ".join(f"{k} {v}" for k, v in result.items() if k not in ("ok", "examples"))
     )
     return result
-
-
-def _mark_names(path: Path, pair_id: str, read_mark) -> bool:
-    with open(path, "rb") as f:
-        mark = read_mark(f.read(4096))
-    return bool(mark) and mark.get("pair_id") == pair_id
 
 
 def load_average() -> str:
@@ -369,8 +373,7 @@ def markdown(result: dict) -> str:
     t = result["totals"]
     lines = [
         f"**{result['pairs']:,} pairs of {result['size']}² ({result['mode']})**, {result['date']}, "
-        f"{result['machine']}; "
-        f"load average before {result['load_before']}, after {result['load_after']}.",
+        f"{result['machine']}; load average before {result['load_before']}, after {result['load_after']}.",
         "",
         f"`{result['command']}`",
         "",
@@ -389,20 +392,67 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_pipeline(args: argparse.Namespace, work: Path, manifest: Path, out: Path) -> dict:
+    """The job against this script's Ray head; killed at ``--kill-at`` and rerun; figures per window and totals."""
+    cmd = [sys.executable, "jobs/batch_fuse.py", "--input", str(manifest), "--output", str(out), "--task", "mff"]
+    head = RayHead(work, args.num_cpus, args.object_store_mb, job_env())
+    try:
+        cmd += ["--address", head.address, *shlex.split(args.job_args)]
+        cmd += [a for item in args.set for a in ("--set", item)]
+        t0 = time.time()
+        runs = [run_once(cmd, work / f"{out.name}-run1.log", out, head, args.kill_at, t0, "1")]
+        if runs[0]["killed"]:
+            settled = settle(out)
+            (work / f"killed-{out.name}.json").write_text(json.dumps(settled))
+            runs[0]["outputs_settled"] = len(settled)
+            runs.append(run_once(cmd, work / f"{out.name}-run2.log", out, head, 0, t0, "2"))
+        wall = time.time() - t0
+        final_store = head.store_stats()
+    finally:
+        head.stop()
+    rows = windows(runs, args.window)
+    full = [w["driver_peak_rss_mb"] for w in rows if w["pairs"] == args.window]
+    fused = sum(r["outputs_at_exit"] - r["outputs_before"] for r in runs)
+    store = [s["used_mb"] for r in runs for s in r["store"] if "used_mb" in s]
+    totals = {
+        "wall s (all runs)": round(wall, 1),
+        "pairs/s (all runs)": round(fused / wall, 1),
+        "ms per pair": round(1000 * wall / max(fused, 1), 2),
+        "driver peak RSS (MB)": round(max(r["driver_peak_rss_mb"] for r in runs), 1),
+        "window peak RSS last / second": round(full[-1] / full[1], 3) if len(full) > 2 and full[1] else None,
+        "object store peak used (MB)": round(max(store, default=0.0), 1),
+        "object store spilled (MB, objects)": f"{final_store['spilled_mb']:.1f}, {final_store['spilled_objects']}",
+        "max output listing (s)": round(max(r["max_listing_s"] for r in runs), 3),
+    }
+    if runs[0]["killed"]:
+        totals["outputs at kill (settled)"] = f"{runs[0]['outputs_at_exit']} ({runs[0]['outputs_settled']})"
+    for r in runs:
+        totals[f"run {r['tag']}: s, exit code"] = f"{r['seconds']:.1f}, {r['returncode']}"
+        totals[f"run {r['tag']}: first new output after (s)"] = round(r["first_new_output_s"] or -1, 2)
+        if r["resume_diff_log_s"] is not None:
+            totals[f"run {r['tag']}: pre-flight to 'resume:' log line (s)"] = round(r["resume_diff_log_s"], 2)
+    if (out / "_summary.json").exists():
+        job = json.loads((out / "_summary.json").read_text())
+        keys = ("pairs_ok", "pairs_skipped", "pairs_failed", "elapsed_s", "startup_s", "steady_pairs_per_s")
+        totals["last run's _summary.json"] = ", ".join(f"{k} {job.get(k)!s:.8}" for k in keys)
+    return {"mode": "pipeline", "runs": runs, "windows": rows, "totals": totals, "final_store": final_store}
+
+
 def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     manifest = manifest_path(work, args.pairs, args.size)
     if not manifest.exists():
         build(work, args.pairs, args.size)
-    out = work / f"out-{args.pairs}{'-hand' if args.hand_loop else ''}"
+    name = f"{args.pairs}-{args.size}{'-hand' if args.hand_loop else ''}"
+    out = work / f"out-{name}"
     if out.exists():
         raise SystemExit(f"{out} exists: remove it (rm -r {out}) for a fresh run")
-    meta = {
+    result = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
         "pairs": args.pairs,
         "size": args.size,
-        "command": shlex.join(sys.argv),
+        "command": shlex.join(["python", *sys.argv]),
         "load_before": load_average(),
     }
     if args.hand_loop:
@@ -411,70 +461,36 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         rate = hand_loop(manifest.with_suffix(".csv"), out, args.threads)
         wall = time.perf_counter() - started
-        result = {**meta, "mode": "hand loop", "load_after": load_average()}
-        result["totals"] = {
-            "pairs_per_s": round(rate, 1),
-            "ms_per_pair": round(1000 / rate, 2),
-            "wall_s": round(wall, 1),
-        }
+        totals = {"pairs/s (model loaded)": round(rate, 1), "ms per pair": round(1000 / rate, 2), "wall s": wall}
+        result.update(mode="hand loop", totals=totals)
     else:
-        cmd = [sys.executable, "jobs/batch_fuse.py", "--input", str(manifest), "--output", str(out), "--task", "mff"]
-        head = RayHead(work, args.num_cpus, args.object_store_mb, job_env())
-        try:
-            cmd += ["--address", head.address, *shlex.split(args.job_args)]
-            for item in args.set:
-                cmd += ["--set", item]
-            t0 = time.time()
-            runs = [run_once(cmd, work / "run1.log", out, head, args.kill_at, t0, "1")]
-            if runs[0]["killed"]:
-                settled = settle(out)
-                (work / "killed_outputs.json").write_text(json.dumps(settled))
-                runs[0]["outputs_settled"] = len(settled)
-                runs.append(run_once(cmd, work / "run2.log", out, head, 0, t0, "2"))
-            wall = time.time() - t0
-            final_store = head.store_stats()
-        finally:
-            head.stop()
-        result = {**meta, "mode": "pipeline", "load_after": load_average(), "runs": runs}
-        result["windows"] = windows(runs, args.window)
-        full = [w for w in result["windows"] if w["pairs"] == args.window]
-        fused = sum(r["outputs_at_exit"] - r["outputs_before"] for r in runs)
-        store = [s for r in runs for s in r["store"] if "used_mb" in s]
-        summary = out / "_summary.json"
-        totals = {
-            "wall_s (all runs)": round(wall, 1),
-            "pairs/s (all runs)": round(fused / wall, 1),
-            "ms per pair": round(1000 * wall / max(fused, 1), 2),
-            "driver peak RSS (MB)": round(max(r["driver_peak_rss_mb"] for r in runs), 1),
-            "window peak RSS last / second": round(full[-1]["driver_peak_rss_mb"] / full[1]["driver_peak_rss_mb"], 3)
-            if len(full) > 2 and full[1]["driver_peak_rss_mb"]
-            else None,
-            "object store peak used (MB)": round(max((s["used_mb"] for s in store), default=0.0), 1),
-            "object store spilled (MB, objects)": f"{final_store['spilled_mb']:.1f}, {final_store['spilled_objects']}",
-            "max output listing (s)": round(max(r["max_listing_s"] for r in runs), 3),
-        }
-        for r in runs:
-            totals[f"run {r['tag']}: s, exit code"] = f"{r['seconds']:.1f}, {r['returncode']}"
-            totals[f"run {r['tag']}: first new output after (s)"] = round(r["first_new_output_s"] or -1, 2)
-        if runs[0]["killed"]:
-            totals["outputs at kill (settled)"] = f"{runs[0]['outputs_at_exit']} ({runs[0]['outputs_settled']})"
-        if summary.exists():
-            totals["job summary"] = json.loads(summary.read_text()).get("counts") or summary.read_text()[:300]
-        result["totals"] = totals
-        result["final_store"] = final_store
+        result.update(run_pipeline(args, work, manifest, out))
         if not args.no_check:
             result["check"] = check(work, out, manifest)
-            totals["check"] = "PASS" if result["check"]["ok"] else "FAIL"
-    path = work / f"result-{args.pairs}{'-hand' if args.hand_loop else ''}.json"
+            result["totals"]["check"] = "PASS" if result["check"]["ok"] else "FAIL"
+    result["load_after"] = load_average()
+    path = work / f"result-{name}.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     print(markdown(result))
     print(f"\nresult: {path}")
     return 0 if result.get("check", {"ok": True})["ok"] else 1
 
 
+def curve(work: Path) -> None:
+    """One table of every result-*.json under ``work``: the cost curve, pipeline next to the hand loop."""
+    print("| pairs | size | mode | pairs/s | ms per pair | driver peak RSS (MB) | date |")
+    print("|---:|---:|---|---:|---:|---:|---|")
+    results = [json.loads(p.read_text()) for p in work.glob("result-*.json")]
+    for r in sorted(results, key=lambda r: (r["size"], r["pairs"], r["mode"])):
+        t = r["totals"]
+        rate = t.get("pairs/s (all runs)") or t.get("pairs/s (model loaded)")
+        rss = t.get("driver peak RSS (MB)", "-")
+        print(f"| {r['pairs']:,} | {r['size']} | {r['mode']} | {rate} | {t['ms per pair']} | {rss} | {r['date']} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("build", "run", "check"))
+    parser.add_argument("action", choices=("build", "run", "check", "curve"))
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--work", default="/tmp/maugif-million")
@@ -493,8 +509,11 @@ def main() -> int:
     if args.action == "build":
         build(work, args.pairs, args.size)
         return 0
+    if args.action == "curve":
+        curve(work)
+        return 0
     if args.action == "check":
-        out = work / f"out-{args.pairs}"
+        out = work / f"out-{args.pairs}-{args.size}"
         return 0 if check(work, out, manifest_path(work, args.pairs, args.size))["ok"] else 1
     return run(args)
 
