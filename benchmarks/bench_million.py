@@ -1,9 +1,9 @@
 """A whole batch job at scale (issue 18): N pairs end to end, kill at half, resume, check every id; cost curve.
 
-    python benchmarks/bench_million.py build --pairs 1000000 [--size 32] [--work /tmp/maugif-million]
     python benchmarks/bench_million.py run --pairs 1000000 --kill-at 500000 [--set fusion.num_actors=2 ...]
-    python benchmarks/bench_million.py check --pairs 1000000
-    python benchmarks/bench_million.py run --pairs 200000 --hand-loop      # bench_batch.hand_loop, same manifest
+    python benchmarks/bench_million.py check --pairs 1000000          # again, on what a run left under --work
+    python benchmarks/bench_million.py run --pairs 200000 [--hand-loop]   # a cost-curve point; the hand loop
+    python benchmarks/bench_million.py curve                          # one table of every result under --work
 
 Input (``build``): :func:`bench_batch.make_pairs` writes 200 distinct ``size``² PNG pairs cropped from the bundled
 MFI-WHU samples (``samples/mff``, real images) and a manifest of N pair ids ``pair000000`` ... reusing them, so every
@@ -19,15 +19,18 @@ and survives the driver's SIGKILL for the rerun. Sampled: the driver's RSS and p
 committed outputs (``os.scandir``, recursive, ``*.png`` without temp names) every ``max(1 s, 10 × listing time)``;
 the object store every 5 s. ``--kill-at K`` SIGKILLs the driver when K outputs are counted, waits until the outputs
 stop changing, snapshots them (name → mtime) and reruns the same command: the rerun's time to its first new output
-(polled on the output folders' mtimes) is the resume diff plus start-up. Per window of ``--window`` completed pairs:
-pairs/s and the driver's peak RSS; the job's own per-window log lines (``-v``) are kept if present.
+(the output folders' mtimes polled, each change confirmed by a listing: the pre-flight's write probe also touches
+the folder) is the resume diff plus start-up; the job's ``-v`` log dates the diff itself. Per window of ``--window``
+completed pairs: pairs/s and the driver's peak RSS; the job's own per-window log lines (``-v``) are kept if present.
 
 ``check`` (also run after ``run``): every input id has exactly one output; no other outputs; per the job's manifest
 (``pipeline.io.manifest.read_manifest``) no pair is ``ok`` twice; a pair without an ``ok`` row must carry the tool's
 mark and a ``skipped`` row of a later run; a pair committed before the kill must not be rewritten (mtime) or ``ok``
 in the rerun. Prints one verdict line; exit 1 on any missing, extra or duplicate.
 
-Results: ``<work>/result-<N>[-hand].json`` and a Markdown table on stdout for benchmarks/RESULTS.md.
+Results: ``<work>/result-<N>-<size>[-hand].json`` and a Markdown table on stdout for benchmarks/RESULTS.md. The
+pipeline's pairs/s is outputs over the job processes' wall time (start-up included, as a user waits for it); the hand
+loop's excludes loading the model (``bench_batch.hand_loop``).
 """
 
 from __future__ import annotations
