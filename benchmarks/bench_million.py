@@ -464,7 +464,11 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         rate = hand_loop(manifest.with_suffix(".csv"), out, args.threads)
         wall = time.perf_counter() - started
-        totals = {"pairs/s (model loaded)": round(rate, 1), "ms per pair": round(1000 / rate, 2), "wall s": wall}
+        totals = {
+            "pairs/s (model loaded)": round(rate, 1),
+            "ms per pair": round(1000 / rate, 2),
+            "wall s": round(wall, 1),
+        }
         result.update(mode="hand loop", totals=totals)
     else:
         result.update(run_pipeline(args, work, manifest, out))
