@@ -133,6 +133,7 @@ class MeteredDatasink(FusedImageDatasink):
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
         from ray.data.block import BlockAccessor
 
+        from pipeline.fuse.memory import release_heap
         from pipeline.io.storage import retry_count
 
         blocks = list(blocks)
@@ -159,6 +160,8 @@ class MeteredDatasink(FusedImageDatasink):
         started = time.perf_counter()
         retries_before = retry_count()
         result = super().write(blocks, ctx)
+        del blocks
+        release_heap()  # the encoded tiles' buffers: this pooled worker keeps no heap between write tasks
         retries += retry_count() - retries_before
         elapsed = time.perf_counter() - started
         metrics = JobMetrics(self.job)
