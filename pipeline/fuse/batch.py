@@ -299,6 +299,33 @@ def _save_config(config: FuseJobConfig, output: str, run_id: str) -> None:
     atomic_write_bytes(f"{output.rstrip('/')}/{S.MANIFEST_DIR}/config-{run_id}.json", payload)
 
 
+def rows_per_write(config: FuseJobConfig) -> int:
+    """Rows bundled into one write task: ``resources.rows_per_write``, lowered when scenes become tile rows so that
+    a bundle of ``tiling.tile_size``² tiles (3 one-byte bands) fits ``resources.write_max_mb``."""
+    rows = config.resources.rows_per_write
+    if config.tiling.window_min_pixels is None or config.method != "maugif":
+        return rows
+    tile_bytes = config.tiling.tile_size**2 * 3
+    return max(1, min(rows, config.resources.write_max_mb * 2**20 // tile_bytes))
+
+
+@contextlib.contextmanager
+def _object_store_limit(megabytes: int | None) -> Iterator[None]:
+    """Ray Data's object-store budget for this job's Datasets (``resources.object_store_mb``), restored after."""
+    if megabytes is None:
+        yield
+        return
+    from ray.data import DataContext
+
+    options = DataContext.get_current().execution_options
+    previous = options.resource_limits
+    options.resource_limits = previous.copy(object_store_memory=megabytes * 2**20)
+    try:
+        yield
+    finally:
+        options.resource_limits = previous
+
+
 def _with_lookahead(windows: Iterator[tuple[Any, int]]) -> Iterator[tuple[Any, int, bool]]:
     """``(dataset, rows, is_last)``: the next window is discovered before the current one runs, so the progress
     total is final as soon as the last window starts (one extra window of pair rows in the object store)."""
@@ -401,7 +428,8 @@ def run_batch_fuse(
         counts: dict[str, int] = {}
         total = 0
         limit = config.dry_run
-        with ProgressPoller(counter, report) as poller:
+        # Datasets snapshot Ray Data's context when created: the budget is set before the pairs are discovered.
+        with ProgressPoller(counter, report) as poller, _object_store_limit(config.resources.object_store_mb):
             for index, (pairs, rows, last) in enumerate(_with_lookahead(discover_windows(config))):
                 total += rows
                 state["discovering"] = not last
@@ -412,7 +440,7 @@ def run_batch_fuse(
                 sink = MeteredDatasink(
                     output_config,
                     run_id=run_id,
-                    min_rows_per_write=config.resources.rows_per_write,
+                    min_rows_per_write=rows_per_write(config),
                     job=config.job_name,
                     part_prefix=f"w{index:05d}-",
                     progress=counter,

@@ -26,4 +26,3 @@ def test_release_heap_returns_freed_heap_pages_to_the_os():
     after = process.memory_info().rss
     assert before - after > 48 * 2**20, (before, after)
     assert keep.sum() == 2048
-
