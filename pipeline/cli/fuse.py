@@ -116,14 +116,7 @@ def main(argv: list[str] | None = None, prog: str = "maugif fuse", label: str | 
             logging.getLogger(name).setLevel(logging.ERROR)
     address = config.address or os.environ.get("RAY_ADDRESS")
     t0 = time.perf_counter()
-    from pipeline.fuse.memory import WORKER_ENV
-
-    ray.init(
-        address=address or "local",
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        runtime_env={"env_vars": dict(WORKER_ENV)},  # workers' heaps stay bounded (pipeline.fuse.memory)
-    )
+    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.ERROR)
     if not args.verbose:
         ray.data.DataContext.get_current().enable_progress_bars = False
         for name in ("ray", "ray.data"):

@@ -4,8 +4,7 @@ A Ray worker process outlives its task: the pooled workers that ran a scene's pl
 BatchNorm statistics) or a write task (COG encoding), and the fusion actors between batches, keep the pages glibc's
 allocator has freed but not returned, so the job's resident memory grew with the number of tiles a process had
 handled rather than with what it holds (issue 14). :func:`release_heap` asks glibc to return them
-(``malloc_trim(0)``); :data:`WORKER_ENV` caps glibc's per-thread arenas in every worker of the job, which bounds
-how much freed memory can sit in arenas at all.
+(``malloc_trim(0)``).
 """
 
 from __future__ import annotations
@@ -15,13 +14,9 @@ import ctypes.util
 import functools
 import logging
 
-__all__ = ["WORKER_ENV", "release_heap"]
+__all__ = ["release_heap"]
 
 logger = logging.getLogger(__name__)
-
-# Environment for every worker of a fusion job (``ray.init(runtime_env={"env_vars": ...})``): two malloc arenas
-# instead of glibc's 8 per core, so the heap freed by GDAL's and PyTorch's threads is reused, not left behind.
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 @functools.cache
