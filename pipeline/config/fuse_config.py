@@ -67,6 +67,17 @@ class ResourceConfig(FrozenConfig):
     rows_per_write: PositiveInt = Field(
         64, description="Rows bundled into one write task (one manifest part); Ray Data keeps driver state per task."
     )
+    write_max_mb: PositiveInt = Field(
+        48,
+        description="Fused bytes one write task holds at most when scenes are fused as tile rows: rows_per_write "
+        "is lowered to fit this many MiB of tiling.tile_size² tiles of 3 one-byte bands (16 rows of 1024² "
+        "tiles), so the job's memory follows the tile size, not how many tiles a scene has.",
+    )
+    object_store_mb: PositiveInt | None = Field(
+        None,
+        description="Object-store memory (MiB) Ray Data may fill with the job's blocks in flight "
+        "(its resource_limits); None: Ray Data's default, a share of the node's object store.",
+    )
 
 
 class FailureConfig(FrozenConfig):

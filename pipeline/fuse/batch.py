@@ -44,6 +44,7 @@ from pipeline.config.fuse_config import FuseJobConfig
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.fuse.batch_summary import build_summary, exit_code, format_summary, save_summary
 from pipeline.fuse.job_metrics import JobMetrics
+from pipeline.fuse.memory import object_store_limit, rows_per_write
 from pipeline.fuse.sinks import FusedImageDatasink
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class MeteredDatasink(FusedImageDatasink):
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
         from ray.data.block import BlockAccessor
 
+        from pipeline.fuse.memory import release_heap
         from pipeline.io.storage import retry_count
 
         blocks = list(blocks)
@@ -139,6 +141,8 @@ class MeteredDatasink(FusedImageDatasink):
         started = time.perf_counter()
         retries_before = retry_count()
         result = super().write(blocks, ctx)
+        del blocks
+        release_heap()  # the encoded tiles' buffers: this pooled worker keeps no heap between write tasks
         retries += retry_count() - retries_before
         elapsed = time.perf_counter() - started
         metrics = JobMetrics(self.job)
@@ -404,7 +408,8 @@ def run_batch_fuse(
         counts: dict[str, int] = {}
         total = 0
         limit = config.dry_run
-        with ProgressPoller(counter, report) as poller:
+        # Datasets snapshot Ray Data's context when created: the budget is set before the pairs are discovered.
+        with ProgressPoller(counter, report) as poller, object_store_limit(config.resources.object_store_mb):
             window_started = time.perf_counter()
             windows = discover_windows(config, done=done or None)
             for index, (window, last) in enumerate(_with_lookahead(windows)):
@@ -419,7 +424,7 @@ def run_batch_fuse(
                     sink = MeteredDatasink(
                         output_config,
                         run_id=run_id,
-                        min_rows_per_write=config.resources.rows_per_write,
+                        min_rows_per_write=rows_per_write(config),
                         job=config.job_name,
                         part_prefix=f"w{index:05d}-",
                         progress=counter,

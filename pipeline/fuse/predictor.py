@@ -42,6 +42,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from pipeline import schema as S
 from pipeline.config.io_config import FrozenConfig
 from pipeline.fuse.job_metrics import JobMetrics
+from pipeline.fuse.memory import release_heap
 from pipeline.fuse.predictor_rows import (
     GREY,
     chw_to_hwc,
@@ -274,6 +275,8 @@ class FusionPredictor:
         for (task, *_), indices in groups.items():
             self._fuse_group(task, rows, indices, out)
         done = [r for r in out if r is not None]
+        del rows, batch
+        release_heap()  # this batch's windows and intermediates: the actor's heap does not grow with tiles fused
         for row in done:
             if row[S.STATUS] == S.STATUS_OK:
                 self.metrics.pairs("fused", 1, task=row.get(S.TASK) or "")

@@ -29,6 +29,7 @@ from pipeline import schema as S
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.config.output_config import TilingConfig
 from pipeline.errors import GridError, RasterReadError
+from pipeline.fuse.memory import release_heap
 from pipeline.fuse.scene_state import (
     SceneState,
     decimation_factor,
@@ -251,6 +252,19 @@ def plan_scene_rows(
     """
     if row.get(S.STATUS) in (S.STATUS_FAILED, S.STATUS_SKIPPED):
         return _whole(row)
+    try:
+        return _plan_scene_rows(row, read, storage, tiling, predictor)
+    finally:  # the decimated read and the fit are garbage now: give their pages back, this worker stays pooled
+        release_heap()
+
+
+def _plan_scene_rows(
+    row: dict[str, Any],
+    read: dict[str, Any] | None,
+    storage: dict[str, Any] | None,
+    tiling: dict[str, Any] | None,
+    predictor: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
     read_cfg = ReadConfig(**read) if read else ReadConfig()
     storage_cfg = StorageConfig(**storage) if storage else None
     tiling_cfg = TilingConfig(**tiling) if tiling else TilingConfig()
