@@ -30,6 +30,7 @@ ChromaRule = Literal["from_a", "saturation_weighted"]
 BatchNormMode = Literal["per_image", "running"]
 EnvelopeRule = Literal["none", "max"]
 DecisionRule = Literal["none", "focus", "exposure"]
+CompositionRule = Literal["linear", "pyramid"]
 
 
 class _Frozen(BaseModel):
@@ -118,6 +119,20 @@ class AdditiveConfig(_Frozen):
             "Decision: gain of the learned injection on top of the decided source, per pixel in the decided "
             "direction: F = w (Y_B + g tau(d_A)) + (1 - w) (Y_A + g tau(d_B)); 0 composes the sources alone."
         ),
+    )
+    composition: CompositionRule = Field(
+        "linear",
+        description=(
+            "Decision: how the decided sources are composed. 'linear': F = w B' + (1 - w) A' in the image "
+            "domain, the learned fusion blended back where w is within uncertain_band of 1/2. 'pyramid': the two "
+            "(injected) sources' undecimated Laplacian pyramids are blended level by level with the weight's "
+            "Gaussian pyramid, and where a level's weight is within uncertain_band of 1/2 the coefficient of "
+            "larger magnitude is taken (max-abs); the coarsest level is blended. Widens the receptive field by "
+            "2 (2^pyramid_levels - 1) pixels."
+        ),
+    )
+    pyramid_levels: PositiveInt = Field(
+        4, le=6, description="Decision, 'pyramid' composition: number of detail levels (dilations 1, 2, 4, ...)."
     )
     encoder_channels: PositiveInt = Field(3, description="Width of the encoder's 11x11 layer (reference: 3).")
     decoder_width: PositiveInt = Field(16, description="Width of the decoder's first branch (reference: 16).")

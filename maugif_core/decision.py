@@ -15,8 +15,13 @@ composes the output from the sources themselves:
    verification).
 3. **Boundary**: an edge-aware guided filter (He et al.) of the refined decision, guided by the mean of the two
    sources, so the transition follows image edges: weight ``w`` in ``[0, 1]``.
-4. **Composition**: ``F_dec = w * Y_B + (1 - w) * Y_A``. Where the decision is uncertain (``w`` near 1/2, within
-   ``uncertain_band`` of it) the learned fusion ``Y_A + tau(d)`` is kept, blended linearly.
+4. **Composition** (``composition="linear"``): ``F_dec = w * Y_B + (1 - w) * Y_A``. Where the decision is
+   uncertain (``w`` near 1/2, within ``uncertain_band`` of it) the learned fusion ``Y_A + tau(d)`` is kept,
+   blended linearly. ``composition="pyramid"`` blends the two sources' undecimated Laplacian pyramids level by
+   level with the weight's Gaussian pyramid (Burt and Adelson's multiresolution spline, without decimation so
+   that it stays shift-invariant and tile-exact) and takes, where a level's weight is uncertain, the
+   coefficient of larger magnitude (the classical max-abs rule, only where the decision does not decide).
+   With ``inject_gain`` > 0 each side carries the learned injection of the other direction's detail.
 
 Every step is a local operation (box filters, max pools) whose border handling depends only on whether the
 window meets the image edge, so the whole rule has a finite receptive-field radius
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 
 from maugif_core.config import AdditiveConfig
 
-__all__ = ["DecisionMaps", "decide", "decision_radius", "guided_filter", "box_mean"]
+__all__ = ["DecisionMaps", "box_mean", "decide", "decision_radius", "guided_filter", "pyramid_radius"]
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 _EPS = 1e-12
@@ -43,11 +48,20 @@ def decision_radius(config: AdditiveConfig) -> int:
     """Receptive-field radius (pixels) of :func:`decide` given its inputs (detail maps, lumas).
 
     Laplacian (1) + activity window + opening and closing (4 x region radius) + vote + guided filter (2 x its
-    radius: two box filters in sequence).
+    radius: two box filters in sequence); the pyramid composition adds its coarsest blur's radius
+    (:func:`pyramid_radius`), for the weight's Gaussian pyramid.
     """
     if config.decision == "none":
         return 0
-    return 1 + config.activity_radius + 4 * config.region_radius + config.vote_radius + 2 * config.guide_radius
+    radius = 1 + config.activity_radius + 4 * config.region_radius + config.vote_radius + 2 * config.guide_radius
+    if config.composition == "pyramid":
+        radius += pyramid_radius(config.pyramid_levels)
+    return radius
+
+
+def pyramid_radius(levels: int) -> int:
+    """Radius of the coarsest level of :func:`_gaussian_pyramid`: 5-tap kernels dilated 1, 2, 4, ... ."""
+    return 2 * (2**levels - 1)
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -79,6 +93,48 @@ def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: f
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
     return box_mean(a, radius) * guide + box_mean(b, radius)
+
+
+_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+
+
+def _blur(x: torch.Tensor, step: int) -> torch.Tensor:
+    """Separable 5-tap binomial blur with taps ``step`` apart (a trous), normalised by the weight inside the image
+    (edge-clipped like :func:`box_mean`). Radius ``2 * step``. ``(B, 1, H, W)``."""
+    kernel = _BINOMIAL.to(x)
+    out, norm = x, torch.ones_like(x[:1])
+    for k in (kernel.view(1, 1, 1, 5), kernel.view(1, 1, 5, 1)):
+        pad = (0, 2 * step) if k.shape[-1] == 5 else (2 * step, 0)
+        out = F.conv2d(out, k, padding=pad, dilation=step)
+        norm = F.conv2d(norm, k, padding=pad, dilation=step)
+    return out / norm
+
+
+def _gaussian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """``[G_0 = x, G_1, ..., G_levels]``, undecimated (each level blurred with twice the previous dilation)."""
+    out = [x]
+    for k in range(levels):
+        out.append(_blur(out[-1], 2**k))
+    return out
+
+
+def _pyramid_compose(
+    base_a: torch.Tensor, base_b: torch.Tensor, weight: torch.Tensor, levels: int, band: float
+) -> torch.Tensor:
+    """Blend the Laplacian pyramids of ``base_a`` and ``base_b`` with the Gaussian pyramid of ``weight`` (of B);
+    where a level's weight is within ``band`` of 1/2, blend towards the coefficient of larger magnitude."""
+    gauss_a, gauss_b = _gaussian_pyramid(base_a, levels), _gaussian_pyramid(base_b, levels)
+    gauss_w = _gaussian_pyramid(weight, levels)
+    fused = gauss_w[levels] * gauss_b[levels] + (1 - gauss_w[levels]) * gauss_a[levels]
+    for k in range(levels):
+        lap_a, lap_b, w = gauss_a[k] - gauss_a[k + 1], gauss_b[k] - gauss_b[k + 1], gauss_w[k]
+        level = w * lap_b + (1 - w) * lap_a
+        if band > 0:
+            maxabs = torch.where(lap_b.abs() > lap_a.abs(), lap_b, lap_a)
+            confidence = ((2 * w - 1).abs() / band).clamp(max=1.0)
+            level = confidence * level + (1 - confidence) * maxabs
+        fused = fused + level
+    return fused
 
 
 def _threshold(detail: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -153,15 +209,17 @@ def decide(
         mask = (box_mean(mask, config.vote_radius) > 0.5).to(compute)
     guide = 0.5 * (luma_a + luma_b)
     weight = guided_filter(guide, mask, config.guide_radius, config.guide_eps).clamp(0.0, 1.0)
+    base_a, base_b = luma_a, luma_b
     if config.inject_gain > 0:
         # Each side of the decision keeps the learned injection of the other source's detail (MAUGIF's two
         # directions, chosen per pixel): Y_A + g tau(d_B) where A is taken, Y_B + g tau(d_A) where B is.
         gain = config.inject_gain
         base_a = luma_a + gain * _threshold(detail_b.to(compute), config.threshold)
         base_b = luma_b + gain * _threshold(detail_a.to(compute), config.threshold)
-        composed = weight * base_b + (1 - weight) * base_a
-    else:
-        composed = weight * luma_b + (1 - weight) * luma_a
+    if config.composition == "pyramid":
+        composed = _pyramid_compose(base_a, base_b, weight, config.pyramid_levels, config.uncertain_band)
+        return DecisionMaps(composed.to(learned_y.dtype), weight, evidence)
+    composed = weight * base_b + (1 - weight) * base_a
     if config.uncertain_band > 0:
         confidence = ((2 * weight - 1).abs() / config.uncertain_band).clamp(max=1.0)
         composed = confidence * composed + (1 - confidence) * learned_y.to(compute)

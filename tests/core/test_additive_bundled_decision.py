@@ -18,7 +18,7 @@ from test_additive import (  # shared helpers and fixtures
 
 import maugif_core
 from maugif_core.additive import DECODER_RADIUS, AdditiveMAUGIF, threshold_detail
-from maugif_core.decision import decide, decision_radius
+from maugif_core.decision import _gaussian_pyramid, _pyramid_compose, decide, decision_radius, pyramid_radius
 
 # ---------------------------------------------------------------------------------------------- bundled checkpoints
 
@@ -139,6 +139,60 @@ def test_decision_tiled_equals_whole(rule):
     whole, _, _ = model.fuse_luma(planes_a, planes_b)
     short = _fuse_tiled(model, planes_a, planes_b, tile=32, halo=DECODER_RADIUS, stats=None)
     assert (short - whole).abs().max().item() > 1e-3
+
+
+# Small radii so that 32-pixel tiles with the full halo are still tiles of a 128 x 160 image.
+_PYRAMID = {
+    "composition": "pyramid",
+    "pyramid_levels": 3,
+    "activity_radius": 2,
+    "region_radius": 1,
+    "vote_radius": 1,
+    "guide_radius": 2,
+    "uncertain_band": 0.5,
+    "detail_weight": 0.5,
+    "inject_gain": 0.5,
+}
+
+
+def test_pyramid_composition_radius_and_tiled_equals_whole():
+    model = _model("mff", decision="focus", **_PYRAMID)
+    linear = _model("mff", decision="focus", **{**_PYRAMID, "composition": "linear"})
+    assert pyramid_radius(3) == 2 + 4 + 8
+    assert decision_radius(model.config) == decision_radius(linear.config) + pyramid_radius(3)
+    halo = model.receptive_field_radius
+    _, planes_a, planes_b = _two_focus_planes(128, 160, seed=5)
+    noise_a, noise_b = _rand((1, 1, 128, 160), 15), _rand((1, 1, 128, 160), 16)
+    for a, b in ((planes_a, planes_b), (noise_a, noise_b)):
+        whole, _, _ = model.fuse_luma(a, b)
+        tiled = _fuse_tiled(model, a, b, tile=32, halo=halo, stats=None)
+        assert (tiled - whole).abs().max().item() < 1e-5
+
+
+def test_pyramid_composition_batch_independence_and_what_it_picks():
+    model = _model("mff", decision="focus", **_PYRAMID)
+    pairs = [_two_focus_planes(64, 96, seed=s) for s in range(3)]
+    batch_a, batch_b = torch.cat([p[1] for p in pairs]), torch.cat([p[2] for p in pairs])
+    fused_batch, _, _ = model.fuse_luma(batch_a, batch_b)
+    for i in range(3):
+        alone, _, _ = model.fuse_luma(batch_a[i : i + 1], batch_b[i : i + 1])
+        torch.testing.assert_close(fused_batch[i : i + 1], alone, atol=1e-6, rtol=1e-5)
+    # Sources alone (no injection): away from the focus boundary the pyramid blend is the in-focus texture
+    # (the pyramid of a constant weight reconstructs the chosen source exactly).
+    sharp, a, b = pairs[0]
+    cfg = model.config.model_copy(update={"inject_gain": 0.0, "detail_weight": 0.0})
+    zeros = torch.zeros_like(a)
+    maps = decide(a, b, zeros, zeros, 0.5 * (a + b), cfg)
+    margin = decision_radius(cfg)
+    torch.testing.assert_close(maps.fused_y[..., :, : 48 - margin], sharp[..., :, : 48 - margin])
+    torch.testing.assert_close(maps.fused_y[..., :, 48 + margin :], sharp[..., :, 48 + margin :])
+    # Where the weight is exactly 1/2, every detail level takes the coefficient of larger magnitude: against a
+    # flat source that is all of A's detail, and the coarsest level is the blend, half of A's.
+    coarse = _gaussian_pyramid(a, 3)[3]
+    maxabs = _pyramid_compose(a, zeros, torch.full_like(a, 0.5), levels=3, band=0.5)
+    torch.testing.assert_close(maxabs, a - 0.5 * coarse)
+    blended = _pyramid_compose(a, zeros, torch.full_like(a, 0.75), levels=3, band=0.5)
+    torch.testing.assert_close(blended, 0.25 * a)  # certain (|2w - 1| >= band): the plain blend
 
 
 def test_decision_batch_independence():

@@ -37,6 +37,8 @@ DECISION_FIELDS = (
     "guide_eps",
     "uncertain_band",
     "inject_gain",
+    "composition",
+    "pyramid_levels",
 )
 
 
