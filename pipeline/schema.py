@@ -44,6 +44,7 @@ ERROR = "error"
 SECONDS = "seconds"
 RUN_ID = "run_id"
 WRITTEN_AT = "written_at"
+EXTRAS = "extras"  # JSON object text: what a pair's fit estimated (sensor registration, MTF gain), or null
 MANIFEST_COLUMNS = (PAIR_ID, STATUS, OUTPUT_URI, ERROR_STAGE, ERROR, SECONDS)
 
 STATUS_OK = "ok"

@@ -59,6 +59,7 @@ def fit_many(
     device: torch.device | str | None = None,
     max_batch: int | None = None,
     conv_mode: ConvMode | None = None,
+    registration: tuple[float, float] | Sequence[tuple[float, float] | None] | None = None,
 ) -> list[MultiplicativeMAUGIF]:
     """Fit one model per scene, optimising scenes of the same shape together on one device.
 
@@ -77,11 +78,15 @@ def fit_many(
         max_batch: most scenes in one stacked optimisation (memory bound); None = no limit.
         conv_mode: ``"grouped"`` (one grouped convolution per layer for all scenes) or ``"loop"`` (scene by
             scene inside the shared step); None = grouped on CUDA, loop on CPU (measured faster there).
+        registration: the registration of H on M as :meth:`MultiplicativeMAUGIF.fit` takes it: one ``(dy, dx)``
+            for every scene, or one per scene (``None`` entries: estimated for that scene); None = estimated
+            for every scene.
 
     Returns:
         Fitted models, in the order of ``scenes``, each with its ``fit_report``.
     """
     configs = _resolve_configs(config_or_model, len(scenes))
+    registrations = _resolve_registrations(registration, len(scenes))
     if device is None:
         device = config_or_model.basis.device if isinstance(config_or_model, MultiplicativeMAUGIF) else "cpu"
     models = [MultiplicativeMAUGIF(cfg).to(device) for cfg in configs]
@@ -100,7 +105,12 @@ def fit_many(
             batch = members[start : start + chunk]
             # Scenes are prepared (Φ, Z, M↓) chunk by chunk, so memory scales with max_batch, not len(scenes).
             prepared = [
-                models[i].prepare_scene(to_chw(scenes[i][0]).to(device), to_chw(scenes[i][1]).to(device), ratios[i])
+                models[i].prepare_scene(
+                    to_chw(scenes[i][0]).to(device),
+                    to_chw(scenes[i][1]).to(device),
+                    ratios[i],
+                    registration=registrations[i],
+                )
                 for i in batch
             ]
             K, l = prepared[0][1].shape[0], prepared[0][2].shape[0]
@@ -114,6 +124,33 @@ def fit_many(
                 models[i].remember_scene(*scenes[i])
                 models[i].fit_report = report
     return models
+
+
+def _resolve_registrations(
+    registration: tuple[float, float] | Sequence[tuple[float, float] | None] | None, count: int
+) -> list[tuple[float, float] | None]:
+    """One registration (or None) per scene from ``fit_many``'s ``registration`` argument."""
+    if registration is None:
+        return [None] * count
+    entries = list(registration)
+    if len(entries) == 2 and all(isinstance(v, (int, float, np.floating, np.integer)) for v in entries):
+        one = (float(entries[0]), float(entries[1]))
+        return [one] * count
+    if len(entries) != count:
+        raise ValueError(
+            f"registration: expected one (dy, dx) for every scene or one per scene ({count}), got {len(entries)} "
+            f"entries: {registration!r}"
+        )
+    out: list[tuple[float, float] | None] = []
+    for i, entry in enumerate(entries):
+        if entry is None:
+            out.append(None)
+            continue
+        pair = tuple(entry)
+        if len(pair) != 2 or not all(isinstance(v, (int, float, np.floating, np.integer)) for v in pair):
+            raise ValueError(f"registration[{i}]: expected (dy, dx) numbers or None, got {entry!r}")
+        out.append((float(pair[0]), float(pair[1])))
+    return out
 
 
 def _band_count(image: np.ndarray) -> int:

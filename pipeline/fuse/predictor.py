@@ -53,6 +53,7 @@ from pipeline.fuse.predictor_rows import (
     read_meta,
     to_columns,
     to_rows,
+    with_scene,
 )
 from pipeline.fuse.scene_tiles import fuse_tile_row, is_tile_row
 from pipeline.io.radiometry import nodata_value, union_mask
@@ -268,8 +269,8 @@ class FusionPredictor:
                     groups[(task, image_a.shape, image_b.shape, image_a.dtype.str)].append(i)
                     continue
                 started = time.perf_counter()
-                fused, details = self._fuse_one(task, image_a, image_b, meta_a, meta_b, row.get(S.PAIR_ID))
-                out[i] = fused_row(row, chw_to_hwc(fused), details, time.perf_counter() - started)
+                fused, details, scene = self._fuse_one(task, image_a, image_b, meta_a, meta_b, row.get(S.PAIR_ID))
+                out[i] = fused_row(with_scene(row, scene), chw_to_hwc(fused), details, time.perf_counter() - started)
             except Exception as e:  # a bad pair becomes a failure row, never an actor crash
                 out[i] = failed_row(row, e)
         for (task, *_), indices in groups.items():
@@ -314,7 +315,7 @@ class FusionPredictor:
                 try:
                     row = rows[i]
                     t0 = time.perf_counter()
-                    fused, details = self._fuse_one(
+                    fused, details, _ = self._fuse_one(
                         task, np.asarray(row[S.IMAGE_A]), np.asarray(row[S.IMAGE_B]), {}, {}
                     )
                     out[i] = fused_row(row, chw_to_hwc(fused), details, time.perf_counter() - t0)
@@ -355,7 +356,10 @@ class FusionPredictor:
     # ------------------------------------------------------------------ one pair (tiled / rasters / multiplicative)
     def _fuse_one(
         self, task: str, image_a: np.ndarray, image_b: np.ndarray, meta_a: dict, meta_b: dict, pair_id: Any = None
-    ) -> tuple[np.ndarray, dict | None]:
+    ) -> tuple[np.ndarray, dict | None, dict | None]:
+        """Fuse one pair: the fused image ``(C, H, W)``, its detail maps (additive, when asked) and what a
+        multiplicative pair's fit estimated (:attr:`~maugif_core.multiplicative.MultiplicativeFusion.details`,
+        for the manifest's extras), else None."""
         import maugif_core
         from pipeline.io.tiling import fuse_tiled
 
@@ -380,7 +384,7 @@ class FusionPredictor:
             ratio = model.ratio
         elif task in maugif_core.ADDITIVE_TASKS:
             model = self.additive_model(task)
-            return self._fuse_additive_tiled(model, image_a, prepared)
+            return (*self._fuse_additive_tiled(model, image_a, prepared), None)
         else:
             raise ValueError(f"unknown task {task!r}: expected one of {', '.join(maugif_core.TASKS)}")
         fused = fuse_tiled(
@@ -391,7 +395,8 @@ class FusionPredictor:
             model.receptive_field_radius,
             ratio,
         )
-        return prepared.apply_fill(prepared.map_a.from_unit(fused), prepared.output_mask(ratio)), None
+        fused = prepared.apply_fill(prepared.map_a.from_unit(fused), prepared.output_mask(ratio))
+        return fused, None, model.details
 
     def _multiplicative_tile_fn(self, model: torch.nn.Module):
         device = self.device

@@ -26,6 +26,7 @@ __all__ = [
     "read_meta",
     "to_columns",
     "to_rows",
+    "with_scene",
 ]
 
 GREY = "_grey_a"  # predictor-internal: image A came as (H, W), so the fused image goes back as (H, W)
@@ -36,6 +37,19 @@ def read_meta(value: Any) -> dict[str, Any]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
     return dict(value) if isinstance(value, dict) else json.loads(value)
+
+
+def with_scene(row: dict, scene: dict | None) -> dict:
+    """``row`` with what its pair's fit estimated (``scene``: plain values) under ``"scene"`` in its ``meta_a``
+    JSON, where the writer finds it for the manifest's extras and the STAC item; unchanged when there is
+    nothing estimated or no ``meta_a`` (rows built without metadata)."""
+    if not scene or not row.get(S.META_A):
+        return row
+    return {**row, S.META_A: json.dumps({**read_meta(row[S.META_A]), "scene": _plain(scene)})}
+
+
+def _plain(values: dict) -> dict:
+    return {k: v if isinstance(v, (str, int, type(None))) else float(v) for k, v in values.items()}
 
 
 def hwc3(image: np.ndarray, name: str) -> np.ndarray:

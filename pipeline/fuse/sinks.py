@@ -161,9 +161,10 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
             result.update(window={k: int(window[k]) for k in ("row_off", "col_off", "height", "width")}, ok=True)
             if result["row"] == 0 and result["col"] == 0:
                 result.update(meta=meta.__dict__, dtype=dtype, band_count=block.shape[0])
-                scene = json.loads(row[META_A]).get("scene") if row.get(META_A) else None
-                if scene:  # what the scene's fit estimated (sensor registration, MTF gain): STAC properties
+                scene = _scene(row)
+                if scene:  # what the scene's fit estimated (sensor registration, MTF gain): STAC, manifest
                     result["properties"] = {f"maugif:{k}": v for k, v in scene.items()}
+                    result["scene"] = scene
             result["seconds"] = upstream + time.perf_counter() - start
             return result
         if choose_format(meta, config) == "png":
@@ -185,7 +186,7 @@ def write_row(row: Mapping[str, Any], config: OutputConfig, fs: Any = None) -> d
                     np.asarray(decode_array(row[column])), base, pair_id, column, config=config, meta=meta, fs=fs
                 )[1]
         seconds = upstream + time.perf_counter() - start
-        record = make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds)
+        record = make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds, extras=_scene(row))
         return {**result, "record": record, "ok": True, "bytes": nbytes, "seconds": seconds}
     except Exception as e:  # one bad pair must not stop the job: it becomes a failure record
         logger.warning("writing pair %s failed: %s", pair_id, e)
@@ -275,8 +276,15 @@ def commit_tiled_rasters(tiles: Iterable[dict[str, Any]], config: OutputConfig, 
                 make_record(pair_id, STATUS_FAILED, error_stage=STAGE_WRITE, error=_error_text(e), seconds=seconds)
             )
             continue
-        records.append(make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds + time.perf_counter() - start))
+        seconds += time.perf_counter() - start
+        records.append(make_record(pair_id, STATUS_OK, output_uri=uri, seconds=seconds, extras=head.get("scene")))
     return records
+
+
+def _scene(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the pair's fit estimated (``"scene"`` in its ``meta_a``, see
+    :func:`pipeline.fuse.predictor_rows.with_scene`), or None."""
+    return json.loads(row[META_A]).get("scene") if row.get(META_A) else None
 
 
 def _tuple(value: Any) -> tuple | None:

@@ -4,7 +4,10 @@ Every run appends its own part files, ``_manifest/part-<run_id>-<writer>-<seq>.p
 deterministic per run and writer (a retried Ray task rewrites its own part instead of adding a duplicate), and
 each part is written atomically. Besides the six columns of :data:`pipeline.schema.MANIFEST_COLUMNS`, rows
 carry ``run_id`` and ``written_at`` (UTC) so that the latest status of a pair wins when several runs recorded
-it. A rerun asks :func:`done_pair_ids` which pairs are already ``ok`` and processes only the rest.
+it, and ``extras``: JSON object text with what the pair's own fit estimated (a pansharpening or HS–MS scene's
+sensor registration and MTF gain, see :attr:`maugif_core.multiplicative.MultiplicativeFusion.details`), null
+for other pairs. Parts written before ``extras`` existed read with a null there.
+A rerun asks :func:`done_pair_ids` which pairs are already ``ok`` and processes only the rest.
 
 Reading goes through ``pyarrow.dataset`` with column projection, so millions of rows cost a few columns of
 Arrow memory, not Python objects per row (except the final ``set`` that :func:`done_pair_ids` returns).
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import logging
+import math
 import posixpath
 import re
 import uuid
@@ -31,6 +36,7 @@ from pipeline.io.fsutil import atomic_write_bytes, filesystem_for, is_local, joi
 from pipeline.schema import (
     ERROR,
     ERROR_STAGE,
+    EXTRAS,
     MANIFEST_DIR,
     OUTPUT_URI,
     PAIR_ID,
@@ -69,6 +75,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field(SECONDS, pa.float64()),
         pa.field(RUN_ID, pa.string(), nullable=False),
         pa.field(WRITTEN_AT, pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field(EXTRAS, pa.string()),
     ]
 )
 _STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
@@ -87,8 +94,13 @@ def make_record(
     error_stage: str | None = None,
     error: str | None = None,
     seconds: float | None = None,
+    extras: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One manifest row (without ``run_id``/``written_at``, which the writer adds).
+
+    Args:
+        extras: plain values the pair's fit estimated (e.g. ``{"sensor_shift_y": 1.5, "sensor_gain": 0.3,
+            ...}``), stored as JSON object text in the ``extras`` column (NaN becomes null); None or empty: null.
 
     Raises:
         ValueError: an unknown status.
@@ -102,7 +114,23 @@ def make_record(
         ERROR_STAGE: _text(error_stage),
         ERROR: _text(error),
         SECONDS: None if seconds is None or seconds != seconds else float(seconds),
+        EXTRAS: _extras_text(extras),
     }
+
+
+def _extras_text(extras: Mapping[str, Any] | None) -> str | None:
+    """``extras`` as JSON object text (sorted keys; NaN and infinities as null), or None when there are none."""
+    if not extras:
+        return None
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy / torch scalars
+            return plain(value.item())
+        return value
+
+    return json.dumps({str(k): plain(v) for k, v in extras.items()}, sort_keys=True, allow_nan=False)
 
 
 def _text(value: Any) -> str | None:

@@ -158,6 +158,29 @@ def test_fit_many_equals_individual_fits_and_stops_scenes_independently() -> Non
             assert np.abs(one.fuse(a, b) - batched.fuse(a, b)).max() < 1e-3
 
 
+def test_fit_many_takes_the_registration_per_scene_or_one_for_all_like_fit() -> None:
+    config = small_config(steps=30)
+    scenes = [make_scene(s) for s in (20, 21, 22)]
+    per_scene = [(0.0, 0.0), None, (1.0, 0.5)]
+    many = fit_many(config, scenes, registration=per_scene, conv_mode="loop")
+    for model, (a, b), reg in zip(many, scenes, per_scene, strict=True):
+        solo = MultiplicativeMAUGIF(config)
+        solo.fit(a, b, registration=reg)
+        assert model.sensor_model == solo.sensor_model  # registration, gain and source
+        for name, value in solo.state_dict().items():
+            assert torch.equal(value, model.state_dict()[name]), name
+    assert [m.sensor_model.source for m in many] == ["georeferencing", "estimated", "georeferencing"]
+    assert (many[2].sensor_model.shift_y, many[2].sensor_model.shift_x) == (1.0, 0.5)
+    one = fit_many(config, scenes, registration=(0.0, 0.0), conv_mode="loop")
+    assert {(m.sensor_model.shift_y, m.sensor_model.shift_x, m.sensor_model.source) for m in one} == {
+        (0.0, 0.0, "georeferencing")
+    }
+    with pytest.raises(ValueError, match=r"one per scene \(3\), got 2"):
+        fit_many(config, scenes, registration=[(0.0, 0.0), None])
+    with pytest.raises(ValueError, match=r"registration\[1\]"):
+        fit_many(config, scenes, registration=[(0.0, 0.0), "centre", None])
+
+
 def test_fit_many_refuses_configs_that_disagree_on_training() -> None:
     scenes = [make_scene(0), make_scene(1)]
     with pytest.raises(ValueError, match="steps"):

@@ -137,6 +137,19 @@ def test_scene_tile_rows_local_and_s3_equal_whole_and_resume(ray_session, s3_ser
     # the pansharpening scene's fit used the registration from the transforms; what it estimated is in its item
     pan_props = json.loads((tiled / "pan" / "item.json").read_text())["properties"]
     assert pan_props["maugif:sensor_source"] == "georeferencing" and 0 < pan_props["maugif:sensor_gain"] < 1
+    # ... and in the pair's manifest row (extras), on the windowed and the whole-image path alike
+    extras = json.loads(latest["pan"][S.EXTRAS])
+    assert extras["sensor_source"] == pan_props["maugif:sensor_source"]
+    for key in ("sensor_shift_y", "sensor_shift_x", "sensor_gain"):  # the item rounds, the manifest does not
+        assert extras[key] == pytest.approx(pan_props[f"maugif:{key}"], abs=1e-6), key
+    whole_pan = {r[S.PAIR_ID]: r for r in read_manifest(str(whole)).to_pylist()}["pan"]
+    whole_extras = json.loads(whole_pan[S.EXTRAS])
+    assert whole_extras["sensor_source"] == "georeferencing" and 0 < whole_extras["sensor_gain"] < 1
+    assert (whole_extras["sensor_shift_y"], whole_extras["sensor_shift_x"]) == (
+        extras["sensor_shift_y"],
+        extras["sensor_shift_x"],
+    )
+    assert latest["local"][S.EXTRAS] is None  # an additive pair has nothing estimated
     collection = json.loads((tiled / "collection.json").read_text())
     validate_core(collection)
     assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [

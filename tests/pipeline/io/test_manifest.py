@@ -133,3 +133,35 @@ def test_manifest_scales_to_many_rows(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     assert len(done) == n // 2 and "pair-0000000" in done and "pair-0000001" not in done
     assert elapsed < 10, f"done_pair_ids over {int(1.5 * n)} rows took {elapsed:.1f}s"
+
+
+def test_extras_are_json_text_and_old_parts_without_the_column_still_read(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from pipeline.schema import EXTRAS, PAIR_ID, RUN_ID, STATUS, WRITTEN_AT
+
+    output = str(tmp_path / "out")
+    # A part written before the extras column existed (the manifest's schema without it).
+    old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name != EXTRAS])
+    old = pa.Table.from_pylist(
+        [{PAIR_ID: "old", STATUS: STATUS_OK, RUN_ID: "r0", WRITTEN_AT: pa.scalar(0, pa.timestamp("us", tz="UTC"))}],
+        schema=old_schema,
+    )
+    (tmp_path / "out" / MANIFEST_DIR).mkdir(parents=True)
+    pq.write_table(old, tmp_path / "out" / MANIFEST_DIR / "part-r0-driver-00000.parquet")
+    extras = {"sensor_shift_y": np.float32(0.5), "sensor_gain": 0.3, "sensor_source": "estimated"}
+    with ManifestWriter(output, "r1") as manifest:
+        manifest.add(make_record("new", STATUS_OK, extras={**extras, "sensor_residual": float("nan")}))
+        manifest.add(make_record("plain", STATUS_OK))
+    rows = {r[PAIR_ID]: r for r in latest_status(output).to_pylist()}
+    assert rows["old"][EXTRAS] is None and rows["plain"][EXTRAS] is None
+    assert json.loads(rows["new"][EXTRAS]) == {
+        "sensor_shift_y": 0.5,
+        "sensor_gain": 0.3,
+        "sensor_source": "estimated",
+        "sensor_residual": None,
+    }
+    assert done_pair_ids(output) == {"old", "new", "plain"}  # resume reads both kinds of part
