@@ -327,6 +327,13 @@ def write_collection(
         folders=folders,
     )
     uri = join_key(output, COLLECTION_NAME)
-    atomic_write_bytes(uri, dumps_item(collection), fs)
-    logger.info("STAC collection %s links %d items", uri, len(items))
+    payload = dumps_item(collection)
+    try:  # a rerun that committed nothing new leaves the collection as it was (not rewritten)
+        with fs.open(filesystem_for(uri)[1], "rb") as handle:
+            unchanged = handle.read() == payload
+    except FileNotFoundError:
+        unchanged = False
+    if not unchanged:
+        atomic_write_bytes(uri, payload, fs)
+    logger.info("STAC collection %s links %d items%s", uri, len(items), " (unchanged)" if unchanged else "")
     return uri
