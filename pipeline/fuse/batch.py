@@ -46,6 +46,7 @@ from pipeline.fuse.batch_summary import build_summary, exit_code, format_summary
 from pipeline.fuse.job_metrics import JobMetrics
 from pipeline.fuse.memory import object_store_limit, rows_per_write
 from pipeline.fuse.sinks import FusedImageDatasink
+from pipeline.io.done_set import DoneSet
 
 if TYPE_CHECKING:
     from pipeline.io.pairs import PairWindow
@@ -316,17 +317,17 @@ def _alive_nodes() -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
 
 
-def resume_done(output: str, current_run: str | None = None, key_shards: int = 0) -> set[str]:
+def resume_done(output: str, current_run: str | None = None, key_shards: int = 0) -> DoneSet:
     """Pair ids a rerun skips: the manifest's ``ok`` pairs, plus outputs carrying this tool's mark from a run
     recorded at ``output`` (committed after the last manifest flush of a crashed run), found at the top of the output
     or, with ``key_shards`` > 1, under its shard prefixes. A file that merely has an output's name is never trusted
     (see :mod:`pipeline.io.marks`)."""
-    from pipeline.io.manifest import done_pair_ids
+    from pipeline.io.manifest import done_ids
     from pipeline.io.marks import marked_pair_ids
 
-    done = done_pair_ids(output)
+    done = done_ids(output)
     marked, _ = marked_pair_ids(output, exclude=done, current_run=current_run, key_shards=key_shards)
-    return done | marked
+    return done.union(marked)
 
 
 def _scratch_uri(output: str, run_id: str) -> str:
@@ -401,7 +402,7 @@ def run_batch_fuse(
 
             check_key_shards(config.output.uri, config.output.key_shards, config.storage, exclude_run=run_id)
         _save_config(config, output, run_id)
-        done: set[str] = set()
+        done = DoneSet()
         if config.resume and not dry:
             done = resume_done(output, run_id, config.output.key_shards)
         logger.info("resume: %d pairs already done at %s", len(done), output)

@@ -7,10 +7,10 @@ carry ``run_id`` and ``written_at`` (UTC) so that the latest status of a pair wi
 it, and ``extras``: JSON object text with what the pair's own fit estimated (a pansharpening or HS–MS scene's
 sensor registration and MTF gain, see :attr:`maugif_core.multiplicative.MultiplicativeFusion.details`), null
 for other pairs. Parts written before ``extras`` existed read with a null there.
-A rerun asks :func:`done_pair_ids` which pairs are already ``ok`` and processes only the rest.
+A rerun asks :func:`done_ids` which pairs are already ``ok`` and processes only the rest.
 
 Reading goes through ``pyarrow.dataset`` with column projection, so millions of rows cost a few columns of
-Arrow memory, not Python objects per row (except the final ``set`` that :func:`done_pair_ids` returns).
+Arrow memory, not Python objects per row; the done ids come back as a :class:`~pipeline.io.done_set.DoneSet`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.io.done_set import DoneSet
 from pipeline.io.fsutil import atomic_write_bytes, filesystem_for, is_local, join_key
 from pipeline.schema import (
     ERROR,
@@ -52,6 +53,7 @@ __all__ = [
     "RUN_ID",
     "WRITTEN_AT",
     "ManifestWriter",
+    "done_ids",
     "done_pair_ids",
     "latest_status",
     "make_record",
@@ -213,20 +215,33 @@ class ManifestWriter:
         self.close()
 
 
-def _manifest_dataset(output_uri: str) -> pds.Dataset | None:
+def _manifest_files(output_uri: str) -> tuple[Any, list[str]]:
+    """The filesystem of ``output_uri`` and its committed manifest part files, sorted (no in-flight temp objects)."""
     fs, root = filesystem_for(output_uri)
     directory = posixpath.join(root, MANIFEST_DIR)
     if not is_local(fs):
         fs.invalidate_cache(directory)  # parts may have been written by other processes
     if not fs.exists(directory):
-        return None
-    files = sorted(p for p in fs.find(directory) if p.endswith(".parquet"))  # skips in-flight temp objects
-    if not files:
-        return None
+        return fs, []
+    return fs, sorted(p for p in fs.find(directory) if p.endswith(".parquet"))
+
+
+def _open_dataset(output_uri: str, fs: Any, files: list[str]) -> pds.Dataset:
     try:
         return pds.dataset(files, schema=MANIFEST_SCHEMA, format="parquet", filesystem=fs)
     except (OSError, pa.ArrowInvalid) as e:
         raise PipelineError(f"cannot open the manifest under {output_uri}/{MANIFEST_DIR}: {e}") from e
+
+
+def _manifest_dataset(output_uri: str) -> pds.Dataset | None:
+    fs, files = _manifest_files(output_uri)
+    return _open_dataset(output_uri, fs, files) if files else None
+
+
+_PARTS_PER_READ = 256
+"""Manifest parts read per dataset scan by :func:`done_ids`: a scan over thousands of small parts at once holds
+per-fragment buffers that cost several times the rows read (15,629 parts of a 1M-pair job: +600 MB for 54 MB of
+columns); groups of 256 parts keep that near the rows' own size (benchmarks/RESULTS.md, issue 18)."""
 
 
 def read_manifest(output_uri: str, columns: list[str] | None = None) -> pa.Table:
@@ -267,17 +282,50 @@ def _latest_rows(table: pa.Table) -> pa.Table:
     return table.filter(keep)
 
 
-def done_pair_ids(output_uri: str) -> set[str]:
-    """Pair ids whose latest status at ``output_uri`` is ``ok``: what a rerun skips.
+def done_ids(output_uri: str) -> DoneSet:
+    """Pair ids whose latest status at ``output_uri`` is ``ok`` (what a rerun skips), as a compact :class:`DoneSet`.
 
-    Reads only the four columns that decide it (not the output URIs and error texts): at 500,000 manifest rows
-    the driver's peak grows by a fraction of what reading every column costs (benchmarks/bench_resume.py).
+    Streams the parts in groups of :data:`_PARTS_PER_READ`, keeping per row only the pair id, whether it is ``ok``,
+    its time and its run's rank (never the URIs and error texts), then keeps each pair's latest row: a million rows
+    cost ~30 MB of columns, and the result holds each done id's bytes once.
     """
-    latest = _latest_rows(read_manifest(output_uri, columns=[PAIR_ID, STATUS, WRITTEN_AT, RUN_ID]))
-    if latest.num_rows == 0:
-        return set()
-    done = latest.filter(pc.equal(latest.column(STATUS), STATUS_OK)).column(PAIR_ID)
-    return set(done.to_pylist())
+    fs, files = _manifest_files(output_uri)
+    groups = []
+    for start in range(0, len(files), _PARTS_PER_READ):
+        part = _open_dataset(output_uri, fs, files[start : start + _PARTS_PER_READ]).to_table(
+            columns=[PAIR_ID, STATUS, WRITTEN_AT, RUN_ID]
+        )
+        groups.append(
+            pa.table(
+                {
+                    PAIR_ID: part.column(PAIR_ID),
+                    "ok": pc.fill_null(pc.equal(part.column(STATUS), STATUS_OK), False),
+                    WRITTEN_AT: part.column(WRITTEN_AT),
+                    RUN_ID: pc.dictionary_encode(part.column(RUN_ID)),
+                }
+            ).combine_chunks()
+        )
+        del part
+    if not groups:
+        return DoneSet()
+    table = pa.concat_tables(groups).combine_chunks()
+    del groups
+    if table.num_rows == 0:
+        return DoneSet()
+    runs = table.column(RUN_ID).chunk(0)  # one chunk, its dictionaries unified by combine_chunks
+    # Sorting needs a plain column: each row's run as its rank among the run ids (run ids sort by their start time).
+    order = pc.sort_indices(runs.dictionary)
+    rank = pc.sort_indices(order)  # the inverse permutation: rank[i] = position of dictionary entry i
+    table = table.set_column(3, RUN_ID, pc.take(rank, runs.indices))
+    latest = _latest_rows(table)
+    del table
+    return DoneSet(latest.filter(latest.column("ok")).column(PAIR_ID), sorted_unique=True)
+
+
+def done_pair_ids(output_uri: str) -> set[str]:
+    """Pair ids whose latest status at ``output_uri`` is ``ok``, as a Python ``set`` (:func:`done_ids` is the
+    compact form a rerun uses)."""
+    return set(done_ids(output_uri))
 
 
 def _reason(error: str | None) -> str:

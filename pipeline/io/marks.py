@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pipeline.io.done_set import DoneSet
+from pipeline.io.fsutil import is_local
 from pipeline.schema import MANIFEST_DIR
 
 __all__ = [
@@ -122,6 +125,43 @@ def recorded_runs(fs: Any, root: str) -> set[str]:
     return runs
 
 
+_CHUNK = 50_000
+
+
+def _names(fs: Any, folder: str) -> Iterator[str]:
+    """The entries of ``folder``: streamed with ``os.scandir`` on a local disk (a folder of a million outputs is
+    never one list), listed by the filesystem elsewhere (s3fs pages through the listing itself)."""
+    if is_local(fs):
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    yield entry.path
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        return
+    try:
+        yield from fs.ls(folder, detail=False)
+    except FileNotFoundError:
+        return
+
+
+def _candidate_chunks(fs: Any, folder: str) -> Iterator[list[tuple[str, str]]]:
+    """``(stem, path)`` of the entries of ``folder`` that have an output's name (``<id>.png`` or ``<id>.vrt``, not
+    hidden, not ``_``-prefixed), in chunks of :data:`_CHUNK`."""
+    chunk: list[tuple[str, str]] = []
+    for name in _names(fs, folder):
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        stem, dot, ext = base.rpartition(".")
+        if not dot or ext not in ("png", "vrt") or base.startswith((".", "_")):
+            continue
+        chunk.append((stem, name))
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def marked_pair_ids(
     output: str, exclude: Iterable[str] = (), *, current_run: str | None = None, key_shards: int = 0
 ) -> tuple[set[str], int]:
@@ -129,7 +169,8 @@ def marked_pair_ids(
     prefixes, :mod:`pipeline.io.key_shards`) carries this tool's mark for that pair, at an output where this tool
     recorded a run. An output found under another shard than its pair id's is not trusted.
 
-    Only outputs not in ``exclude`` (the manifest's ``ok`` pairs) are opened, and only their first kilobytes
+    Only outputs not in ``exclude`` (the manifest's ``ok`` pairs; a :class:`~pipeline.io.done_set.DoneSet` is
+    tested a chunk of names at a time) are opened, and only their first kilobytes
     (a VRT is small) are read: normally just the outputs committed after the last manifest flush of a crashed run.
 
     ``current_run``: this run's id, not counted as a run recorded at the output (it has written nothing yet).
@@ -142,35 +183,35 @@ def marked_pair_ids(
 
     fs, root = filesystem_for(output)
     shards = shard_names(key_shards) or [None]
-    names: list[tuple[str | None, str]] = []
-    for shard in shards:
-        folder = root if shard is None else filesystem_for(join_key(output, shard))[1]
-        try:
-            names.extend((shard, name) for name in fs.ls(folder, detail=False))
-        except FileNotFoundError:
-            continue
-    skip = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)  # no copy of a large done set
+    if not isinstance(exclude, (DoneSet, set, frozenset)):
+        exclude = set(exclude)
     runs: set[str] | None = None
     trusted: set[str] = set()
     untrusted = 0
-    for shard, name in names:
-        base = name.rstrip("/").rsplit("/", 1)[-1]
-        stem, dot, ext = base.rpartition(".")
-        if not dot or ext not in ("png", "vrt") or base.startswith((".", "_")) or stem in skip:
-            continue
-        if runs is None:
-            runs = recorded_runs(fs, root) - {current_run}  # an earlier run must have written here
-        try:
-            with fs.open(name, "rb") as handle:
-                head = handle.read(_HEAD_BYTES if ext == "png" else 1 << 20)
-        except OSError:
-            continue
-        mark = read_mark(head)
-        in_place = shard == shard_name(stem, key_shards)
-        if mark and mark.get("tool") == MARK_KEY and mark.get("pair_id") == stem and runs and in_place:
-            trusted.add(stem)
-        else:
-            untrusted += 1
+    for shard in shards:
+        folder = root if shard is None else filesystem_for(join_key(output, shard))[1]
+        for chunk in _candidate_chunks(fs, folder):
+            stems = [stem for stem, _ in chunk]
+            if isinstance(exclude, DoneSet):
+                excluded = exclude.contains_each(stems).to_pylist()
+            else:
+                excluded = [stem in exclude for stem in stems]
+            for (stem, name), is_done in zip(chunk, excluded, strict=True):
+                if is_done:
+                    continue
+                if runs is None:
+                    runs = recorded_runs(fs, root) - {current_run}  # an earlier run must have written here
+                try:
+                    with fs.open(name, "rb") as handle:
+                        head = handle.read(_HEAD_BYTES if name.endswith(".png") else 1 << 20)
+                except OSError:
+                    continue
+                mark = read_mark(head)
+                in_place = shard == shard_name(stem, key_shards)
+                if mark and mark.get("tool") == MARK_KEY and mark.get("pair_id") == stem and runs and in_place:
+                    trusted.add(stem)
+                else:
+                    untrusted += 1
     if untrusted:
         logger.warning(
             "resume: %d file(s) at %s have an output's name but not this tool's mark; their pairs will be fused",
