@@ -270,8 +270,8 @@ def build_dataset(
         batch_size=fusion.batch_size,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=fusion.num_actors),  # a fixed-size pool: every actor starts at once
-        max_restarts=-1,
-        max_task_retries=-1,
+        # Lost actors restart and their batches are retried: Ray Data's actor-pool defaults (max_restarts=-1,
+        # max_task_retries=-1), which Ray 2.60 no longer takes by keyword without a deprecation warning.
         **remote,
     )
 
