@@ -28,7 +28,7 @@ completed pairs: pairs/s and the driver's peak RSS; the job's own per-window log
 mark and a ``skipped`` row of a later run; a pair committed before the kill must not be rewritten (mtime) or ``ok``
 in the rerun. Prints one verdict line; exit 1 on any missing, extra or duplicate.
 
-Results: ``<work>/result-<N>-<size>[-hand].json`` and a Markdown table on stdout for benchmarks/RESULTS.md. The
+Results: ``<work>/result-<N>-<size>[-hand<threads>].json`` and a Markdown table on stdout for benchmarks/RESULTS.md. The
 pipeline's pairs/s is outputs over the job processes' wall time (start-up included, as a user waits for it); the hand
 loop's excludes loading the model (``bench_batch.hand_loop``).
 """
@@ -383,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = manifest_path(work, args.pairs, args.size)
     if not manifest.exists():
         build(work, args.pairs, args.size)
-    name = f"{args.pairs}-{args.size}{'-hand' if args.hand_loop else ''}"
+    name = f"{args.pairs}-{args.size}{f'-hand{args.threads}' if args.hand_loop else ''}"
     out = work / f"out-{name}"
     if out.exists():
         raise SystemExit(f"{out} exists: remove it (rm -r {out}) for a fresh run")
@@ -406,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
             "ms per pair": round(1000 / rate, 2),
             "wall s": round(wall, 1),
         }
-        result.update(mode="hand loop", totals=totals)
+        result.update(mode=f"hand loop, {args.threads} torch thread(s)", totals=totals)
     else:
         result.update(run_pipeline(args, work, manifest, out))
         if not args.no_check:
@@ -418,6 +418,53 @@ def run(args: argparse.Namespace) -> int:
     print(markdown(result))
     print(f"\nresult: {path}")
     return 0 if result.get("check", {"ok": True})["ok"] else 1
+
+
+def rerun(args: argparse.Namespace) -> int:
+    """The job once more over a finished (or partly finished) ``out-<N>-<size>``: what a resume costs the driver.
+
+    Prints the wall time, exit code, the driver's peak RSS, the resume diff from the job's log (pre-flight passed →
+    ``resume:`` line) and its ``resume:`` and summary lines. ``--code DIR`` runs another checkout's job (and puts it
+    first on the job's ``PYTHONPATH``), to compare two versions over the same output."""
+    work = Path(args.work)
+    out = work / f"out-{args.pairs}-{args.size}"
+    if not out.exists():
+        raise SystemExit(f"{out} does not exist: run the job first (bench_million.py run --pairs {args.pairs})")
+    code = Path(args.code).resolve() if args.code else REPO
+    cmd = [
+        sys.executable,
+        str(code / "jobs" / "batch_fuse.py"),
+        "--input",
+        str(manifest_path(work, args.pairs, args.size)),
+        "--output",
+        str(out),
+        "--task",
+        "mff",
+    ]
+    env = dict(job_env(), PYTHONPATH=str(code))
+    head = RayHead(work, args.num_cpus, args.object_store_mb, env)
+    log = work / f"{out.name}-rerun-{code.name}.log"
+    try:
+        cmd += ["--address", head.address, *shlex.split(args.job_args)]
+        started = time.time()
+        with open(log, "w") as handle:
+            proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, proc_memory_mb(proc.pid)[1])
+            time.sleep(0.2)
+        seconds = time.time() - started
+    finally:
+        head.stop()
+    text = log.read_text(errors="replace")
+    figures = log_figures(text)
+    lines = [line for line in text.splitlines() if "resume:" in line or line.startswith(("pairs:", "time:"))]
+    print(
+        f"rerun of {out} with {code}: {seconds:.1f} s, exit {proc.returncode}, driver peak RSS {peak:.0f} MB, "
+        f"resume diff (log) {figures['resume_diff_log_s']} s; load average {load_average()}"
+    )
+    print("\n".join(lines))
+    return proc.returncode
 
 
 def curve(work: Path) -> None:
@@ -434,7 +481,7 @@ def curve(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("build", "run", "check", "curve"))
+    parser.add_argument("action", choices=("build", "run", "check", "curve", "rerun"))
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--work", default="/tmp/maugif-million")
@@ -445,8 +492,14 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the Ray head.")
     parser.add_argument("--object-store-mb", type=int, default=None, help="Object store of the head (Ray's default).")
     parser.add_argument("--hand-loop", action="store_true", help="bench_batch.hand_loop over the same manifest.")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="Torch threads of the hand loop.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Torch threads of the hand loop (torch's default is every core; on a busy machine 1 is far faster).",
+    )
     parser.add_argument("--no-check", action="store_true")
+    parser.add_argument("--code", default=None, help="rerun: the checkout whose job to run (default: this one).")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -456,6 +509,8 @@ def main() -> int:
     if args.action == "curve":
         curve(work)
         return 0
+    if args.action == "rerun":
+        return rerun(args)
     if args.action == "check":
         out = work / f"out-{args.pairs}-{args.size}"
         return 0 if check(work, out, manifest_path(work, args.pairs, args.size))["ok"] else 1
