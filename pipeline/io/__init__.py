@@ -10,5 +10,6 @@ Modules:
 - ``geo``, ``decode``: grid planning of a pair, and decode_pair (both images read, grids checked or aligned)
 - ``tiling``: tile grids with halos, seam-free stitching, nodata masks (fuse_tiled)
 - ``writers, cog, stac``: fused PNGs, COG tiles, VRT mosaics, STAC items
-- ``manifest, marks``: the job manifest that makes reruns resume, and the tool's mark on its outputs
+- ``manifest, marks, done_set``: the job manifest that makes reruns resume, the tool's mark on its outputs, and the
+  compact set of done pair ids a rerun holds
 """
