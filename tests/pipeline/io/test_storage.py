@@ -198,3 +198,38 @@ def test_gdal_reads_s3_through_vsis3(tmp_path: Path, s3_server: str, s3_bucket: 
     with rasterio_env():  # local files: no S3 session options
         options = rasterio.env.getenv()
         assert options["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR" and "AWS_HTTPS" not in options
+
+
+def test_atomic_s3_write_is_one_put_one_copy_one_delete_and_rides_out_slowdown(
+    s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output on S3 costs three requests (PUT of the temporary key, CopyObject, DeleteObject), not the six of
+    ``fs.mv`` (LIST, HEAD, copy, DeleteObjects); under 503 SlowDown on half the PUTs every object still lands once
+    with its bytes and no temporary object is left. Objects too large for one CopyObject take ``fs.mv``."""
+    from collections import Counter
+
+    from pipeline.io import fsutil
+    from pipeline.io.fsutil import TEMP_MARKER, atomic_write_bytes
+    from testsupport.s3_proxy import S3FaultProxy
+
+    with S3FaultProxy(s3_server) as proxy:
+        config = StorageConfig(endpoint_url=proxy.url, retry_mode="standard", max_attempts=3)
+        fs, _ = get_filesystem(f"s3://{s3_bucket}/lean", config)
+        for i in range(6):
+            atomic_write_bytes(f"s3://{s3_bucket}/lean/o{i}.png", b"%d" % i * 100, fs=fs)
+        requests = Counter((r.method, TEMP_MARKER in r.path) for r in proxy.records)
+        assert requests == {("PUT", True): 6, ("PUT", False): 6, ("DELETE", True): 6}, requests
+        proxy.slowdown(put_fraction=0.5, seed=3)
+        for i in range(6, 12):
+            atomic_write_bytes(f"s3://{s3_bucket}/lean/o{i}.png", b"%d" % i * 100, fs=fs)
+        assert proxy.count("slowdown") > 0
+        proxy.slowdown()
+        monkeypatch.setattr(fsutil, "_SINGLE_COPY_MAX", 0)  # as for an object over 5 GiB: fs.mv asks the size
+        seen = len(proxy.records)
+        atomic_write_bytes(f"s3://{s3_bucket}/lean/o12.png", b"12" * 100, fs=fs)
+        assert any(r.method == "HEAD" for r in proxy.records[seen:])
+    client = s3_client(s3_server)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="lean/")["Contents"]]
+    assert sorted(keys) == sorted(f"lean/o{i}.png" for i in range(13)), keys
+    for i in range(13):
+        assert client.get_object(Bucket=s3_bucket, Key=f"lean/o{i}.png")["Body"].read() == b"%d" % i * 100
