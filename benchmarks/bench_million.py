@@ -420,53 +420,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.get("check", {"ok": True})["ok"] else 1
 
 
-def rerun(args: argparse.Namespace) -> int:
-    """The job once more over a finished (or partly finished) ``out-<N>-<size>``: what a resume costs the driver.
-
-    Prints the wall time, exit code, the driver's peak RSS, the resume diff from the job's log (pre-flight passed →
-    ``resume:`` line) and its ``resume:`` and summary lines. ``--code DIR`` runs another checkout's job (and puts it
-    first on the job's ``PYTHONPATH``), to compare two versions over the same output."""
-    work = Path(args.work)
-    out = work / f"out-{args.pairs}-{args.size}"
-    if not out.exists():
-        raise SystemExit(f"{out} does not exist: run the job first (bench_million.py run --pairs {args.pairs})")
-    code = Path(args.code).resolve() if args.code else REPO
-    cmd = [
-        sys.executable,
-        str(code / "jobs" / "batch_fuse.py"),
-        "--input",
-        str(manifest_path(work, args.pairs, args.size)),
-        "--output",
-        str(out),
-        "--task",
-        "mff",
-    ]
-    env = dict(job_env(), PYTHONPATH=str(code))
-    head = RayHead(work, args.num_cpus, args.object_store_mb, env)
-    log = work / f"{out.name}-rerun-{code.name}.log"
-    try:
-        cmd += ["--address", head.address, *shlex.split(args.job_args)]
-        started = time.time()
-        with open(log, "w") as handle:
-            proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        peak = 0.0
-        while proc.poll() is None:
-            peak = max(peak, proc_memory_mb(proc.pid)[1])
-            time.sleep(0.2)
-        seconds = time.time() - started
-    finally:
-        head.stop()
-    text = log.read_text(errors="replace")
-    figures = log_figures(text)
-    lines = [line for line in text.splitlines() if "resume:" in line or line.startswith(("pairs:", "time:"))]
-    print(
-        f"rerun of {out} with {code}: {seconds:.1f} s, exit {proc.returncode}, driver peak RSS {peak:.0f} MB, "
-        f"resume diff (log) {figures['resume_diff_log_s']} s; load average {load_average()}"
-    )
-    print("\n".join(lines))
-    return proc.returncode
-
-
 def curve(work: Path) -> None:
     """One table of every result-*.json under ``work``: the cost curve, pipeline next to the hand loop."""
     print("| pairs | size | mode | pairs/s | ms per pair | driver peak RSS (MB) | date |")
@@ -481,7 +434,7 @@ def curve(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("build", "run", "check", "curve", "rerun"))
+    parser.add_argument("action", choices=("build", "run", "check", "curve"))
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--work", default="/tmp/maugif-million")
@@ -499,7 +452,6 @@ def main() -> int:
         help="Torch threads of the hand loop (torch's default is every core; on a busy machine 1 is far faster).",
     )
     parser.add_argument("--no-check", action="store_true")
-    parser.add_argument("--code", default=None, help="rerun: the checkout whose job to run (default: this one).")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -509,8 +461,6 @@ def main() -> int:
     if args.action == "curve":
         curve(work)
         return 0
-    if args.action == "rerun":
-        return rerun(args)
     if args.action == "check":
         out = work / f"out-{args.pairs}-{args.size}"
         return 0 if check(work, out, manifest_path(work, args.pairs, args.size))["ok"] else 1
