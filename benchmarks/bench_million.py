@@ -425,6 +425,7 @@ def curve(work: Path) -> None:
     print("| pairs | size | mode | pairs/s | ms per pair | driver peak RSS (MB) | date |")
     print("|---:|---:|---|---:|---:|---:|---|")
     results = [json.loads(p.read_text()) for p in work.glob("result-*.json")]
+    results = [r for r in results if "mode" in r]  # bench_s3_faults.py writes its own result-s3-*.json
     for r in sorted(results, key=lambda r: (r["size"], r["pairs"], r["mode"])):
         t = r["totals"]
         rate = t.get("pairs/s (all runs)") or t.get("pairs/s (model loaded)")
