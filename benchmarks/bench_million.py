@@ -305,6 +305,18 @@ def check(work: Path, out: Path, manifest: Path) -> dict:
     return result
 
 
+def result_header(pairs: int, size: int) -> dict:
+    """The fields every result file starts with: date, machine, input, command and the load before the run."""
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "pairs": pairs,
+        "size": size,
+        "command": shlex.join(["python", *sys.argv]),
+        "load_before": load_average(),
+    }
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -387,14 +399,7 @@ def run(args: argparse.Namespace) -> int:
     out = work / f"out-{name}"
     if out.exists():
         raise SystemExit(f"{out} exists: remove it (rm -r {out}) for a fresh run")
-    result = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "pairs": args.pairs,
-        "size": args.size,
-        "command": shlex.join(["python", *sys.argv]),
-        "load_before": load_average(),
-    }
+    result = result_header(args.pairs, args.size)
     if args.hand_loop:
         from bench_batch import hand_loop
 

@@ -24,11 +24,8 @@ next to the 503s the proxy answered. Results: ``<work>/result-s3-<N>.json`` and 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import threading
@@ -39,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 BIN = Path(sys.executable).parent
 
-from bench_million import build, job_env, load_average, manifest_path  # noqa: E402
+from bench_million import build, job_env, load_average, manifest_path, result_header  # noqa: E402
 from ray_head import RayHead, free_port  # noqa: E402
 
 from testsupport.s3_proxy import S3FaultProxy  # noqa: E402
@@ -242,14 +239,7 @@ def main() -> int:
     import pyarrow.parquet as pq
 
     ids = pq.read_table(manifest, columns=["pair_id"]).column(0).to_pylist()
-    result = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "pairs": args.pairs,
-        "size": args.size,
-        "command": shlex.join(["python", *sys.argv]),
-        "load_before": load_average(),
-    }
+    result = result_header(args.pairs, args.size)
     moto = MotoServer(work / f"moto-{args.pairs}.log")
     bucket = "bench-s3-faults"
     prefix = f"out-{args.pairs}/"
