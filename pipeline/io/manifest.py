@@ -23,7 +23,7 @@ import math
 import posixpath
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -55,6 +55,7 @@ __all__ = [
     "ManifestWriter",
     "done_ids",
     "done_pair_ids",
+    "latest_ids",
     "latest_status",
     "make_record",
     "new_run_id",
@@ -282,36 +283,48 @@ def _latest_rows(table: pa.Table) -> pa.Table:
     return table.filter(keep)
 
 
-def done_ids(output_uri: str) -> DoneSet:
-    """Pair ids whose latest status at ``output_uri`` is ``ok`` (what a rerun skips), as a compact :class:`DoneSet`.
-
-    Streams the parts in groups of :data:`_PARTS_PER_READ`, keeping per row only the pair id, whether it is ``ok``,
-    its time and its run's rank (never the URIs and error texts), then keeps each pair's latest row: a million rows
-    cost ~30 MB of columns, and the result holds each done id's bytes once.
-    """
+def _scan_groups(output_uri: str, columns: list[str], filter: Any = None) -> Iterator[pa.Table]:
+    """The manifest's rows (``columns``, rows matching ``filter``), one table per :data:`_PARTS_PER_READ` parts."""
     fs, files = _manifest_files(output_uri)
-    groups = []
     for start in range(0, len(files), _PARTS_PER_READ):
-        part = _open_dataset(output_uri, fs, files[start : start + _PARTS_PER_READ]).to_table(
-            columns=[PAIR_ID, STATUS, WRITTEN_AT, RUN_ID]
+        yield _open_dataset(output_uri, fs, files[start : start + _PARTS_PER_READ]).to_table(
+            columns=columns, filter=filter
         )
+
+
+def latest_ids(
+    output_uri: str, flag: Callable[[pa.Table], pa.Array] | None = None, columns: Sequence[str] = ()
+) -> pa.Array:
+    """Sorted pair ids whose latest manifest row (by ``written_at``, then ``run_id``) satisfies ``flag``.
+
+    Streams the parts in groups of :data:`_PARTS_PER_READ`, keeping per row only the pair id, the flag, its time
+    and its run's rank (never the URIs and error texts), then keeps each pair's latest row: a million rows cost
+    ~30 MB of columns, whatever the manifest holds besides.
+
+    Args:
+        output_uri: the job's output location.
+        flag: from a group's table (``pair_id``, ``status`` and ``columns``), a boolean array: whether the row
+            counts (null counts as false); default: the row's status is ``ok``.
+        columns: manifest columns ``flag`` needs besides ``pair_id`` and ``status``.
+    """
+    flag = flag or (lambda t: pc.equal(t.column(STATUS), STATUS_OK))
+    groups = []
+    for part in _scan_groups(output_uri, list(dict.fromkeys([PAIR_ID, STATUS, WRITTEN_AT, RUN_ID, *columns]))):
         groups.append(
             pa.table(
                 {
                     PAIR_ID: part.column(PAIR_ID),
-                    "ok": pc.fill_null(pc.equal(part.column(STATUS), STATUS_OK), False),
+                    "flag": pc.fill_null(flag(part), False),
                     WRITTEN_AT: part.column(WRITTEN_AT),
                     RUN_ID: pc.dictionary_encode(part.column(RUN_ID)),
                 }
             ).combine_chunks()
         )
         del part
-    if not groups:
-        return DoneSet()
-    table = pa.concat_tables(groups).combine_chunks()
+    table = pa.concat_tables(groups).combine_chunks() if groups else None
     del groups
-    if table.num_rows == 0:
-        return DoneSet()
+    if table is None or table.num_rows == 0:
+        return pa.array([], type=pa.string())
     runs = table.column(RUN_ID).chunk(0)  # one chunk, its dictionaries unified by combine_chunks
     # Sorting needs a plain column: each row's run as its rank among the run ids (run ids sort by their start time).
     order = pc.sort_indices(runs.dictionary)
@@ -319,7 +332,13 @@ def done_ids(output_uri: str) -> DoneSet:
     table = table.set_column(3, RUN_ID, pc.take(rank, runs.indices))
     latest = _latest_rows(table)
     del table
-    return DoneSet(latest.filter(latest.column("ok")).column(PAIR_ID), sorted_unique=True)
+    return latest.filter(latest.column("flag")).column(PAIR_ID).combine_chunks()
+
+
+def done_ids(output_uri: str) -> DoneSet:
+    """Pair ids whose latest status at ``output_uri`` is ``ok`` (what a rerun skips), as a compact :class:`DoneSet`
+    (streamed by :func:`latest_ids`; the result holds each done id's bytes once)."""
+    return DoneSet(latest_ids(output_uri), sorted_unique=True)
 
 
 def done_pair_ids(output_uri: str) -> set[str]:
@@ -349,15 +368,12 @@ def run_failures(output_uri: str, run_id: str, *, first: int = 10) -> dict[str, 
         ``{"by_stage_reason": [{"stage", "reason", "count"}, ...] (largest first), "first": [{"pair_id",
         "stage", "error"}, ...], "manifest": "<output>/_manifest"}``.
     """
-    dataset = _manifest_dataset(output_uri)
     empty = {"by_stage_reason": [], "first": [], "manifest": join_key(output_uri, MANIFEST_DIR)}
-    if dataset is None:
-        return empty
-    table = dataset.to_table(
-        columns=[PAIR_ID, ERROR_STAGE, ERROR],
-        filter=(pc.field(RUN_ID) == run_id) & (pc.field(STATUS) == STATUS_FAILED),
-    )
-    if table.num_rows == 0:
+    # Grouped scans (as in latest_ids): one scan over thousands of parts holds per-part buffers well above the rows.
+    wanted = (pc.field(RUN_ID) == run_id) & (pc.field(STATUS) == STATUS_FAILED)
+    groups = list(_scan_groups(output_uri, [PAIR_ID, ERROR_STAGE, ERROR], wanted))
+    table = pa.concat_tables(groups) if groups else None
+    if table is None or table.num_rows == 0:
         return empty
     table = table.sort_by([(PAIR_ID, "ascending")])
     counts: dict[tuple[str, str], int] = {}

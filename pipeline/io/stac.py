@@ -276,21 +276,19 @@ def build_collection(
 
 def raster_pair_ids(output: str) -> list[str]:
     """Pair ids whose latest manifest status at ``output`` is ``ok`` with a raster output (VRT, scene COG or tile
-    folder: anything but a PNG), from the manifest, without listing the output location."""
+    folder: anything but a PNG), from the manifest streamed part group by group (:func:`~pipeline.io.manifest.
+    latest_ids`), without listing the output location: a million PNG outputs cost the ids' columns, not the rows."""
     import pyarrow.compute as pc
 
-    from pipeline.io.manifest import latest_status
-    from pipeline.schema import OUTPUT_URI, PAIR_ID, STATUS, STATUS_OK
+    from pipeline.io.manifest import latest_ids
+    from pipeline.schema import OUTPUT_URI, STATUS, STATUS_OK
 
-    latest = latest_status(output)
-    if latest.num_rows == 0:
-        return []
-    ok = latest.filter(pc.equal(latest.column(STATUS), STATUS_OK))
-    return sorted(
-        pid
-        for pid, uri in zip(ok.column(PAIR_ID).to_pylist(), ok.column(OUTPUT_URI).to_pylist(), strict=True)
-        if uri and not uri.lower().endswith(".png")
-    )
+    def raster_ok(table: Any) -> Any:
+        uri = table.column(OUTPUT_URI)
+        not_raster = pc.fill_null(pc.or_(pc.equal(uri, ""), pc.ends_with(pc.utf8_lower(uri), ".png")), True)
+        return pc.and_(pc.equal(table.column(STATUS), STATUS_OK), pc.invert(not_raster))
+
+    return latest_ids(output, raster_ok, columns=[OUTPUT_URI]).to_pylist()
 
 
 def write_collection(
