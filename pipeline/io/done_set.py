@@ -2,21 +2,41 @@
 
 A rerun of a job with a million finished pairs holds their ids for the whole run. As a Python ``set`` of ``str``
 that is about 100 bytes per id (a string object plus its hash slot); as a sorted Arrow array it is the id's bytes
-plus a 4-byte offset (14 MB for a million ids like ``pair000000``). Membership of a whole batch of ids is one
-``pyarrow.compute.is_in`` call (it hashes the done ids once per call: call it per discovery batch, not per row);
-membership of one id is a binary search.
+plus a 4-byte offset (14 MB for a million ids like ``pair000000``). Membership of one id is a binary search.
+
+Membership of a whole batch is vectorised over an index built once: the done ids' 64-bit fingerprints, sorted
+(12 more bytes per id). A batch's fingerprints are looked up with ``numpy.searchsorted`` and every hit is confirmed
+by comparing the ids themselves, so the answer is exact; a fingerprint collision falls back to the binary search.
+``pyarrow.compute.is_in`` would re-hash all the done ids on every call: 0.21 s per 16k-row batch against a million
+done ids, which makes a resume quadratic in the job's size (benchmarks/RESULTS.md, issue 18).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DoneSet"]
+__all__ = ["DoneSet", "fingerprints"]
 
 _ITER_CHUNK = 65_536
+_INDEXED_MIN = 4_096
+"""Below this many done ids ``pc.is_in`` (which hashes them per call) is as cheap as building the index."""
+
+
+def fingerprints(ids: pa.Array) -> np.ndarray:
+    """The 64-bit fingerprint (blake2b, little-endian) of each id's UTF-8 bytes, as ``uint64``; a null id gives 0."""
+    return np.fromiter(
+        (
+            0 if i is None else int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+            for i in ids.to_pylist()
+        ),
+        dtype=np.uint64,
+        count=len(ids),
+    )
 
 
 class DoneSet(Collection[str]):
@@ -27,7 +47,7 @@ class DoneSet(Collection[str]):
         sorted_unique: ``ids`` is already sorted ascending without duplicates (skips the sort).
     """
 
-    __slots__ = ("_ids",)
+    __slots__ = ("_ids", "_index")
 
     def __init__(self, ids: pa.Array | pa.ChunkedArray | Iterable[str] = (), *, sorted_unique: bool = False) -> None:
         if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
@@ -42,6 +62,7 @@ class DoneSet(Collection[str]):
             ids = pc.unique(ids)
             ids = ids.take(pc.sort_indices(ids))
         self._ids: pa.StringArray = ids
+        self._index: tuple[np.ndarray, np.ndarray] | None = None  # sorted fingerprints, position of each in _ids
 
     @property
     def ids(self) -> pa.StringArray:
@@ -86,7 +107,32 @@ class DoneSet(Collection[str]):
             ids = ids.combine_chunks() if ids.num_chunks else pa.array([], type=pa.string())
         if not len(self._ids) or not len(ids):
             return pa.array([False] * len(ids), type=pa.bool_())
-        return pc.fill_null(pc.is_in(ids, value_set=self._ids), False)
+        if len(self._ids) < _INDEXED_MIN:
+            return pc.fill_null(pc.is_in(ids, value_set=self._ids), False)
+        prints, where = self._fingerprint_index()
+        probe = fingerprints(ids)
+        pos = np.searchsorted(prints, probe).clip(max=len(prints) - 1)
+        hit = (prints[pos] == probe) & np.asarray(ids.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        found = np.zeros(len(ids), dtype=bool)
+        rows = np.flatnonzero(hit)
+        if rows.size:
+            candidates = self._ids.take(pa.array(where[pos[rows]]))
+            same = np.asarray(pc.equal(candidates, ids.take(pa.array(rows))).to_numpy(zero_copy_only=False), bool)
+            found[rows[same]] = True
+            for row in rows[~same]:  # a fingerprint shared by two different ids: the exact binary search decides
+                found[row] = ids[int(row)].as_py() in self
+        return pa.array(found, type=pa.bool_())
+
+    def _fingerprint_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The done ids' fingerprints sorted, and each one's position in the sorted ids (built on first use)."""
+        if self._index is None:
+            prints = np.concatenate(
+                [fingerprints(self._ids.slice(o, _ITER_CHUNK)) for o in range(0, len(self._ids), _ITER_CHUNK)]
+            )
+            order = np.argsort(prints, kind="stable")
+            where = order.astype(np.uint32) if len(order) < 2**32 else order
+            self._index = (prints[order], where)
+        return self._index
 
     def union(self, other: Iterable[str]) -> DoneSet:
         """A new set with the ids of both."""

@@ -239,9 +239,8 @@ def _drop_done(table: pa.Table, done: Collection[str]) -> pa.Table:
     """``table`` without the rows whose pair id is in ``done``.
 
     A :class:`~pipeline.io.done_set.DoneSet` (what a resumed job passes) is tested with one vectorised call per
-    batch; it hashes the done ids on each call (at 500,000 done ids and 10,000-row batches a 1M-pair input spends
-    ~3.6 s in total on it, measured on this machine), the price of holding them as ~14 bytes each instead of a
-    Python set's ~100. A Python set is tested row by row.
+    batch against its fingerprint index, built once (~15 ms per 16k-row batch against a million done ids, measured
+    on this machine). A Python set is tested row by row.
     """
     ids = table.column(S.PAIR_ID)
     if isinstance(done, DoneSet):
