@@ -18,6 +18,7 @@ from maugif_core.config import TASKS
 from pipeline import schema as S
 from pipeline.config.io_config import PairsConfig
 from pipeline.errors import OutputKeyError
+from pipeline.io.done_set import fingerprints
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -238,14 +239,7 @@ class _Validator:
         index = np.flatnonzero(np.asarray(pc.is_null(error).to_numpy(zero_copy_only=False), dtype=bool))
         if not index.size:
             return error
-        prints = np.fromiter(
-            (
-                int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
-                for i in ids.take(pa.array(index)).to_pylist()
-            ),
-            dtype=np.uint64,
-            count=index.size,
-        )
+        prints = fingerprints(ids.take(pa.array(index)))
         unique, first, inverse = np.unique(prints, return_index=True, return_inverse=True)
         seen_before = self._seen.contains(unique)
         keep = np.zeros(index.size, dtype=bool)
