@@ -354,8 +354,9 @@ def _reason(error: str | None) -> str:
     named = re.match(r"(?:unexpected )?([A-Z][A-Za-z]*(?:Error|Exception))\b", text)
     if named:
         return named.group(1)
+    # Quoted values first (a bytes repr such as b'\x8fPNG' holds backslashes that would read as a URI), then URIs.
+    text = re.sub(r"(?:\bb)?'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\S*[/\\]\S*", "<uri>", text)
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\d+", "N", text)
     text = re.split(r"[;(]", text, maxsplit=1)[0].strip().removeprefix("<uri>").lstrip(": ").strip()
     return text[:80] or "unknown"

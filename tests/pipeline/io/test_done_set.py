@@ -180,3 +180,14 @@ def test_fingerprints_match_the_duplicate_check_of_discovery() -> None:
     prints = fingerprints(pa.array(["a", None, "é"]))
     want = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in ("a", "é")]
     assert prints.tolist() == [want[0], 0, want[1]]
+
+
+def test_failure_reasons_group_without_uris_values_or_bytes() -> None:
+    from pipeline.io.manifest import _reason
+
+    bad = r"/in/zz_a.png: unrecognised format: expected PNG, JPEG, BMP or TIFF signature bytes, found b'\x8f\x12'"
+    other = r"/data/in/q_a.png: unrecognised format: expected PNG, JPEG, BMP or TIFF signature bytes, found b'GIF89a'"
+    assert _reason(bad) == _reason(other)
+    assert _reason(bad) == "unrecognised format: expected PNG, JPEG, BMP or TIFF signature bytes, found '…'"
+    assert _reason("s3://b/k.tif: size 12 x 40 differs from 'x' (band 3)") == "size N x N differs from '…'"
+    assert _reason("unexpected ValueError: boom") == "ValueError" and _reason(None) == "unknown"
