@@ -70,8 +70,9 @@ class ResourceConfig(FrozenConfig):
     write_max_mb: PositiveInt = Field(
         48,
         description="Fused bytes one write task holds at most when scenes are fused as tile rows: rows_per_write "
-        "is lowered to fit this many MiB of tiling.tile_size² tiles of 3 one-byte bands (16 rows of 1024² "
-        "tiles), so the job's memory follows the tile size, not how many tiles a scene has.",
+        "is lowered to fit this many MiB of tiling.tile_size² tiles (16 rows of 1024² RGB tiles, 3 of 8-band "
+        "16-bit ones; bands and sample size from the GeoTIFF headers of each window's first pairs), so the job's "
+        "memory follows the tile size, not how many tiles a scene has.",
     )
     object_store_mb: PositiveInt | None = Field(
         None,

@@ -44,7 +44,7 @@ from pipeline.config.fuse_config import FuseJobConfig
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.fuse.batch_summary import build_summary, exit_code, format_summary, save_summary
 from pipeline.fuse.job_metrics import JobMetrics
-from pipeline.fuse.memory import object_store_limit, rows_per_write
+from pipeline.fuse.memory import object_store_limit, rows_per_write, window_tile_bytes
 from pipeline.fuse.sinks import FusedImageDatasink
 from pipeline.io.done_set import DoneSet
 
@@ -425,7 +425,7 @@ def run_batch_fuse(
                     sink = MeteredDatasink(
                         output_config,
                         run_id=run_id,
-                        min_rows_per_write=rows_per_write(config),
+                        min_rows_per_write=rows_per_write(config, window_tile_bytes(config, window.head)),
                         job=config.job_name,
                         part_prefix=f"w{index:05d}-",
                         progress=counter,

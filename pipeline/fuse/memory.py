@@ -1,5 +1,6 @@
 """Memory of the job's processes: freed heap given back between tasks and batches (:func:`release_heap`), write
-bundles sized in bytes (:func:`rows_per_write`) and Ray Data's object-store budget (:func:`object_store_limit`).
+bundles sized in bytes (:func:`rows_per_write`, from the window's headers by :func:`window_tile_bytes`) and Ray
+Data's object-store budget (:func:`object_store_limit`).
 
 A Ray worker process outlives its task: the pooled workers that ran a scene's planning (a decimated read, a model,
 BatchNorm statistics) or a write task (COG encoding), and the fusion actors between batches, keep the pages glibc's
@@ -19,9 +20,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from pipeline.config.fuse_config import FuseJobConfig
 
-__all__ = ["object_store_limit", "release_heap", "rows_per_write"]
+__all__ = ["object_store_limit", "release_heap", "rows_per_write", "window_tile_bytes"]
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +53,52 @@ def release_heap() -> bool:
         return False
 
 
-def rows_per_write(config: FuseJobConfig) -> int:
+def rows_per_write(config: FuseJobConfig, tile_bytes: int | None = None) -> int:
     """Rows bundled into one write task: ``resources.rows_per_write``, lowered when scenes become tile rows so that
-    a bundle of ``tiling.tile_size``² tiles (3 one-byte bands) fits ``resources.write_max_mb``."""
+    a bundle of tiles fits ``resources.write_max_mb``.
+
+    Args:
+        config: the job config.
+        tile_bytes: bytes of one fused tile row (:func:`window_tile_bytes`); None: ``tiling.tile_size``² pixels of 3
+            one-byte bands.
+    """
     rows = config.resources.rows_per_write
     if config.tiling.window_min_pixels is None or config.method != "maugif":
         return rows
-    tile_bytes = config.tiling.tile_size**2 * 3
+    tile_bytes = tile_bytes or config.tiling.tile_size**2 * 3
     return max(1, min(rows, config.resources.write_max_mb * 2**20 // tile_bytes))
+
+
+def window_tile_bytes(config: FuseJobConfig, head: pa.Table | None) -> int | None:
+    """Bytes of one fused tile row for a window whose first rows are ``head``, from the GeoTIFF headers of those
+    pairs (no pixels are read): ``tiling.tile_size``² pixels × the most bands × the widest sample of either image
+    (the fused image has A's dtype and at most the larger band count), plus the two float32 detail maps when
+    ``fusion.details`` is on. At least the 3 one-byte bands of an RGB tile; None when scenes are not tiled.
+
+    A header that cannot be read is passed over here: that pair fails in its own task, with its reason.
+    """
+    if head is None or config.tiling.window_min_pixels is None or config.method != "maugif":
+        return None
+    import numpy as np
+
+    from pipeline.io.readers import read_meta
+    from pipeline.schema import STATUS, STATUS_OK, URI_A, URI_B
+
+    per_pixel = 3
+    for row in head.select([URI_A, URI_B, STATUS]).to_pylist():
+        uris = [u for u in (row[URI_A], row[URI_B]) if u and u.lower().endswith(_TIFF_SUFFIXES)]
+        if row[STATUS] != STATUS_OK or not uris:
+            continue
+        try:
+            metas = [read_meta(u, config=config.read, storage=config.storage) for u in uris]
+        except Exception as error:  # noqa: BLE001 - the pair's own task reports it
+            logger.debug("write budget: header of %s not read: %s", uris, error)
+            continue
+        bands = max(int(m["count"]) for m in metas)
+        width = max(np.dtype(m["dtype"]).itemsize for m in metas)
+        per_pixel = max(per_pixel, bands * width)
+    details = 2 * 4 if config.fusion.details else 0
+    return config.tiling.tile_size**2 * (per_pixel + details)
 
 
 @contextlib.contextmanager

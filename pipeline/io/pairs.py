@@ -233,6 +233,11 @@ class PairWindow(NamedTuple):
     dataset: Any  # ray.data.Dataset of the window's rows still to run (PAIR_SCHEMA)
     rows: int  # rows in ``dataset``
     skipped: int  # rows discovered since the previous window and left out because their pair id is done
+    head: pa.Table | None = None  # the window's first rows (up to WINDOW_HEAD_ROWS), kept on the driver
+
+
+WINDOW_HEAD_ROWS = 8
+"""Rows of each window kept on the driver as :attr:`PairWindow.head` (write bundles are sized from their headers)."""
 
 
 def _drop_done(table: pa.Table, done: Collection[str]) -> pa.Table:
@@ -281,6 +286,7 @@ def iter_pair_windows(
     if done is not None and not isinstance(done, (set, frozenset, DoneSet)):
         done = set(done)
     refs: list[Any] = []
+    heads: list[pa.Table] = []
     rows = skipped = 0
     yielded = False
     for batch in iter_pairs(source, task=task, config=config, storage=storage):
@@ -294,12 +300,14 @@ def iter_pair_windows(
             table = kept
         for offset in range(0, table.num_rows, block_rows):
             refs.append(ray.put(table.slice(offset, block_rows)))
+        if rows < WINDOW_HEAD_ROWS and table.num_rows:
+            heads.append(table.slice(0, WINDOW_HEAD_ROWS - rows))
         rows += table.num_rows
         if window_pairs is not None and rows >= window_pairs:
-            yield PairWindow(ray.data.from_arrow_refs(refs), rows, skipped)
+            yield PairWindow(ray.data.from_arrow_refs(refs), rows, skipped, pa.concat_tables(heads))
             yielded = True
-            refs, rows, skipped = [], 0, 0
+            refs, heads, rows, skipped = [], [], 0, 0
     if refs:
-        yield PairWindow(ray.data.from_arrow_refs(refs), rows, skipped)
+        yield PairWindow(ray.data.from_arrow_refs(refs), rows, skipped, pa.concat_tables(heads))
     elif not yielded or skipped:
         yield PairWindow(ray.data.from_arrow(PAIR_SCHEMA.empty_table()), 0, skipped)

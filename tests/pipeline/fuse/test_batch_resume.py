@@ -31,6 +31,7 @@ def test_pair_windows_leave_done_ids_out_and_count_them(ray_session, tmp_path):
     windows = list(iter_pair_windows(source, config=PairsConfig(batch_size=2), window_pairs=2, done=done, block_rows=1))
     assert [_ids(w.dataset) for w in windows] == [["p004", "p005"], ["p006", "p008", "p009"]]
     assert [(w.rows, w.skipped) for w in windows] == [(2, 4), (3, 1)]  # windows end at batch boundaries
+    assert [w.head[S.PAIR_ID].to_pylist() for w in windows] == [["p004", "p005"], ["p006", "p008", "p009"]]
     # Everything done: one empty window carrying the count, so the caller runs nothing but can still count.
     everything = {r["pair_id"] for r in rows}
     (only,) = iter_pair_windows(source, config=PairsConfig(batch_size=3), window_pairs=2, done=everything)
