@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["object_store_limit", "release_heap", "rows_per_write", "window_tile_bytes"]
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
-
 logger = logging.getLogger(__name__)
 
 
@@ -81,18 +79,22 @@ def window_tile_bytes(config: FuseJobConfig, head: pa.Table | None) -> int | Non
         return None
     import numpy as np
 
+    from pipeline.fuse.scene_plan import PLAIN_SUFFIXES
     from pipeline.io.readers import read_meta
     from pipeline.schema import STATUS, STATUS_OK, URI_A, URI_B
 
     per_pixel = 3
     for row in head.select([URI_A, URI_B, STATUS]).to_pylist():
-        uris = [u for u in (row[URI_A], row[URI_B]) if u and u.lower().endswith(_TIFF_SUFFIXES)]
-        if row[STATUS] != STATUS_OK or not uris:
+        uris = [row[URI_A], row[URI_B]]
+        # As planning does: a pair named as plain images is never a scene, and costs no header read here.
+        if row[STATUS] != STATUS_OK or not all(uris) or any(u.lower().endswith(PLAIN_SUFFIXES) for u in uris):
             continue
         try:
             metas = [read_meta(u, config=config.read, storage=config.storage) for u in uris]
         except Exception as error:  # noqa: BLE001 - the pair's own task reports it
             logger.debug("write budget: header of %s not read: %s", uris, error)
+            continue
+        if any(m.get("format") != "TIFF" for m in metas):
             continue
         bands = max(int(m["count"]) for m in metas)
         width = max(np.dtype(m["dtype"]).itemsize for m in metas)

@@ -42,7 +42,7 @@ from pipeline.fuse.scene_state import (
 from pipeline.io.radiometry import invalid_mask, nodata_value, union_mask
 from pipeline.io.tiling import fill_nodata, plan_tiles
 
-__all__ = ["TILE_DEFAULTS", "plan_scene_rows", "scene_state_for"]
+__all__ = ["PLAIN_SUFFIXES", "TILE_DEFAULTS", "plan_scene_rows", "scene_state_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def _whole(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**defaults, **row}]
 
 
-_PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+"""Names of plain images: never planned as scenes, so no header is read for them."""
 
 
 def _failed(row: dict[str, Any], stage: str, error: str) -> list[dict[str, Any]]:
@@ -211,7 +212,7 @@ def scene_state_for(
     if task not in ADDITIVE_TASKS and task not in MULTIPLICATIVE_TASKS:
         return None  # the predictor reports the unknown task
     uri_a, uri_b = row[S.URI_A], row[S.URI_B]
-    if uri_b.lower().endswith(_PLAIN_SUFFIXES):
+    if uri_b.lower().endswith(PLAIN_SUFFIXES):
         # Scenes are TIFFs; a pair named as plain images goes straight to the whole-image path without a header
         # read here (decode sniffs the real format anyway), so a job of millions of small PNG/JPEG pairs does
         # not pay one extra request per pair for planning.

@@ -52,6 +52,7 @@ def test_write_bundles_follow_the_bands_and_dtype_of_the_windows_geotiffs(tmp_pa
     ms = _tif(tmp_path / "ms.tif", 8, "uint16")
     pan = _tif(tmp_path / "pan.TIF", 1, "uint16")
     rgb = _tif(tmp_path / "rgb.tif", 3, "uint8")
+    float_ms = _tif(tmp_path / "scene_ms", 4, "float32")  # no suffix: sniffed like planning does
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"not a tiff")
 
@@ -69,9 +70,10 @@ def test_write_bundles_follow_the_bands_and_dtype_of_the_windows_geotiffs(tmp_pa
     assert window_tile_bytes(config, head((pan, ms, STATUS_OK))) == tile * 16
     assert rows_per_write(config, tile * 16) == 3  # 48 MiB of 16 MiB tiles
     # RGB bytes, PNG names (not opened), a header that cannot be read, a failed row: the 3-byte floor
-    plain = head((rgb, rgb, STATUS_OK), ("a.png", "b.png", STATUS_OK), (str(broken), rgb, STATUS_OK))
+    plain = head((rgb, rgb, STATUS_OK), ("a.png", str(float_ms), STATUS_OK), (str(broken), rgb, STATUS_OK))
     assert window_tile_bytes(config, plain) == tile * 3
     assert window_tile_bytes(config, head((pan, ms, STATUS_FAILED))) == tile * 3
+    assert window_tile_bytes(config, head((pan, float_ms, STATUS_OK))) == tile * 16
     # the widest pair of the window decides; detail maps add two float32 planes
     assert window_tile_bytes(config, head((rgb, rgb, STATUS_OK), (pan, ms, STATUS_OK))) == tile * 16
     detailed = _config(fusion={"details": True})
