@@ -79,8 +79,7 @@ def window_tile_bytes(config: FuseJobConfig, head: pa.Table | None) -> int | Non
         return None
     import numpy as np
 
-    from pipeline.fuse.scene_plan import PLAIN_SUFFIXES
-    from pipeline.io.readers import read_meta
+    from pipeline.io.readers import PLAIN_SUFFIXES, read_meta
     from pipeline.schema import STATUS, STATUS_OK, URI_A, URI_B
 
     per_pixel = 3

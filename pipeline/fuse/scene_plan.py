@@ -40,9 +40,10 @@ from pipeline.fuse.scene_state import (
     scene_mappings,
 )
 from pipeline.io.radiometry import invalid_mask, nodata_value, union_mask
+from pipeline.io.readers import PLAIN_SUFFIXES
 from pipeline.io.tiling import fill_nodata, plan_tiles
 
-__all__ = ["PLAIN_SUFFIXES", "TILE_DEFAULTS", "plan_scene_rows", "scene_state_for"]
+__all__ = ["TILE_DEFAULTS", "plan_scene_rows", "scene_state_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,6 @@ _MODELS: dict[tuple[str, str | None], Any] = {}
 def _whole(row: dict[str, Any]) -> list[dict[str, Any]]:
     defaults = {**TILE_DEFAULTS, S.META_A: None, S.META_B: None, S.ERROR_STAGE: None, S.ERROR: None, S.SECONDS: 0.0}
     return [{**defaults, **row}]
-
-
-PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-"""Names of plain images: never planned as scenes, so no header is read for them."""
 
 
 def _failed(row: dict[str, Any], stage: str, error: str) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ from pipeline.io.storage import (
 )
 
 __all__ = [
+    "PLAIN_SUFFIXES",
     "nodata_value",
     "open_raster",
     "read_image",
@@ -55,6 +56,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+"""Names of plain images: never planned as scenes (:mod:`pipeline.fuse.scene_plan`), so no header is read for them
+before decoding."""
 
 # ------------------------------------------------------------------------------------------------------------
 # Plain images (Pillow)
