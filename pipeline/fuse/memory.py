@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from pipeline.config.fuse_config import FuseJobConfig
 
-__all__ = ["object_store_limit", "release_heap", "rows_per_write", "window_tile_bytes"]
+__all__ = ["object_store_limit", "release_heap", "rows_per_write", "window_has_scenes", "window_tile_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,29 @@ def window_tile_bytes(config: FuseJobConfig, head: pa.Table | None) -> int | Non
         per_pixel = max(per_pixel, bands * width)
     details = 2 * 4 if config.fusion.details else 0
     return config.tiling.tile_size**2 * (per_pixel + details)
+
+
+def window_has_scenes(config: FuseJobConfig, head: pa.Table | None) -> bool:
+    """Whether any of a window's first rows (``head``) is a scene that planning turns into tile rows: a GeoTIFF B
+    image above ``tiling.window_min_pixels`` (headers only, as planning reads them; plain-image names are never
+    scenes and cost no read). A header that cannot be read counts as no scene: that pair fails in its own task."""
+    if head is None or config.tiling.window_min_pixels is None or config.method != "maugif":
+        return False
+    from pipeline.io.readers import PLAIN_SUFFIXES, read_meta
+    from pipeline.schema import STATUS, STATUS_OK, URI_B
+
+    for row in head.select([URI_B, STATUS]).to_pylist():
+        uri = row[URI_B]
+        if row[STATUS] != STATUS_OK or not uri or uri.lower().endswith(PLAIN_SUFFIXES):
+            continue
+        try:
+            meta = read_meta(uri, config=config.read, storage=config.storage)
+        except Exception as error:  # noqa: BLE001 - the pair's own task reports it
+            logger.debug("scene check: header of %s not read: %s", uri, error)
+            continue
+        if meta.get("format") == "TIFF" and meta["height"] * meta["width"] > config.tiling.window_min_pixels:
+            return True
+    return False
 
 
 @contextlib.contextmanager

@@ -182,3 +182,26 @@ def test_a_truncated_scene_fails_alone_naming_its_file(ray_session, tmp_path):
     latest = {r[S.PAIR_ID]: r for r in read_manifest(str(out)).to_pylist()}
     assert latest["cut"][S.ERROR_STAGE] == S.STAGE_READ and "short.tif" in latest["cut"][S.ERROR]
     assert not (out / "cut.vrt").exists() and (out / "good.vrt").exists()
+
+
+def test_the_tiles_of_one_scene_are_spread_over_the_actors(ray_session, tmp_path):
+    """Planning turns one pair into many tile rows in one block; an actor pool fuses a block in one task, so without
+    splitting, one actor fuses the whole scene while the others wait. The planned rows are cut into blocks of
+    ``fusion.batch_size`` rows: 9 tiles at batch size 4 are 3 fusion tasks."""
+    from pipeline.fuse.batch import build_dataset
+
+    uri_a, uri_b = _scene_pair(tmp_path / "in")
+    row = {"pair_id": "s", "uri_a": str(uri_a), "uri_b": str(uri_b), "task": "vif"}
+    config = _config(_manifest(tmp_path / "pairs.csv", [row]), str(tmp_path / "out"), True)
+    fused = build_dataset(config, split_scenes=True).materialize()
+    assert fused.count() == 9  # 150 x 170 in 64² tiles
+    assert fused.num_blocks() == 3, fused.stats()
+    assert build_dataset(config).materialize().num_blocks() == 1  # unsplit: one task, one actor
+    # The job splits a window when its first pairs hold a scene, and leaves windows of small pairs alone.
+    from pipeline.fuse.memory import window_has_scenes
+    from pipeline.io.pairs import iter_pair_windows
+
+    (window,) = iter_pair_windows(config.input, config=config.pairs)
+    assert window_has_scenes(config, window.head)
+    small = config.model_copy(update={"tiling": config.tiling.model_copy(update={"window_min_pixels": 10**6})})
+    assert not window_has_scenes(small, window.head)
