@@ -44,7 +44,13 @@ from pipeline.config.fuse_config import FuseJobConfig
 from pipeline.config.io_config import ReadConfig, StorageConfig
 from pipeline.fuse.batch_summary import build_summary, exit_code, format_summary, save_summary
 from pipeline.fuse.job_metrics import JobMetrics
-from pipeline.fuse.memory import object_store_limit, rows_per_write, window_has_scenes, window_tile_bytes
+from pipeline.fuse.memory import (
+    head_headers,
+    object_store_limit,
+    rows_per_write,
+    window_has_scenes,
+    window_tile_bytes,
+)
 from pipeline.fuse.sinks import FusedImageDatasink
 from pipeline.io.done_set import DoneSet
 
@@ -429,14 +435,15 @@ def run_batch_fuse(
                 state["total"] = total if limit is None else min(total, config.dry_run or 0)
                 ran = 0  # a window of only done pairs, or a dry run past its limit (only counted), runs nothing
                 if rows and (limit is None or limit > 0):
-                    split = window_has_scenes(config, window.head)
+                    headers = head_headers(config, window.head)  # read once for both decisions
+                    split = window_has_scenes(config, window.head, headers)
                     ds = build_dataset(
                         config, limit=limit, pairs=pairs, progress_actor=counter_name, split_scenes=split
                     )
                     sink = MeteredDatasink(
                         output_config,
                         run_id=run_id,
-                        min_rows_per_write=rows_per_write(config, window_tile_bytes(config, window.head)),
+                        min_rows_per_write=rows_per_write(config, window_tile_bytes(config, window.head, headers)),
                         job=config.job_name,
                         part_prefix=f"w{index:05d}-",
                         progress=counter,

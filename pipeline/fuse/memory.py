@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 
     from pipeline.config.fuse_config import FuseJobConfig
 
-__all__ = ["object_store_limit", "release_heap", "rows_per_write", "window_has_scenes", "window_tile_bytes"]
+__all__ = [
+    "head_headers",
+    "object_store_limit",
+    "release_heap",
+    "rows_per_write",
+    "window_has_scenes",
+    "window_tile_bytes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,34 +74,50 @@ def rows_per_write(config: FuseJobConfig, tile_bytes: int | None = None) -> int:
     return max(1, min(rows, config.resources.write_max_mb * 2**20 // tile_bytes))
 
 
-def window_tile_bytes(config: FuseJobConfig, head: pa.Table | None) -> int | None:
-    """Bytes of one fused tile row for a window whose first rows are ``head``, from the GeoTIFF headers of those
-    pairs (no pixels are read): ``tiling.tile_size``² pixels × the most bands × the widest sample of either image
-    (the fused image has A's dtype and at most the larger band count), plus the two float32 detail maps when
-    ``fusion.details`` is on. At least the 3 one-byte bands of an RGB tile; None when scenes are not tiled.
+def _tiled(config: FuseJobConfig) -> bool:
+    return config.tiling.window_min_pixels is not None and config.method == "maugif"
 
-    A header that cannot be read is passed over here: that pair fails in its own task, with its reason.
-    """
-    if head is None or config.tiling.window_min_pixels is None or config.method != "maugif":
-        return None
-    import numpy as np
 
+def head_headers(config: FuseJobConfig, head: pa.Table | None) -> list[tuple[dict, dict]]:
+    """``(meta_a, meta_b)`` of the GeoTIFF pairs among a window's first rows (``head``), read as planning reads
+    them: headers only, names of plain images skipped without a read (:data:`~pipeline.io.readers.PLAIN_SUFFIXES`).
+    A pair whose headers cannot be read is passed over here: it fails in its own task, with its reason. Empty
+    when scenes are not tiled."""
+    if head is None or not _tiled(config):
+        return []
     from pipeline.io.readers import PLAIN_SUFFIXES, read_meta
     from pipeline.schema import STATUS, STATUS_OK, URI_A, URI_B
 
-    per_pixel = 3
+    headers = []
     for row in head.select([URI_A, URI_B, STATUS]).to_pylist():
-        uris = [row[URI_A], row[URI_B]]
-        # As planning does: a pair named as plain images is never a scene, and costs no header read here.
-        if row[STATUS] != STATUS_OK or not all(uris) or any(u.lower().endswith(PLAIN_SUFFIXES) for u in uris):
+        uri_a, uri_b = row[URI_A], row[URI_B]
+        if row[STATUS] != STATUS_OK or not uri_a or not uri_b or uri_b.lower().endswith(PLAIN_SUFFIXES):
             continue
         try:
-            metas = [read_meta(u, config=config.read, storage=config.storage) for u in uris]
+            metas = (read_meta(uri_a, config=config.read, storage=config.storage),
+                     read_meta(uri_b, config=config.read, storage=config.storage))  # fmt: skip
         except Exception as error:  # noqa: BLE001 - the pair's own task reports it
-            logger.debug("write budget: header of %s not read: %s", uris, error)
+            logger.debug("window headers: %s / %s not read: %s", uri_a, uri_b, error)
             continue
-        if any(m.get("format") != "TIFF" for m in metas):
-            continue
+        if all(m.get("format") == "TIFF" for m in metas):
+            headers.append(metas)
+    return headers
+
+
+def window_tile_bytes(
+    config: FuseJobConfig, head: pa.Table | None, headers: list[tuple[dict, dict]] | None = None
+) -> int | None:
+    """Bytes of one fused tile row for a window whose first rows are ``head``, from their GeoTIFF headers
+    (:func:`head_headers`, or ``headers`` already read): ``tiling.tile_size``² pixels × the most bands × the widest
+    sample of either image (the fused image has A's dtype and at most the larger band count), plus the two float32
+    detail maps when ``fusion.details`` is on. At least the 3 one-byte bands of an RGB tile; None when scenes are
+    not tiled or there is no head."""
+    if not _tiled(config) or (head is None and headers is None):
+        return None
+    import numpy as np
+
+    per_pixel = 3
+    for metas in head_headers(config, head) if headers is None else headers:
         bands = max(int(m["count"]) for m in metas)
         width = max(np.dtype(m["dtype"]).itemsize for m in metas)
         per_pixel = max(per_pixel, bands * width)
@@ -102,27 +125,17 @@ def window_tile_bytes(config: FuseJobConfig, head: pa.Table | None) -> int | Non
     return config.tiling.tile_size**2 * (per_pixel + details)
 
 
-def window_has_scenes(config: FuseJobConfig, head: pa.Table | None) -> bool:
-    """Whether any of a window's first rows (``head``) is a scene that planning turns into tile rows: a GeoTIFF B
-    image above ``tiling.window_min_pixels`` (headers only, as planning reads them; plain-image names are never
-    scenes and cost no read). A header that cannot be read counts as no scene: that pair fails in its own task."""
-    if head is None or config.tiling.window_min_pixels is None or config.method != "maugif":
+def window_has_scenes(
+    config: FuseJobConfig, head: pa.Table | None, headers: list[tuple[dict, dict]] | None = None
+) -> bool:
+    """Whether any of a window's first rows (``head``) is a scene that planning turns into tile rows: a GeoTIFF
+    pair whose B image has more than ``tiling.window_min_pixels`` (:func:`head_headers`, or ``headers``)."""
+    if not _tiled(config):
         return False
-    from pipeline.io.readers import PLAIN_SUFFIXES, read_meta
-    from pipeline.schema import STATUS, STATUS_OK, URI_B
-
-    for row in head.select([URI_B, STATUS]).to_pylist():
-        uri = row[URI_B]
-        if row[STATUS] != STATUS_OK or not uri or uri.lower().endswith(PLAIN_SUFFIXES):
-            continue
-        try:
-            meta = read_meta(uri, config=config.read, storage=config.storage)
-        except Exception as error:  # noqa: BLE001 - the pair's own task reports it
-            logger.debug("scene check: header of %s not read: %s", uri, error)
-            continue
-        if meta.get("format") == "TIFF" and meta["height"] * meta["width"] > config.tiling.window_min_pixels:
-            return True
-    return False
+    limit = config.tiling.window_min_pixels
+    return any(
+        b["height"] * b["width"] > limit for _, b in (head_headers(config, head) if headers is None else headers)
+    )
 
 
 @contextlib.contextmanager
